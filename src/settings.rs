@@ -1,0 +1,383 @@
+//! Typed settings, loaded in layers and validated once at start-up.
+//!
+//! `config/default.toml` is compiled in and holds every key, so the structs below have no
+//! serde defaults: a key missing from the defaults or an unknown key in any layer is an
+//! error, and a test keeps the file and the code in step.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Every key with its default and a comment; the first layer of every load.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+/// The layer `sidechat dev` adds: demo page on, development secrets.
+pub const DEVELOPMENT_TOML: &str = include_str!("../config/development.toml");
+
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: [&str; 3] = ["server.allowed_origins", "auth.hmac_secrets", "api.keys"];
+
+/// The layers one load reads, lowest first (after the embedded defaults).
+#[derive(Debug, Default)]
+pub struct Sources<'a> {
+    /// TOML text compiled in or built by a caller (development, test).
+    pub overlays: Vec<&'a str>,
+    /// `--config FILE`.
+    pub file: Option<&'a Path>,
+    /// Read `SIDECHAT__*` and `DATABASE_URL`.
+    pub environment: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("config: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A value that must never reach a log: `Debug` prints `[redacted]`.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub auth: AuthSettings,
+    pub api: ApiSettings,
+    pub chat: ChatSettings,
+    pub broker: BrokerSettings,
+    pub limits: LimitSettings,
+    pub webhooks: WebhookSettings,
+    pub push: PushSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub allowed_origins: Vec<String>,
+    pub idle_timeout_s: u64,
+    pub demo: bool,
+    pub workers: usize,
+    pub shutdown_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Holds a password, so it is a secret.
+    pub url: Secret,
+    pub pool_size: u32,
+    pub run_migrations: bool,
+    pub connect_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub hmac_secrets: Vec<Secret>,
+    pub jwt_secret: Secret,
+    pub jwt_public_key_file: String,
+    pub jwt_algorithm: String,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub leeway_s: u64,
+    pub disconnect_on_expiry: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    pub keys: Vec<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatSettings {
+    pub history_limit: u32,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSettings {
+    pub kind: String,
+    pub redis_url: Secret,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub messages_per_second: u32,
+    pub burst: u32,
+    pub connections_per_user: u32,
+    pub joins_per_connection: u32,
+    pub outbound_queue: usize,
+    pub max_frame_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    pub url: String,
+    pub secret: Secret,
+    pub delay_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushSettings {
+    pub vapid_public_key: String,
+    pub vapid_private_key_file: String,
+    pub subject: String,
+}
+
+/// The most messages one join or `history` may return (PROTOCOL.md §3).
+pub const MAX_HISTORY_LIMIT: u32 = 500;
+/// Largest clock skew an operator may allow; more would make expiry meaningless.
+const MAX_LEEWAY_S: u64 = 300;
+
+impl Settings {
+    /// Loads the embedded defaults, then `sources`, and validates the result.
+    pub fn load(sources: &Sources<'_>) -> Result<Settings, SettingsError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        for overlay in &sources.overlays {
+            builder =
+                builder.add_source(config::File::from_str(overlay, config::FileFormat::Toml));
+        }
+        if let Some(path) = sources.file {
+            if !path.is_file() {
+                return Err(SettingsError::Invalid(format!(
+                    "--config {}: no such file",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(
+                config::File::from(PathBuf::from(path))
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        if sources.environment {
+            let mut env = config::Environment::with_prefix("SIDECHAT")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .try_parsing(true);
+            for key in LIST_KEYS {
+                env = env.with_list_parse_key(key);
+            }
+            builder = builder.add_source(env);
+            if let Ok(url) = std::env::var("DATABASE_URL") {
+                builder = builder.set_override("database.url", url)?;
+            }
+        }
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every rule that serde cannot, naming the key and the rule.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |msg: String| Err(SettingsError::Invalid(msg));
+        let auth = &self.auth;
+        if auth.hmac_secrets.iter().all(Secret::is_empty)
+            && auth.jwt_secret.is_empty()
+            && auth.jwt_public_key_file.is_empty()
+        {
+            return invalid(
+                "auth: no way to verify tokens: set auth.hmac_secrets, auth.jwt_secret or auth.jwt_public_key_file".into(),
+            );
+        }
+        if auth.hmac_secrets.iter().any(Secret::is_empty) {
+            return invalid("auth.hmac_secrets: an empty secret is not allowed".into());
+        }
+        if auth.leeway_s > MAX_LEEWAY_S {
+            return invalid(format!("auth.leeway_s: must be <= {MAX_LEEWAY_S}"));
+        }
+        if !crate::auth::ALGORITHMS.contains(&auth.jwt_algorithm.as_str()) {
+            return invalid(format!(
+                "auth.jwt_algorithm: must be one of {}",
+                crate::auth::ALGORITHMS.join(", ")
+            ));
+        }
+        if self.chat.history_limit == 0 || self.chat.history_limit > MAX_HISTORY_LIMIT {
+            return invalid(format!(
+                "chat.history_limit: must be between 1 and {MAX_HISTORY_LIMIT}"
+            ));
+        }
+        if self.chat.max_body_bytes == 0 {
+            return invalid("chat.max_body_bytes: must be at least 1".into());
+        }
+        if self.limits.outbound_queue == 0 {
+            return invalid("limits.outbound_queue: must be at least 1".into());
+        }
+        if self.limits.max_frame_bytes < 1024 {
+            return invalid("limits.max_frame_bytes: must be at least 1024".into());
+        }
+        if self.limits.messages_per_second > 0 && self.limits.burst == 0 {
+            return invalid(
+                "limits.burst: must be at least 1 when limits.messages_per_second is set".into(),
+            );
+        }
+        if self.database.pool_size == 0 {
+            return invalid("database.pool_size: must be at least 1".into());
+        }
+        if self.server.shutdown_timeout_s == 0 {
+            return invalid("server.shutdown_timeout_s: must be at least 1".into());
+        }
+        match self.broker.kind.as_str() {
+            "memory" => {}
+            "redis" => {
+                return invalid(
+                    "broker.kind: \"redis\" is not available in this build yet; use \"memory\""
+                        .into(),
+                );
+            }
+            _ => return invalid("broker.kind: must be \"memory\" or \"redis\"".into()),
+        }
+        Ok(())
+    }
+
+    /// Loud warnings for settings that are legal but unsafe in production.
+    pub fn insecure_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for secret in self
+            .auth
+            .hmac_secrets
+            .iter()
+            .chain(std::iter::once(&self.auth.jwt_secret))
+        {
+            if !secret.is_empty() && secret.expose().len() < 32 {
+                warnings.push(
+                    "auth: a token secret is shorter than 32 bytes; anyone who guesses it can sign in as any user".to_string(),
+                );
+                break;
+            }
+        }
+        if self.server.allowed_origins.is_empty() {
+            warnings.push(
+                "server.allowed_origins is empty: any web page may open sockets with a user's token"
+                    .to_string(),
+            );
+        }
+        if self.auth.leeway_s > 60 {
+            warnings.push(format!(
+                "auth.leeway_s = {}: expired tokens stay valid that long",
+                self.auth.leeway_s
+            ));
+        }
+        warnings
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.idle_timeout_s)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.shutdown_timeout_s)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.database.connect_timeout_s.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(overlay: &str) -> Result<Settings, SettingsError> {
+        Settings::load(&Sources {
+            overlays: vec![overlay],
+            ..Sources::default()
+        })
+    }
+
+    #[test]
+    fn the_embedded_defaults_name_every_key_the_code_reads() {
+        // Deserialising the defaults alone fails if the code gained a key the file lacks
+        // (no serde defaults) or the file holds a key the code lacks (deny_unknown_fields).
+        let parsed: Result<Settings, _> = config::Config::builder()
+            .add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
+            .build()
+            .and_then(|c| c.try_deserialize());
+        assert!(parsed.is_ok(), "{:?}", parsed.err());
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_its_name() {
+        let err = load("[auth]\nhmac_secrets=[\"0123456789abcdef0123456789abcdef\"]\nleway_s = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("leway_s"), "{err}");
+    }
+
+    #[test]
+    fn settings_without_any_token_secret_are_refused() {
+        let err = load("").unwrap_err().to_string();
+        assert!(err.contains("auth.hmac_secrets"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key_and_rule() {
+        let secret = "[auth]\nhmac_secrets=[\"0123456789abcdef0123456789abcdef\"]\n";
+        let cases = [
+            ("leeway_s = 301", "auth.leeway_s: must be <= 300"),
+            ("jwt_algorithm = \"none\"", "auth.jwt_algorithm"),
+            (
+                "[chat]\nhistory_limit = 501",
+                "chat.history_limit: must be between 1 and 500",
+            ),
+            ("[broker]\nkind = \"carrier-pigeon\"", "broker.kind"),
+        ];
+        for (extra, expected) in cases {
+            let err = load(&format!("{secret}{extra}")).unwrap_err().to_string();
+            assert!(err.contains(expected), "{extra}: got {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let settings =
+            load("[auth]\nhmac_secrets=[\"very-secret-value-0123456789abcdef\"]").unwrap();
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("very-secret-value"));
+        assert!(printed.contains("[redacted]"));
+    }
+
+    #[test]
+    fn the_development_layer_is_valid() {
+        assert!(load(DEVELOPMENT_TOML).is_ok());
+    }
+}

@@ -1,0 +1,171 @@
+//! Queries on `messages`.
+
+use diesel::dsl::{count_star, max};
+use diesel::prelude::*;
+
+use super::Error;
+use super::models::{MessageRow, NewMessage};
+use super::schema::messages;
+
+/// One page of a conversation's history. With `after`, the oldest `limit` messages
+/// after it (recovery after a reconnect); otherwise the newest `limit` before `before`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub before: Option<i64>,
+    pub after: Option<i64>,
+    pub limit: i64,
+}
+
+/// Messages oldest first, and whether more lie beyond the page in the direction read.
+pub fn history(
+    conn: &mut PgConnection,
+    topic: &str,
+    page: Page,
+) -> Result<(Vec<MessageRow>, bool), Error> {
+    let mut query = messages::table
+        .filter(messages::topic.eq(topic))
+        .filter(messages::deleted_at.is_null())
+        .select(MessageRow::as_select())
+        .limit(page.limit + 1)
+        .into_boxed();
+    if let Some(before) = page.before {
+        query = query.filter(messages::id.lt(before));
+    }
+    let mut rows = if let Some(after) = page.after {
+        query
+            .filter(messages::id.gt(after))
+            .order(messages::id.asc())
+            .load(conn)?
+    } else {
+        query.order(messages::id.desc()).load(conn)?
+    };
+    let more = rows.len() as i64 > page.limit;
+    rows.truncate(usize::try_from(page.limit).unwrap_or(0));
+    if page.after.is_none() {
+        rows.reverse();
+    }
+    Ok((rows, more))
+}
+
+/// Inserts every message in one statement; rows come back in insertion (id) order.
+pub fn insert_all(conn: &mut PgConnection, new: &[NewMessage]) -> Result<Vec<MessageRow>, Error> {
+    let mut rows: Vec<MessageRow> = diesel::insert_into(messages::table)
+        .values(new)
+        .returning(MessageRow::as_returning())
+        .get_results(conn)?;
+    // Ids are drawn in VALUES order; sorting makes that order explicit.
+    rows.sort_by_key(|r| r.id);
+    Ok(rows)
+}
+
+/// Stored messages matching any of the (sender, client_ref) pairs.
+pub fn by_client_refs(
+    conn: &mut PgConnection,
+    pairs: &[(&str, &str)],
+) -> Result<Vec<MessageRow>, Error> {
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let senders: Vec<&str> = pairs.iter().map(|(s, _)| *s).collect();
+    let refs: Vec<&str> = pairs.iter().map(|(_, r)| *r).collect();
+    let candidates: Vec<MessageRow> = messages::table
+        .filter(messages::sender_id.eq_any(&senders))
+        .filter(messages::client_ref.eq_any(&refs))
+        .select(MessageRow::as_select())
+        .load(conn)?;
+    Ok(candidates
+        .into_iter()
+        .filter(|row| {
+            pairs
+                .iter()
+                .any(|(s, r)| row.sender_id == *s && row.client_ref.as_deref() == Some(*r))
+        })
+        .collect())
+}
+
+/// The message with this id in this conversation, unless deleted.
+pub fn find_in_topic(
+    conn: &mut PgConnection,
+    topic: &str,
+    id: i64,
+) -> Result<Option<MessageRow>, Error> {
+    Ok(messages::table
+        .filter(messages::id.eq(id))
+        .filter(messages::topic.eq(topic))
+        .filter(messages::deleted_at.is_null())
+        .select(MessageRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Marks what `reader` was sent in `topic` up to `up_to` as seen; returns how many.
+pub fn mark_read(
+    conn: &mut PgConnection,
+    topic: &str,
+    reader: &str,
+    up_to: i64,
+) -> Result<usize, Error> {
+    Ok(diesel::update(
+        messages::table
+            .filter(messages::recipient_id.eq(reader))
+            .filter(messages::topic.eq(topic))
+            .filter(messages::id.le(up_to))
+            .filter(messages::is_delivered.eq(false)),
+    )
+    .set(messages::is_delivered.eq(true))
+    .execute(conn)?)
+}
+
+/// How many messages `recipient` has not seen in `topic`.
+pub fn unread_count(conn: &mut PgConnection, topic: &str, recipient: &str) -> Result<i64, Error> {
+    Ok(messages::table
+        .filter(messages::recipient_id.eq(recipient))
+        .filter(messages::topic.eq(topic))
+        .filter(messages::is_delivered.eq(false))
+        .filter(messages::deleted_at.is_null())
+        .select(count_star())
+        .first(conn)?)
+}
+
+/// One conversation with unread messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnreadTopic {
+    pub topic: String,
+    pub count: i64,
+    pub last_message: MessageRow,
+}
+
+/// Every conversation where `recipient` has unread messages, newest first.
+pub fn unread_summary(
+    conn: &mut PgConnection,
+    recipient: &str,
+) -> Result<Vec<UnreadTopic>, Error> {
+    let groups: Vec<(String, i64, Option<i64>)> = messages::table
+        .filter(messages::recipient_id.eq(recipient))
+        .filter(messages::is_delivered.eq(false))
+        .filter(messages::deleted_at.is_null())
+        .group_by(messages::topic)
+        .select((messages::topic, count_star(), max(messages::id)))
+        .load(conn)?;
+    let last_ids: Vec<i64> = groups.iter().filter_map(|(_, _, id)| *id).collect();
+    let mut last_rows: std::collections::HashMap<i64, MessageRow> = messages::table
+        .filter(messages::id.eq_any(&last_ids))
+        .select(MessageRow::as_select())
+        .load::<MessageRow>(conn)?
+        .into_iter()
+        .map(|row| (row.id, row))
+        .collect();
+    let mut summary: Vec<UnreadTopic> = groups
+        .into_iter()
+        .filter_map(|(topic, count, last_id)| {
+            let last_message = last_rows.remove(&last_id?)?;
+            Some(UnreadTopic {
+                topic,
+                count,
+                last_message,
+            })
+        })
+        .collect();
+    summary.sort_by(|a, b| b.last_message.id.cmp(&a.last_message.id));
+    Ok(summary)
+}

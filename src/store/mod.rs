@@ -1,0 +1,117 @@
+//! Postgres: the pool for reads, the batching writer, and every query.
+//!
+//! Query functions take `&mut PgConnection`, never the pool, so the writer thread, the
+//! blocking readers and the tests all call the same functions.
+
+pub mod messages;
+pub mod models;
+pub mod rooms;
+pub mod schema;
+pub mod writer;
+
+use std::time::Duration;
+
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel::Connection;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub use models::{MessageRow, NewMessage};
+pub use writer::{Stored, Writer, WriterExit};
+
+/// `migrations/`, compiled in.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+pub type PooledPg = PooledConnection<ConnectionManager<PgConnection>>;
+
+/// What callers branch on. Anything the database says that is not one of these is
+/// `Unavailable`: the caller tells the client that nothing was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("not found")]
+    NotFound,
+    /// A unique key refused the row (e.g. a `client_ref` stored by another writer).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<diesel::result::Error> for Error {
+    fn from(e: diesel::result::Error) -> Self {
+        match e {
+            diesel::result::Error::NotFound => Error::NotFound,
+            diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                info,
+            ) => Error::Conflict(info.message().to_owned()),
+            other => Error::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<r2d2::Error> for Error {
+    fn from(e: r2d2::Error) -> Self {
+        Error::Unavailable(e.to_string())
+    }
+}
+
+/// Adds libpq's `connect_timeout` to a URL that names none, so an unreachable database
+/// fails in seconds rather than hanging on the kernel's TCP timeout.
+pub fn with_connect_timeout(url: &str, timeout: Duration) -> String {
+    if url.contains("connect_timeout=") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}connect_timeout={}", timeout.as_secs().max(1))
+}
+
+/// The read pool. r2d2 waits `timeout` for a connection (its default of 30 s would
+/// leave a client hanging far longer than `unavailable` should take).
+pub fn read_pool(url: &str, size: u32, timeout: Duration) -> Result<PgPool, Error> {
+    let manager = ConnectionManager::<PgConnection>::new(with_connect_timeout(url, timeout));
+    Pool::builder()
+        .max_size(size)
+        .min_idle(Some(0))
+        .connection_timeout(timeout)
+        .test_on_check_out(false)
+        .build(manager)
+        .map_err(Error::from)
+}
+
+/// One connection, for start-up checks, migrations and the writer.
+pub fn connect(url: &str, timeout: Duration) -> Result<PgConnection, Error> {
+    PgConnection::establish(&with_connect_timeout(url, timeout))
+        .map_err(|e| Error::Unavailable(e.to_string()))
+}
+
+/// Applies pending migrations; returns how many ran.
+pub fn run_migrations(conn: &mut PgConnection) -> Result<usize, Error> {
+    conn.run_pending_migrations(MIGRATIONS)
+        .map(|applied| applied.len())
+        .map_err(|e| Error::Unavailable(format!("migrations failed: {e}")))
+}
+
+/// Whether every embedded migration has been applied.
+pub fn migrations_applied(conn: &mut PgConnection) -> Result<bool, Error> {
+    conn.has_pending_migration(MIGRATIONS)
+        .map(|pending| !pending)
+        .map_err(|e| Error::Unavailable(e.to_string()))
+}
+
+/// Runs `query` with a pooled connection on the blocking pool, never on an async
+/// worker thread. Pool exhaustion and a dead database both come back as `Unavailable`.
+pub async fn blocking<T, F>(pool: &PgPool, query: F) -> Result<T, Error>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, Error> + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = pool.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = pool.get()?;
+        query(&mut conn)
+    })
+    .await
+    .map_err(|e| Error::Unavailable(format!("blocking task failed: {e}")))?
+}

@@ -1,0 +1,40 @@
+//! Row structs, each apart from its insert form.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use super::schema::messages;
+
+/// A stored message, as read back.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = messages)]
+#[diesel(check_for_backend(diesel::pg::Pg))]
+pub struct MessageRow {
+    pub id: i64,
+    pub topic: String,
+    pub sender_id: String,
+    pub recipient_id: Option<String>,
+    pub body: String,
+    pub kind: String,
+    pub status: String,
+    pub meta: serde_json::Value,
+    pub client_ref: Option<String>,
+    pub sent_at: DateTime<Utc>,
+    pub edited_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub is_delivered: bool,
+}
+
+/// A message to insert; the writer inserts a slice of these in one statement.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = messages)]
+pub struct NewMessage {
+    pub topic: String,
+    pub sender_id: String,
+    pub recipient_id: Option<String>,
+    pub body: String,
+    pub kind: String,
+    pub status: String,
+    pub meta: serde_json::Value,
+    pub client_ref: Option<String>,
+}
