@@ -1,10 +1,218 @@
 //! sidechat: a chat service beside an existing web app.
 //!
 //! Dependencies point one way: `transport`/`http` -> `chat` -> `store`, `hub`.
+//! `Application::build` is the one way to start the service; `main.rs` and the tests
+//! both call it.
 
 pub mod auth;
 pub mod chat;
 pub mod dev;
+pub mod http;
 pub mod hub;
 pub mod settings;
 pub mod store;
+pub mod transport;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use actix_web::middleware::Logger;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Verifier;
+use crate::chat::{Chat, ChatConfig};
+use crate::http::{AppState, Connections};
+use crate::hub::{Hub, MemoryBroker, MemoryPresence};
+use crate::settings::Settings;
+use crate::store::{Writer, WriterExit};
+
+/// A built, bound service, not yet running.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    state: web::Data<AppState>,
+    writer: Writer,
+    writer_exit: WriterExit,
+    writer_thread: JoinHandle<()>,
+}
+
+/// The part of a database URL that is safe to print: no password.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!(
+                "{}://…{}",
+                url.get(..scheme).unwrap_or(""),
+                url.get(at..).unwrap_or("")
+            )
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Application {
+    /// Checks the settings against the world (keys, database), migrates, and binds.
+    /// Every error is one line that names what is wrong.
+    pub fn build(settings: Settings) -> anyhow::Result<Application> {
+        let settings = Arc::new(settings);
+        let verifier = Verifier::new(&settings.auth)?;
+        let url = settings.database.url.expose().to_owned();
+        if url.is_empty() {
+            anyhow::bail!("database.url: not set (set DATABASE_URL or database.url)");
+        }
+        let timeout = settings.connect_timeout();
+        let mut conn = store::connect(&url, timeout).map_err(|e| {
+            anyhow::anyhow!(
+                "database.url: cannot connect to {}: {}",
+                redact_url(&url),
+                first_line(&e.to_string())
+            )
+        })?;
+        if settings.database.run_migrations {
+            let applied = store::run_migrations(&mut conn)
+                .map_err(|e| anyhow::anyhow!("database: {}", first_line(&e.to_string())))?;
+            if applied > 0 {
+                log::info!("applied {applied} migration(s)");
+            }
+        }
+        drop(conn);
+        let pool = store::read_pool(&url, settings.database.pool_size, timeout)
+            .map_err(|e| anyhow::anyhow!("database.url: {}", first_line(&e.to_string())))?;
+
+        let hub = Arc::new(Hub::new(Arc::new(MemoryBroker)));
+        let presence = Arc::new(MemoryPresence::default());
+        let (writer, writer_exit, writer_thread) =
+            Writer::start(url, timeout, Chat::broadcast_on_commit(hub.clone()))
+                .context("starting the writer thread")?;
+        let chat = Arc::new(Chat::new(
+            pool,
+            writer.clone(),
+            hub,
+            presence,
+            ChatConfig {
+                history_limit: settings.chat.history_limit,
+                max_body_bytes: settings.chat.max_body_bytes,
+                messages_per_second: settings.limits.messages_per_second,
+                burst: settings.limits.burst,
+            },
+        ));
+        let state = web::Data::new(AppState {
+            settings: settings.clone(),
+            verifier,
+            chat,
+            shutdown: CancellationToken::new(),
+            sockets: TaskTracker::new(),
+            connections: Arc::new(Connections::default()),
+            next_conn: AtomicU64::new(1),
+            writer_alive: Arc::new(AtomicBool::new(true)),
+        });
+
+        let address = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&address)
+            .map_err(|e| anyhow::anyhow!("server.port: cannot listen on {address}: {e}"))?;
+        let port = listener.local_addr()?.port();
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                // The path only (%U): tokens travel in the query string.
+                .wrap(
+                    Logger::new("%{r}a \"%{method}xi %U\" %s %b %Dms")
+                        .custom_request_replace("method", |req| req.method().to_string()),
+                )
+                .configure(http::routes)
+        })
+        // Signals are ours: actix's graceful stop does not wind down WebSockets.
+        .disable_signals()
+        .shutdown_timeout(settings.server.shutdown_timeout_s);
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server
+            .listen(listener)
+            .with_context(|| format!("server.port: cannot serve on {address}"))?
+            .run();
+        Ok(Application {
+            port,
+            server,
+            state,
+            writer,
+            writer_exit,
+            writer_thread,
+        })
+    }
+
+    /// The port actually bound (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Cancel it to start the graceful shutdown, as SIGTERM does.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains in order: sockets get
+    /// the replies owed them and close with 1001, the writer flushes and stops, HTTP
+    /// stops. An error means the service could not go on (the writer died).
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Application {
+            server,
+            state,
+            writer,
+            mut writer_exit,
+            writer_thread,
+            ..
+        } = self;
+        let handle = server.handle();
+        let mut server_task = actix_web::rt::spawn(server);
+        let shutdown = state.shutdown.clone();
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = &mut writer_exit => {
+                state.writer_alive.store(false, Ordering::Relaxed);
+                shutdown.cancel();
+                handle.stop(false).await;
+                anyhow::bail!("the writer thread stopped unexpectedly; refusing sends it cannot store");
+            }
+            result = &mut server_task => {
+                shutdown.cancel();
+                return match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(anyhow::anyhow!("HTTP server failed: {e}")),
+                    Err(e) => Err(anyhow::anyhow!("HTTP server task failed: {e}")),
+                };
+            }
+        }
+        let deadline = state.settings.shutdown_timeout();
+        log::info!(
+            "shutting down: draining {} socket(s) within {}s",
+            state.sockets.len(),
+            deadline.as_secs()
+        );
+        let drain = async {
+            state.sockets.close();
+            state.sockets.wait().await;
+            writer.stop().await;
+            let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+        };
+        if tokio::time::timeout(deadline, drain).await.is_err() {
+            log::warn!("shutdown deadline passed; stopping with work in flight");
+        }
+        state.writer_alive.store(false, Ordering::Relaxed);
+        handle.stop(true).await;
+        let _ = server_task.await;
+        log::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Database errors can span lines; start-up errors are one line.
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or("").trim().to_owned()
+}

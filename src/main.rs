@@ -1,1 +1,306 @@
-fn main() {}
+//! The command line: serve | migrate | dev | token | check-config.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sidechat::auth::{self, JwtClaims};
+use sidechat::chat::UserId;
+use sidechat::dev::{ClusterOptions, PgCluster};
+use sidechat::settings::{DEVELOPMENT_TOML, Settings, Sources};
+use sidechat::{Application, redact_url, store};
+
+#[derive(Parser)]
+#[command(name = "sidechat", version, about = "Chat beside your web app")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (production).
+    Serve {
+        /// TOML layered over the built-in defaults.
+        #[arg(long, short, env = "SIDECHAT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate {
+        #[arg(long, short, env = "SIDECHAT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run on a laptop: a private Postgres under .sidechat/, tokens printed, demo page on.
+    Dev {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Port to listen on (default: server.port, 4000).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Mint a token with the configured secret, for trying things by hand.
+    Token {
+        user_id: String,
+        /// How long it is valid: 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// "staff" grants the support inbox (mints a JWT).
+        #[arg(long)]
+        role: Option<String>,
+        /// Display name (mints a JWT).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, short, env = "SIDECHAT_CONFIG")]
+        config: Option<PathBuf>,
+        /// Use the development secrets of `sidechat dev`.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Validate a configuration file (with the environment) and exit.
+    CheckConfig { config: PathBuf },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, naming the problem: no backtrace for a start-up mistake.
+            eprintln!("sidechat: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(overlays: Vec<&str>, file: Option<&Path>) -> anyhow::Result<Settings> {
+    let settings = Settings::load(&Sources {
+        overlays,
+        file,
+        environment: true,
+    })?;
+    for warning in settings.insecure_warnings() {
+        log::warn!("INSECURE: {warning}");
+    }
+    Ok(settings)
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { config } => {
+            let settings = load(vec![], config.as_deref())?;
+            serve(settings, None)
+        }
+        Command::Migrate { config } => {
+            let settings = load(vec![], config.as_deref())?;
+            let url = settings.database.url.expose();
+            if url.is_empty() {
+                anyhow::bail!("database.url: not set (set DATABASE_URL or database.url)");
+            }
+            let mut conn = store::connect(url, settings.connect_timeout()).map_err(|e| {
+                anyhow::anyhow!("database.url: cannot connect to {}: {e}", redact_url(url))
+            })?;
+            let applied = store::run_migrations(&mut conn)?;
+            println!("applied {applied} migration(s); the schema is up to date");
+            Ok(())
+        }
+        Command::Dev { config, port } => dev(config.as_deref(), port),
+        Command::Token {
+            user_id,
+            ttl,
+            role,
+            name,
+            config,
+            dev,
+        } => {
+            let overlays = if dev { vec![DEVELOPMENT_TOML] } else { vec![] };
+            let settings = load(overlays, config.as_deref())?;
+            let ttl = parse_ttl(&ttl)?;
+            println!("{}", mint(&settings, &user_id, ttl, role, name)?);
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let settings = load(vec![], Some(&config))?;
+            auth::Verifier::new(&settings.auth)?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+    }
+}
+
+/// Runs the service until SIGTERM or Ctrl-C, then drains it.
+fn serve(settings: Settings, banner: Option<Box<dyn FnOnce(u16)>>) -> anyhow::Result<()> {
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(settings)?;
+        let shutdown = app.shutdown_token();
+        if let Some(banner) = banner {
+            banner(app.port());
+        } else {
+            log::info!("listening on port {}", app.port());
+        }
+        actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            log::info!("signal received: shutting down");
+            shutdown.cancel();
+        });
+        app.run_until_stopped().await
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn dev(config: Option<&Path>, port: Option<u16>) -> anyhow::Result<()> {
+    let mut settings = load(vec![DEVELOPMENT_TOML], config)?;
+    if let Some(port) = port {
+        settings.server.port = port;
+    }
+    // Without DATABASE_URL, a private cluster that lives as long as this process.
+    let mut cluster = None;
+    if settings.database.url.is_empty() {
+        let data_dir = dev_data_dir()?;
+        eprintln!("starting a private Postgres in {} ...", data_dir.display());
+        let started = PgCluster::start(ClusterOptions {
+            data_dir,
+            fast_unsafe: false,
+            remove_on_stop: false,
+        })?;
+        started.create_database("sidechat")?;
+        settings.database.url = sidechat::settings::Secret::new(started.url("sidechat"));
+        cluster = Some(started);
+    }
+    let tokens = ["alice", "bob"]
+        .iter()
+        .map(|user| {
+            Ok((
+                *user,
+                mint(&settings, user, Duration::from_secs(86_400), None, None)?,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let staff = mint(
+        &settings,
+        "staff1",
+        Duration::from_secs(86_400),
+        Some("staff".into()),
+        Some("Support".into()),
+    )?;
+    let db = redact_url(settings.database.url.expose());
+    let host = settings.server.host.clone();
+    let banner = Box::new(move |port: u16| {
+        let base = format!("{host}:{port}");
+        println!();
+        println!("sidechat is running (Ctrl-C stops it)");
+        println!("  database  {db}");
+        println!("  socket    ws://{base}/socket/websocket?vsn=2.0.0&token=<token>");
+        println!("  health    http://{base}/healthz");
+        println!("  tokens, valid 24h:");
+        for (user, token) in &tokens {
+            println!("    {user:<7} {token}");
+        }
+        println!("    {:<7} {staff}", "staff1");
+        println!("  try       http://{base}/v1/me/unread?token=<token>");
+        println!();
+    });
+    let result = serve(settings, Some(banner));
+    if let Some(mut cluster) = cluster {
+        cluster.stop();
+    }
+    result
+}
+
+/// `.sidechat/pg` in the working directory; as root, where the `postgres` user can
+/// reach it (root's home is closed to other users).
+fn dev_data_dir() -> anyhow::Result<PathBuf> {
+    let local = std::env::current_dir()?.join(".sidechat").join("pg");
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !is_root {
+        return Ok(local);
+    }
+    let reachable = local.ancestors().skip(1).all(|dir| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(dir).map_or(true, |m| m.permissions().mode() & 0o001 != 0)
+    });
+    if reachable {
+        Ok(local)
+    } else {
+        let tag: u64 = local
+            .display()
+            .to_string()
+            .bytes()
+            .fold(1469598103934665603, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(1099511628211)
+            });
+        Ok(std::env::temp_dir().join(format!("sidechat-dev-{tag:016x}")))
+    }
+}
+
+fn parse_ttl(raw: &str) -> anyhow::Result<Duration> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (digits, unit) = raw.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--ttl {raw:?}: expected e.g. 90s, 30m, 1h, 7d"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => anyhow::bail!("--ttl {raw:?}: the unit is s, m, h or d"),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+/// A JWT when a role or name must travel (HMAC tokens carry neither), else an HMAC
+/// token when a secret is configured.
+fn mint(
+    settings: &Settings,
+    user_id: &str,
+    ttl: Duration,
+    role: Option<String>,
+    name: Option<String>,
+) -> anyhow::Result<String> {
+    let user = UserId::parse(user_id).map_err(|e| anyhow::anyhow!("user id {user_id:?}: {e}"))?;
+    let expires_at = chrono::Utc::now().timestamp() + i64::try_from(ttl.as_secs())?;
+    let auth = &settings.auth;
+    let wants_jwt = role.is_some() || name.is_some() || auth.hmac_secrets.is_empty();
+    if !wants_jwt && let Some(secret) = auth.hmac_secrets.first() {
+        return Ok(auth::mint_hmac(secret, &user, expires_at));
+    }
+    if auth.jwt_secret.is_empty() {
+        anyhow::bail!(
+            "auth.jwt_secret: needed to mint a token with a role or name (HMAC tokens carry neither)"
+        );
+    }
+    Ok(auth::mint_jwt(
+        &auth.jwt_secret,
+        &auth.jwt_algorithm,
+        &JwtClaims {
+            sub: user.as_str().to_owned(),
+            exp: expires_at,
+            name,
+            role,
+        },
+    )?)
+}

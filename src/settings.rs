@@ -169,8 +169,7 @@ impl Settings {
             config::FileFormat::Toml,
         ));
         for overlay in &sources.overlays {
-            builder =
-                builder.add_source(config::File::from_str(overlay, config::FileFormat::Toml));
+            builder = builder.add_source(config::File::from_str(overlay, config::FileFormat::Toml));
         }
         if let Some(path) = sources.file {
             if !path.is_file() {

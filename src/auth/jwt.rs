@@ -10,7 +10,11 @@ use crate::settings::{AuthSettings, Secret};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JwtClaims {
+    // Defaults let a token without them reach the required-claims check, which names
+    // the missing claim, instead of failing as malformed JSON.
+    #[serde(default)]
     pub sub: String,
+    #[serde(default)]
     pub exp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -83,37 +87,45 @@ impl JwtVerifier {
         let mut validation = Validation::new(alg);
         validation.algorithms = vec![alg];
         validation.leeway = settings.leeway_s;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured iss/aud must be present, not merely right when present.
+        let mut required = vec!["exp", "sub"];
         if settings.jwt_issuer.is_empty() {
             validation.iss = None;
         } else {
             validation.set_issuer(&[&settings.jwt_issuer]);
+            required.push("iss");
         }
         if settings.jwt_audience.is_empty() {
             validation.validate_aud = false;
         } else {
             validation.set_audience(&[&settings.jwt_audience]);
+            required.push("aud");
         }
+        validation.set_required_spec_claims(&required);
         Ok(Some(JwtVerifier { key, validation }))
     }
 
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let data = jsonwebtoken::decode::<JwtClaims>(token, &self.key, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
-                    AuthError::BadSignature
+        let data =
+            jsonwebtoken::decode::<JwtClaims>(token, &self.key, &self.validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
+                        AuthError::BadSignature
+                    }
+                    ErrorKind::MissingRequiredClaim(claim) => {
+                        AuthError::InvalidClaims(format!("missing {claim}"))
+                    }
+                    ErrorKind::InvalidIssuer => AuthError::InvalidClaims("wrong iss".into()),
+                    ErrorKind::InvalidAudience => AuthError::InvalidClaims("wrong aud".into()),
+                    ErrorKind::ImmatureSignature => {
+                        AuthError::InvalidClaims("not valid yet".into())
+                    }
+                    ErrorKind::InvalidClaimFormat(claim) => {
+                        AuthError::InvalidClaims(format!("malformed {claim}"))
+                    }
+                    _ => AuthError::Malformed,
                 }
-                ErrorKind::MissingRequiredClaim(claim) => {
-                    AuthError::InvalidClaims(format!("missing {claim}"))
-                }
-                ErrorKind::InvalidIssuer => AuthError::InvalidClaims("wrong iss".into()),
-                ErrorKind::InvalidAudience => AuthError::InvalidClaims("wrong aud".into()),
-                ErrorKind::ImmatureSignature => AuthError::InvalidClaims("not valid yet".into()),
-                ErrorKind::InvalidClaimFormat(claim) => {
-                    AuthError::InvalidClaims(format!("malformed {claim}"))
-                }
-                _ => AuthError::Malformed,
             })?;
         let claims = data.claims;
         let user_id = UserId::parse(&claims.sub).map_err(|_| AuthError::InvalidUserId)?;

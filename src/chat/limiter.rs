@@ -35,12 +35,9 @@ impl RateLimiter {
                 *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < burst
             });
         }
-        let (tokens, at) = buckets
-            .entry(user.to_owned())
-            .or_insert((self.burst, now));
-        *tokens =
-            (*tokens + now.saturating_duration_since(*at).as_secs_f64() * self.per_second)
-                .min(self.burst);
+        let (tokens, at) = buckets.entry(user.to_owned()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * self.per_second)
+            .min(self.burst);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;

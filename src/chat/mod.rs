@@ -296,7 +296,12 @@ impl Chat {
 
     /// Marks what `actor` was sent in `topic` up to `up_to` as read; returns how many
     /// messages changed. Tells the conversation (`read`) and the reader's lobbies (`unread`).
-    pub async fn read(&self, actor: &Actor, topic: &Topic, up_to: MessageId) -> Result<usize, Reason> {
+    pub async fn read(
+        &self,
+        actor: &Actor,
+        topic: &Topic,
+        up_to: MessageId,
+    ) -> Result<usize, Reason> {
         if !topic.is_conversation() {
             return Err(Reason::UnknownEvent);
         }
@@ -358,10 +363,7 @@ impl Chat {
     pub fn enter(&self, topic: &Topic, conn: ConnId, user: &UserId) -> Value {
         let topic_name = topic.to_string();
         let meta = PresenceMeta {
-            phx_ref: format!(
-                "F{:x}",
-                self.presence_refs.fetch_add(1, Ordering::Relaxed)
-            ),
+            phx_ref: format!("F{:x}", self.presence_refs.fetch_add(1, Ordering::Relaxed)),
             online_at: now_millis(),
         };
         self.presence
@@ -373,9 +375,7 @@ impl Chat {
         ));
         let mut state = serde_json::Map::new();
         for (user_id, meta) in self.presence.list(&topic_name) {
-            let entry = state
-                .entry(user_id)
-                .or_insert_with(|| json!({"metas": []}));
+            let entry = state.entry(user_id).or_insert_with(|| json!({"metas": []}));
             if let Some(metas) = entry.get_mut("metas").and_then(Value::as_array_mut) {
                 metas.push(json!(meta));
             }

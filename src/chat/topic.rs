@@ -36,9 +36,9 @@ impl Topic {
         if raw == "inbox" {
             return Ok(Topic::Inbox);
         }
-        let (kind, rest) = raw
-            .split_once(':')
-            .ok_or(TopicError("a topic is user:, chat:, room:, support: or inbox"))?;
+        let (kind, rest) = raw.split_once(':').ok_or(TopicError(
+            "a topic is user:, chat:, room:, support: or inbox",
+        ))?;
         let id = |s: &str| UserId::parse(s).map_err(|_| TopicError("invalid id in topic"));
         match kind {
             "user" => Ok(Topic::Lobby(id(rest)?)),
@@ -73,10 +73,7 @@ impl Topic {
 
     /// Conversations hold messages; the lobby and the inbox only summarise them.
     pub fn is_conversation(&self) -> bool {
-        matches!(
-            self,
-            Topic::Direct(..) | Topic::Room(_) | Topic::Support(_)
-        )
+        matches!(self, Topic::Direct(..) | Topic::Room(_) | Topic::Support(_))
     }
 
     /// Whether `actor` may join, as far as the topic alone decides. Rooms also need a

@@ -75,7 +75,9 @@ impl Hub {
         // `index < SHARDS == shards.len()`. A poisoned shard only means another thread
         // panicked mid-update of a plain map; its data is still usable.
         let shard = self.shards.get(index).unwrap_or_else(|| unreachable!());
-        shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        shard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Adds a subscriber, replacing an earlier one of the same socket.
@@ -146,7 +148,11 @@ impl Hub {
 mod tests {
     use super::*;
 
-    fn subscriber(conn: u64, user: &str, capacity: usize) -> (Subscriber, mpsc::Receiver<Arc<HubEvent>>) {
+    fn subscriber(
+        conn: u64,
+        user: &str,
+        capacity: usize,
+    ) -> (Subscriber, mpsc::Receiver<Arc<HubEvent>>) {
         let (queue, rx) = mpsc::channel(capacity);
         (
             Subscriber {

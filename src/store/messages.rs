@@ -136,10 +136,7 @@ pub struct UnreadTopic {
 }
 
 /// Every conversation where `recipient` has unread messages, newest first.
-pub fn unread_summary(
-    conn: &mut PgConnection,
-    recipient: &str,
-) -> Result<Vec<UnreadTopic>, Error> {
+pub fn unread_summary(conn: &mut PgConnection, recipient: &str) -> Result<Vec<UnreadTopic>, Error> {
     let groups: Vec<(String, i64, Option<i64>)> = messages::table
         .filter(messages::recipient_id.eq(recipient))
         .filter(messages::is_delivered.eq(false))

@@ -11,9 +11,9 @@ pub mod writer;
 
 use std::time::Duration;
 
+use diesel::Connection;
 use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
-use diesel::Connection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use models::{MessageRow, NewMessage};
@@ -64,7 +64,10 @@ pub fn with_connect_timeout(url: &str, timeout: Duration) -> String {
         return url.to_owned();
     }
     let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}connect_timeout={}", timeout.as_secs().max(1))
+    format!(
+        "{url}{separator}connect_timeout={}",
+        timeout.as_secs().max(1)
+    )
 }
 
 /// The read pool. r2d2 waits `timeout` for a connection (its default of 30 s would

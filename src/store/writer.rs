@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use diesel::pg::PgConnection;
 use diesel::Connection;
+use diesel::pg::PgConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::models::{MessageRow, NewMessage};
@@ -129,9 +129,9 @@ impl WriterLoop {
                 break;
             };
             let mut batch: Vec<Pending> = Vec::new();
-            for command in std::iter::once(first).chain(std::iter::from_fn(|| {
-                self.rx.try_recv().ok()
-            })) {
+            for command in
+                std::iter::once(first).chain(std::iter::from_fn(|| self.rx.try_recv().ok()))
+            {
                 match command {
                     Command::Write { message, reply } => batch.push((message, reply)),
                     Command::Stop => {

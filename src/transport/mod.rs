@@ -1,0 +1,100 @@
+//! Sockets: one protocol-neutral session loop (`session`), and pure codecs that turn
+//! frames into `Inbound` and `Outbound` into frames.
+
+pub mod phoenix;
+pub mod session;
+
+use serde_json::Value;
+
+use crate::chat::Reason;
+
+/// What a client sent, whatever the wire protocol.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    /// Keeps the connection alive; answered `ok`.
+    Heartbeat { msg_ref: Option<String> },
+    /// An event on a topic (join, leave, new_msg, ...).
+    Event {
+        join_ref: Option<String>,
+        msg_ref: Option<String>,
+        topic: String,
+        event: String,
+        payload: Value,
+    },
+}
+
+/// A frame that could not be decoded: the socket closes with 1007.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed frame: {0}")]
+pub struct DecodeError(pub &'static str);
+
+/// What the server sends, before encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outbound<'a> {
+    /// The answer to an event that carried a ref.
+    Reply {
+        join_ref: Option<&'a str>,
+        msg_ref: Option<&'a str>,
+        topic: &'a str,
+        result: Result<&'a Value, Reason>,
+    },
+    /// An event on a topic; `payload` is JSON text, encoded once for every receiver.
+    Push {
+        join_ref: Option<&'a str>,
+        topic: &'a str,
+        event: &'a str,
+        payload: &'a str,
+    },
+    /// The server dropped the client's channel on this topic.
+    Close {
+        join_ref: Option<&'a str>,
+        topic: &'a str,
+    },
+}
+
+/// A wire protocol: frames in, frames out. Pure, so codecs are tested with tables.
+pub trait Codec {
+    fn decode(&self, text: &str) -> Result<Inbound, DecodeError>;
+    fn encode(&self, outbound: &Outbound<'_>) -> String;
+}
+
+/// Close codes the server uses (PROTOCOL.md §2), each with what a client should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCode {
+    /// Server shutting down: reconnect (another replica) and rejoin with `after`.
+    GoingAway,
+    /// Malformed frame: a client bug, do not retry as is.
+    Malformed,
+    /// Frame too large: a client bug.
+    TooLarge,
+    /// Token expired: fetch a fresh token, then reconnect.
+    TokenExpired,
+    /// The outbound queue overflowed: reconnect and rejoin with `after`.
+    TooSlow,
+    /// Nothing received for `server.idle_timeout_s`: reconnect.
+    Idle,
+}
+
+impl CloseCode {
+    pub fn code(self) -> u16 {
+        match self {
+            CloseCode::GoingAway => 1001,
+            CloseCode::Malformed => 1007,
+            CloseCode::TooLarge => 1009,
+            CloseCode::TokenExpired => 4001,
+            CloseCode::TooSlow => 4002,
+            CloseCode::Idle => 4003,
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            CloseCode::GoingAway => "server shutting down",
+            CloseCode::Malformed => "malformed frame",
+            CloseCode::TooLarge => "frame too large",
+            CloseCode::TokenExpired => "token expired",
+            CloseCode::TooSlow => "too slow: outbound queue overflowed",
+            CloseCode::Idle => "idle timeout",
+        }
+    }
+}

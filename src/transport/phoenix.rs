@@ -1,0 +1,206 @@
+//! Phoenix Channels V2 JSON: every frame is `[join_ref, ref, topic, event, payload]`.
+
+use serde_json::Value;
+
+use super::{Codec, DecodeError, Inbound, Outbound};
+
+pub struct PhoenixV2;
+
+/// Refs are strings from the official client; numbers are accepted as their text.
+fn reference(value: &Value) -> Result<Option<String>, DecodeError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        Value::Number(n) => Ok(Some(n.to_string())),
+        _ => Err(DecodeError("join_ref and ref are strings or null")),
+    }
+}
+
+fn json_str(s: &str) -> String {
+    Value::from(s).to_string()
+}
+
+fn json_ref(r: Option<&str>) -> String {
+    r.map_or_else(|| "null".to_owned(), json_str)
+}
+
+impl Codec for PhoenixV2 {
+    fn decode(&self, text: &str) -> Result<Inbound, DecodeError> {
+        let value: Value = serde_json::from_str(text).map_err(|_| DecodeError("not JSON"))?;
+        let Value::Array(mut parts) = value else {
+            return Err(DecodeError("a frame is a JSON array"));
+        };
+        if parts.len() != 5 {
+            return Err(DecodeError("a frame has 5 elements"));
+        }
+        let payload = parts.pop().unwrap_or(Value::Null);
+        let (Some(Value::String(event)), Some(Value::String(topic))) = (parts.pop(), parts.pop())
+        else {
+            return Err(DecodeError("topic and event are strings"));
+        };
+        let msg_ref = reference(parts.get(1).unwrap_or(&Value::Null))?;
+        let join_ref = reference(parts.first().unwrap_or(&Value::Null))?;
+        if topic == "phoenix" && event == "heartbeat" {
+            return Ok(Inbound::Heartbeat { msg_ref });
+        }
+        Ok(Inbound::Event {
+            join_ref,
+            msg_ref,
+            topic,
+            event,
+            payload,
+        })
+    }
+
+    fn encode(&self, outbound: &Outbound<'_>) -> String {
+        match outbound {
+            Outbound::Reply {
+                join_ref,
+                msg_ref,
+                topic,
+                result,
+            } => {
+                let payload = match result {
+                    Ok(response) => {
+                        serde_json::json!({"status": "ok", "response": response})
+                    }
+                    Err(reason) => {
+                        serde_json::json!({"status": "error", "response": {"reason": reason}})
+                    }
+                };
+                format!(
+                    "[{},{},{},\"phx_reply\",{}]",
+                    json_ref(*join_ref),
+                    json_ref(*msg_ref),
+                    json_str(topic),
+                    payload
+                )
+            }
+            Outbound::Push {
+                join_ref,
+                topic,
+                event,
+                payload,
+            } => format!(
+                "[{},null,{},{},{}]",
+                json_ref(*join_ref),
+                json_str(topic),
+                json_str(event),
+                payload
+            ),
+            Outbound::Close { join_ref, topic } => format!(
+                "[{},{},{},\"phx_close\",{{}}]",
+                json_ref(*join_ref),
+                json_ref(*join_ref),
+                json_str(topic)
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::Reason;
+    use serde_json::json;
+
+    #[test]
+    fn frames_decode_into_inbound() {
+        let cases = [
+            (
+                r#"[null,"1","phoenix","heartbeat",{}]"#,
+                Inbound::Heartbeat {
+                    msg_ref: Some("1".into()),
+                },
+            ),
+            (
+                r#"["3","3","chat:1:2","phx_join",{"limit":10}]"#,
+                Inbound::Event {
+                    join_ref: Some("3".into()),
+                    msg_ref: Some("3".into()),
+                    topic: "chat:1:2".into(),
+                    event: "phx_join".into(),
+                    payload: json!({"limit": 10}),
+                },
+            ),
+            (
+                r#"[1,2,"user:1","new_msg",null]"#,
+                Inbound::Event {
+                    join_ref: Some("1".into()),
+                    msg_ref: Some("2".into()),
+                    topic: "user:1".into(),
+                    event: "new_msg".into(),
+                    payload: Value::Null,
+                },
+            ),
+        ];
+        for (frame, expected) in cases {
+            assert_eq!(PhoenixV2.decode(frame).unwrap(), expected, "{frame}");
+        }
+    }
+
+    #[test]
+    fn malformed_frames_are_refused() {
+        for frame in [
+            "",
+            "not json",
+            "{}",
+            r#"{"topic":"phoenix"}"#,
+            "[]",
+            r#"[null,null,"t","e"]"#,
+            r#"[null,null,"t","e",{},6]"#,
+            r#"[null,null,5,"e",{}]"#,
+            r#"[null,null,"t",null,{}]"#,
+            r#"[{},null,"t","e",{}]"#,
+            r#"[null,[1],"t","e",{}]"#,
+        ] {
+            assert!(PhoenixV2.decode(frame).is_err(), "{frame}");
+        }
+    }
+
+    #[test]
+    fn outbound_encodes_as_v2_frames() {
+        let response = json!({"messages": [], "more": false});
+        let cases = [
+            (
+                Outbound::Reply {
+                    join_ref: Some("3"),
+                    msg_ref: Some("4"),
+                    topic: "chat:1:2",
+                    result: Ok(&response),
+                },
+                json!(["3", "4", "chat:1:2", "phx_reply", {"status": "ok", "response": {"messages": [], "more": false}}]),
+            ),
+            (
+                Outbound::Reply {
+                    join_ref: None,
+                    msg_ref: Some("9"),
+                    topic: "room:x",
+                    result: Err(Reason::NotJoined),
+                },
+                json!([null, "9", "room:x", "phx_reply", {"status": "error", "response": {"reason": "not_joined"}}]),
+            ),
+            (
+                Outbound::Push {
+                    join_ref: None,
+                    topic: "chat:2:1",
+                    event: "new_msg",
+                    payload: r#"{"id":1}"#,
+                },
+                json!([null, null, "chat:2:1", "new_msg", {"id": 1}]),
+            ),
+            (
+                Outbound::Close {
+                    join_ref: Some("3"),
+                    topic: "t\"q",
+                },
+                json!(["3", "3", "t\"q", "phx_close", {}]),
+            ),
+        ];
+        for (outbound, expected) in cases {
+            let text = PhoenixV2.encode(&outbound);
+            let parsed: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(parsed, expected, "{text}");
+        }
+    }
+}

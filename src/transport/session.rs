@@ -1,0 +1,577 @@
+//! The session loop: one task per socket, protocol-neutral.
+//!
+//! One `select!` over the client's frames, the hub queue, the replies still owed, the
+//! idle and expiry timers, and shutdown. Work that waits on Postgres runs as futures
+//! in `pending`, so a slow query never stops the socket from reading; on shutdown the
+//! loop stops reading and finishes those first, so no committed message loses its reply.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, ProtocolError};
+use futures_util::StreamExt;
+use futures_util::future::LocalBoxFuture;
+use futures_util::stream::FuturesUnordered;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{CloseCode, Codec, Inbound, Outbound};
+use crate::auth::Identity;
+use crate::chat::{Actor, Chat, JoinReply, Reason, Request, Topic};
+use crate::hub::{ConnId, HubEvent, Subscriber};
+
+/// The limits one session enforces.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub outbound_queue: usize,
+    /// 0 = unlimited.
+    pub joins_per_connection: usize,
+    pub idle_timeout: Duration,
+    pub disconnect_on_expiry: bool,
+}
+
+/// Everything a session needs besides its socket.
+pub struct SessionContext {
+    pub conn: ConnId,
+    pub identity: Identity,
+    pub chat: Arc<Chat>,
+    pub limits: SessionLimits,
+    pub shutdown: CancellationToken,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// We close the socket with this code.
+    Close(CloseCode),
+    /// The client closed it, or the connection is gone.
+    Gone,
+}
+
+enum JoinState {
+    /// Subscribed, history loading: events wait here so none slips between the history
+    /// query and the live stream.
+    Joining(Vec<Arc<HubEvent>>),
+    Ready,
+}
+
+struct Channel {
+    /// The topic as the client spelled it (`chat:b:a` stays `chat:b:a`).
+    spelled: String,
+    topic: Topic,
+    join_ref: Option<String>,
+    state: JoinState,
+}
+
+/// Where a reply goes: the refs and topic spelling of the push it answers.
+#[derive(Clone)]
+struct ReplyTo {
+    join_ref: Option<String>,
+    msg_ref: Option<String>,
+    topic: String,
+}
+
+/// The result of work that ran off the loop.
+enum Completion {
+    Reply {
+        to: ReplyTo,
+        result: Result<Value, Reason>,
+    },
+    Joined {
+        key: String,
+        join_ref: Option<String>,
+        msg_ref: Option<String>,
+        result: Result<JoinReply, Reason>,
+    },
+}
+
+struct Session<C: Codec> {
+    codec: C,
+    ws: actix_ws::Session,
+    ctx: SessionContext,
+    actor: Actor,
+    channels: HashMap<String, Channel>,
+    queue_tx: mpsc::Sender<Arc<HubEvent>>,
+    overflowed: CancellationToken,
+    pending: FuturesUnordered<LocalBoxFuture<'static, Completion>>,
+}
+
+/// Runs one socket until it ends; cleans up its subscriptions and presence.
+pub async fn run<C: Codec>(
+    codec: C,
+    ws: actix_ws::Session,
+    stream: AggregatedMessageStream,
+    ctx: SessionContext,
+) {
+    let (queue_tx, queue_rx) = mpsc::channel(ctx.limits.outbound_queue);
+    let actor = ctx.identity.actor();
+    let mut session = Session {
+        codec,
+        ws,
+        actor,
+        channels: HashMap::new(),
+        queue_tx,
+        overflowed: CancellationToken::new(),
+        pending: FuturesUnordered::new(),
+        ctx,
+    };
+    log::info!(
+        "conn={} user={} connected",
+        session.ctx.conn,
+        session.actor.user_id
+    );
+    let end = session.serve(stream, queue_rx).await;
+    session.finish(end).await;
+}
+
+fn expiry_instant(expires_at: i64) -> Instant {
+    let remaining = expires_at.saturating_sub(chrono::Utc::now().timestamp());
+    Instant::now() + Duration::from_secs(u64::try_from(remaining).unwrap_or(0))
+}
+
+impl<C: Codec> Session<C> {
+    async fn serve(
+        &mut self,
+        mut stream: AggregatedMessageStream,
+        mut queue_rx: mpsc::Receiver<Arc<HubEvent>>,
+    ) -> End {
+        let idle_timeout = self.ctx.limits.idle_timeout;
+        let idle = tokio::time::sleep(idle_timeout);
+        tokio::pin!(idle);
+        let expiry = tokio::time::sleep_until(expiry_instant(self.ctx.identity.expires_at));
+        tokio::pin!(expiry);
+        let watch_expiry = self.ctx.limits.disconnect_on_expiry;
+        let shutdown = self.ctx.shutdown.clone();
+        let overflowed = self.overflowed.clone();
+
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Err(End::Close(CloseCode::GoingAway)),
+                _ = overflowed.cancelled() => Err(End::Close(CloseCode::TooSlow)),
+                _ = &mut idle => Err(End::Close(CloseCode::Idle)),
+                _ = &mut expiry, if watch_expiry => Err(End::Close(CloseCode::TokenExpired)),
+                Some(done) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.complete(done).await
+                }
+                Some(event) = queue_rx.recv() => self.deliver(event).await,
+                frame = stream.recv() => {
+                    idle.as_mut().reset(Instant::now() + idle_timeout);
+                    match frame {
+                        None => Err(End::Gone),
+                        Some(Ok(message)) => self.on_frame(message).await,
+                        Some(Err(ProtocolError::Overflow)) => {
+                            Err(End::Close(CloseCode::TooLarge))
+                        }
+                        Some(Err(_)) => Err(End::Close(CloseCode::Malformed)),
+                    }
+                }
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// Ends the session: on shutdown, first the replies still owed and `phx_close` on
+    /// every channel; then the close frame; then subscriptions and presence.
+    async fn finish(mut self, end: End) {
+        if end == End::Close(CloseCode::GoingAway) {
+            while let Some(done) = self.pending.next().await {
+                if self.complete(done).await.is_err() {
+                    break;
+                }
+            }
+            let closes: Vec<(String, Option<String>)> = self
+                .channels
+                .values()
+                .map(|c| (c.spelled.clone(), c.join_ref.clone()))
+                .collect();
+            for (topic, join_ref) in closes {
+                let frame = Outbound::Close {
+                    join_ref: join_ref.as_deref(),
+                    topic: &topic,
+                };
+                if self.send(&frame).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let keys: Vec<String> = self.channels.keys().cloned().collect();
+        for key in keys {
+            self.drop_channel(&key);
+        }
+        let (conn, user) = (self.ctx.conn, self.actor.user_id.clone());
+        match end {
+            End::Close(code) => {
+                log::info!(
+                    "conn={conn} user={user} closed: {} ({})",
+                    code.code(),
+                    code.description()
+                );
+                let reason = CloseReason {
+                    code: actix_ws::CloseCode::Other(code.code()),
+                    description: Some(code.description().to_owned()),
+                };
+                // A client that stopped reading must not hold the task forever.
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), self.ws.close(Some(reason))).await;
+            }
+            End::Gone => {
+                log::info!("conn={conn} user={user} disconnected");
+                let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;
+            }
+        }
+    }
+
+    /// Writes one frame. A client that does not take it in time is too slow.
+    async fn send(&mut self, outbound: &Outbound<'_>) -> Result<(), End> {
+        let text = self.codec.encode(outbound);
+        let write = tokio::time::timeout(self.ctx.limits.idle_timeout, self.ws.text(text));
+        tokio::select! {
+            written = write => match written {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(End::Gone),
+                Err(_) => Err(End::Close(CloseCode::TooSlow)),
+            },
+            _ = self.overflowed.cancelled() => Err(End::Close(CloseCode::TooSlow)),
+        }
+    }
+
+    async fn reply(
+        &mut self,
+        join_ref: Option<&str>,
+        msg_ref: Option<&str>,
+        topic: &str,
+        result: Result<Value, Reason>,
+    ) -> Result<(), End> {
+        // Phoenix clients only wait for replies to pushes that carried a ref.
+        if msg_ref.is_none() {
+            return Ok(());
+        }
+        let result_ref = result.as_ref().map_err(|r| *r);
+        self.send(&Outbound::Reply {
+            join_ref,
+            msg_ref,
+            topic,
+            result: result_ref,
+        })
+        .await
+    }
+
+    async fn on_frame(&mut self, message: AggregatedMessage) -> Result<(), End> {
+        match message {
+            AggregatedMessage::Text(text) => match self.codec.decode(&text) {
+                Ok(Inbound::Heartbeat { msg_ref }) => {
+                    self.reply(None, msg_ref.as_deref(), "phoenix", Ok(json!({})))
+                        .await
+                }
+                Ok(Inbound::Event {
+                    join_ref,
+                    msg_ref,
+                    topic,
+                    event,
+                    payload,
+                }) => {
+                    self.on_event(join_ref, msg_ref, topic, event, payload)
+                        .await
+                }
+                Err(e) => {
+                    log::info!("conn={} user={} {e}", self.ctx.conn, self.actor.user_id);
+                    Err(End::Close(CloseCode::Malformed))
+                }
+            },
+            AggregatedMessage::Binary(_) => Err(End::Close(CloseCode::Malformed)),
+            AggregatedMessage::Ping(bytes) => self.ws.pong(&bytes).await.map_err(|_| End::Gone),
+            AggregatedMessage::Pong(_) => Ok(()),
+            AggregatedMessage::Close(_) => Err(End::Gone),
+        }
+    }
+
+    async fn on_event(
+        &mut self,
+        join_ref: Option<String>,
+        msg_ref: Option<String>,
+        raw_topic: String,
+        event: String,
+        payload: Value,
+    ) -> Result<(), End> {
+        let (jr, mr) = (join_ref.as_deref(), msg_ref.as_deref());
+        let topic = match Topic::parse(&raw_topic) {
+            Ok(topic) => topic,
+            Err(_) => {
+                return self
+                    .reply(jr, mr, &raw_topic, Err(Reason::InvalidTopic))
+                    .await;
+            }
+        };
+        if event == "phx_join" {
+            return self
+                .join(join_ref, msg_ref, raw_topic, topic, &payload)
+                .await;
+        }
+        let key = topic.to_string();
+        let ready = matches!(
+            self.channels.get(&key),
+            Some(Channel {
+                state: JoinState::Ready,
+                ..
+            })
+        );
+        if event == "phx_leave" {
+            self.drop_channel(&key);
+            return self.reply(jr, mr, &raw_topic, Ok(json!({}))).await;
+        }
+        if !ready {
+            return self.reply(jr, mr, &raw_topic, Err(Reason::NotJoined)).await;
+        }
+        let request = match Request::parse(&event, &payload) {
+            Ok(request) => request,
+            Err(reason) => return self.reply(jr, mr, &raw_topic, Err(reason)).await,
+        };
+        let chat = self.ctx.chat.clone();
+        let actor = self.actor.clone();
+        let to = ReplyTo {
+            join_ref: join_ref.clone(),
+            msg_ref: msg_ref.clone(),
+            topic: raw_topic.clone(),
+        };
+        match request {
+            Request::Typing(typing) => {
+                let result = chat.typing(&actor, &topic, typing).map(|()| json!({}));
+                self.reply(jr, mr, &raw_topic, result).await
+            }
+            Request::NewMsg(msg) => {
+                self.pending.push(Box::pin(async move {
+                    let result = chat
+                        .send(&actor, &topic, msg)
+                        .await
+                        .map(|message| json!({"message": message}));
+                    Completion::Reply { to, result }
+                }));
+                Ok(())
+            }
+            Request::Read(up_to) => {
+                self.pending.push(Box::pin(async move {
+                    let result = chat
+                        .read(&actor, &topic, up_to)
+                        .await
+                        .map(|marked| json!({"marked": marked}));
+                    Completion::Reply { to, result }
+                }));
+                Ok(())
+            }
+            Request::History(params) => {
+                self.pending.push(Box::pin(async move {
+                    let result = chat
+                        .history(&actor, &topic, params)
+                        .await
+                        .map(|page| json!(page));
+                    Completion::Reply { to, result }
+                }));
+                Ok(())
+            }
+            Request::Join(_) | Request::Leave => {
+                self.reply(jr, mr, &raw_topic, Err(Reason::UnknownEvent))
+                    .await
+            }
+        }
+    }
+
+    async fn join(
+        &mut self,
+        join_ref: Option<String>,
+        msg_ref: Option<String>,
+        spelled: String,
+        topic: Topic,
+        payload: &Value,
+    ) -> Result<(), End> {
+        let (jr, mr) = (join_ref.as_deref(), msg_ref.as_deref());
+        let params = match Request::parse("phx_join", payload) {
+            Ok(Request::Join(params)) => params,
+            Ok(_) => {
+                return self
+                    .reply(jr, mr, &spelled, Err(Reason::InvalidPayload))
+                    .await;
+            }
+            Err(reason) => return self.reply(jr, mr, &spelled, Err(reason)).await,
+        };
+        if !topic.admits(&self.actor) {
+            return self
+                .reply(jr, mr, &spelled, Err(Reason::Unauthorized))
+                .await;
+        }
+        let key = topic.to_string();
+        // Joining again replaces the earlier channel, as Phoenix does.
+        if let Some(old) = self.channels.get(&key) {
+            let (old_topic, old_ref) = (old.spelled.clone(), old.join_ref.clone());
+            self.drop_channel(&key);
+            self.send(&Outbound::Close {
+                join_ref: old_ref.as_deref(),
+                topic: &old_topic,
+            })
+            .await?;
+        }
+        let limit = self.ctx.limits.joins_per_connection;
+        if limit > 0 && self.channels.len() >= limit {
+            return self.reply(jr, mr, &spelled, Err(Reason::RateLimited)).await;
+        }
+        // Subscribe before the history query: whatever commits in between waits in
+        // the channel's buffer instead of falling into the gap.
+        self.ctx.chat.hub().subscribe(
+            &key,
+            Subscriber {
+                conn: self.ctx.conn,
+                user_id: self.actor.user_id.as_str().to_owned(),
+                queue: self.queue_tx.clone(),
+                overflowed: self.overflowed.clone(),
+            },
+        );
+        self.channels.insert(
+            key.clone(),
+            Channel {
+                spelled,
+                topic: topic.clone(),
+                join_ref: join_ref.clone(),
+                state: JoinState::Joining(Vec::new()),
+            },
+        );
+        let chat = self.ctx.chat.clone();
+        let actor = self.actor.clone();
+        self.pending.push(Box::pin(async move {
+            let result = chat.join(&actor, &topic, params).await;
+            Completion::Joined {
+                key,
+                join_ref,
+                msg_ref,
+                result,
+            }
+        }));
+        Ok(())
+    }
+
+    async fn complete(&mut self, done: Completion) -> Result<(), End> {
+        match done {
+            Completion::Reply { to, result } => {
+                self.reply(
+                    to.join_ref.as_deref(),
+                    to.msg_ref.as_deref(),
+                    &to.topic,
+                    result,
+                )
+                .await
+            }
+            Completion::Joined {
+                key,
+                join_ref,
+                msg_ref,
+                result,
+            } => self.finish_join(key, join_ref, msg_ref, result).await,
+        }
+    }
+
+    async fn finish_join(
+        &mut self,
+        key: String,
+        join_ref: Option<String>,
+        msg_ref: Option<String>,
+        result: Result<JoinReply, Reason>,
+    ) -> Result<(), End> {
+        // The client may have left or joined again while the history loaded.
+        let Some(channel) = self.channels.get(&key) else {
+            return Ok(());
+        };
+        if channel.join_ref != join_ref || matches!(channel.state, JoinState::Ready) {
+            return Ok(());
+        }
+        let (spelled, topic) = (channel.spelled.clone(), channel.topic.clone());
+        let (jr, mr) = (join_ref.as_deref(), msg_ref.as_deref());
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(reason) => {
+                self.drop_channel(&key);
+                return self.reply(jr, mr, &spelled, Err(reason)).await;
+            }
+        };
+        let newest_in_history = match &reply {
+            JoinReply::Conversation(page) => page.messages.iter().map(|m| m.id).max(),
+            JoinReply::Lobby(_) => None,
+        };
+        self.reply(jr, mr, &spelled, Ok(json!(reply))).await?;
+        if topic.is_conversation() {
+            let state = self
+                .ctx
+                .chat
+                .enter(&topic, self.ctx.conn, &self.actor.user_id);
+            self.send(&Outbound::Push {
+                join_ref: jr,
+                topic: &spelled,
+                event: "presence_state",
+                payload: &state.to_string(),
+            })
+            .await?;
+        }
+        let buffered = match self.channels.get_mut(&key) {
+            Some(channel) => match std::mem::replace(&mut channel.state, JoinState::Ready) {
+                JoinState::Joining(buffer) => buffer,
+                JoinState::Ready => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        for event in buffered {
+            // History already holds these; presence_state already counts those diffs.
+            let in_history = event.event == "new_msg"
+                && event
+                    .message_id
+                    .zip(newest_in_history)
+                    .is_some_and(|(id, max)| id <= max);
+            if in_history || event.event == "presence_diff" {
+                continue;
+            }
+            self.push(&spelled, &event).await?;
+        }
+        Ok(())
+    }
+
+    async fn deliver(&mut self, event: Arc<HubEvent>) -> Result<(), End> {
+        let limit = self.ctx.limits.outbound_queue;
+        let Some(channel) = self.channels.get_mut(&event.topic) else {
+            return Ok(()); // left this topic since the event was queued
+        };
+        match &mut channel.state {
+            JoinState::Joining(buffer) => {
+                if buffer.len() >= limit {
+                    return Err(End::Close(CloseCode::TooSlow));
+                }
+                buffer.push(event);
+                Ok(())
+            }
+            JoinState::Ready => {
+                let spelled = channel.spelled.clone();
+                self.push(&spelled, &event).await
+            }
+        }
+    }
+
+    async fn push(&mut self, spelled: &str, event: &HubEvent) -> Result<(), End> {
+        self.send(&Outbound::Push {
+            join_ref: None,
+            topic: spelled,
+            event: &event.event,
+            payload: &event.payload,
+        })
+        .await
+    }
+
+    fn drop_channel(&mut self, key: &str) {
+        if let Some(channel) = self.channels.remove(key) {
+            self.ctx.chat.hub().unsubscribe(key, self.ctx.conn);
+            if channel.topic.is_conversation() && matches!(channel.state, JoinState::Ready) {
+                self.ctx.chat.exit(&channel.topic, self.ctx.conn);
+            }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Every error reason of PROTOCOL.md §2, and the close codes, over a real socket.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn each_bad_request_gets_its_reason_and_stores_nothing() {
+    let app = spawn_app_with(|s| s.chat.max_body_bytes = 10).await;
+    let mut alice = app.connect("alice").await;
+    alice.join_ok("chat:alice:bob", json!({})).await;
+    alice.join_ok("user:alice", json!({})).await;
+
+    let cases = [
+        ("chat:bob:carol", "phx_join", json!({}), "unauthorized"),
+        ("user:bob", "phx_join", json!({}), "unauthorized"),
+        ("inbox", "phx_join", json!({}), "unauthorized"),
+        ("chat:alice:alice", "phx_join", json!({}), "invalid_topic"),
+        ("lobby:alice", "phx_join", json!({}), "invalid_topic"),
+        (
+            "chat:alice:bob",
+            "phx_join",
+            json!({"limit": "ten"}),
+            "invalid_payload",
+        ),
+        (
+            "chat:alice:bob",
+            "new_msg",
+            json!({"body": "   "}),
+            "invalid_payload",
+        ),
+        (
+            "chat:alice:bob",
+            "new_msg",
+            json!({"text": "hi"}),
+            "invalid_payload",
+        ),
+        (
+            "chat:alice:bob",
+            "new_msg",
+            json!({"body": "01234567890"}),
+            "too_large",
+        ),
+        (
+            "chat:alice:bob",
+            "read",
+            json!({"message_id": 999999}),
+            "not_found",
+        ),
+        ("chat:alice:bob", "shout", json!({}), "unknown_event"),
+        (
+            "user:alice",
+            "new_msg",
+            json!({"body": "hi"}),
+            "unknown_event",
+        ),
+        (
+            "chat:alice:carol",
+            "new_msg",
+            json!({"body": "hi"}),
+            "not_joined",
+        ),
+        ("chat:alice:carol", "history", json!({}), "not_joined"),
+    ];
+    for (topic, event, payload, reason) in cases {
+        let reply = alice.push(topic, event, payload.clone()).await;
+        assert_eq!(
+            reply,
+            json!({"status": "error", "response": {"reason": reason}}),
+            "{topic} {event} {payload}"
+        );
+    }
+    assert_eq!(app.message_count().await, 0);
+    // The socket is still healthy after all of that.
+    alice.send_msg("chat:alice:bob", "fine").await;
+}
+
+#[tokio::test]
+async fn sending_too_fast_is_rate_limited() {
+    let app = spawn_app_with(|s| {
+        s.limits.messages_per_second = 1;
+        s.limits.burst = 2;
+    })
+    .await;
+    let mut alice = app.connect("alice").await;
+    alice.join_ok("chat:alice:bob", json!({})).await;
+    alice.send_msg("chat:alice:bob", "1").await;
+    alice.send_msg("chat:alice:bob", "2").await;
+    let third = alice
+        .push("chat:alice:bob", "new_msg", json!({"body": "3"}))
+        .await;
+    assert_eq!(third["response"]["reason"], "rate_limited");
+    assert_eq!(app.message_count().await, 2);
+}
+
+#[tokio::test]
+async fn joining_past_the_per_connection_limit_is_rate_limited() {
+    let app = spawn_app_with(|s| s.limits.joins_per_connection = 2).await;
+    let mut alice = app.connect("alice").await;
+    alice.join_ok("chat:alice:bob", json!({})).await;
+    alice.join_ok("chat:alice:carol", json!({})).await;
+    let third = alice.join("chat:alice:dave", json!({})).await;
+    assert_eq!(third["response"]["reason"], "rate_limited");
+    // Rejoining a topic already joined replaces it and is not a new join.
+    alice.join_ok("chat:bob:alice", json!({})).await;
+}
+
+#[tokio::test]
+async fn storage_down_answers_unavailable_and_stores_nothing() {
+    let app = spawn_app().await;
+    let mut alice = app.connect("alice").await;
+    alice.join_ok("chat:alice:bob", json!({})).await;
+    alice.send_msg("chat:alice:bob", "before").await;
+
+    // Take this test's database away from the service: refuse new connections and
+    // end the open ones (the writer's and the pool's).
+    let db_name = app.db_url.rsplit('/').next().unwrap().to_owned();
+    let admin_url = with_database(&app.db_url, "postgres");
+    let name = db_name.clone();
+    tokio::task::spawn_blocking(move || {
+        use diesel::prelude::*;
+        let mut conn = PgConnection::establish(&admin_url).unwrap();
+        diesel::sql_query(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+            .execute(&mut conn)
+            .unwrap();
+        diesel::sql_query(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .execute(&mut conn)
+        .unwrap();
+    })
+    .await
+    .unwrap();
+
+    for body in ["during-1", "during-2"] {
+        let reply = alice
+            .push("chat:alice:bob", "new_msg", json!({"body": body}))
+            .await;
+        assert_eq!(reply["response"]["reason"], "unavailable", "{reply}");
+    }
+    let history = alice.push("chat:alice:bob", "history", json!({})).await;
+    assert_eq!(history["response"]["reason"], "unavailable");
+    let ready = reqwest::get(app.http("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+
+    // Storage comes back: the writer reconnects and nothing from the outage was kept.
+    let admin_url = with_database(&app.db_url, "postgres");
+    tokio::task::spawn_blocking(move || {
+        use diesel::prelude::*;
+        let mut conn = PgConnection::establish(&admin_url).unwrap();
+        diesel::sql_query(format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS true"))
+            .execute(&mut conn)
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let after = loop {
+        let reply = alice
+            .push(
+                "chat:alice:bob",
+                "new_msg",
+                json!({"body": "after", "client_ref": "after-1"}),
+            )
+            .await;
+        if reply["status"] == "ok" {
+            break reply;
+        }
+        // The writer retries with backoff; each push is one attempt, not a sleep.
+        assert_eq!(reply["response"]["reason"], "unavailable");
+    };
+    assert_eq!(after["response"]["message"]["body"], "after");
+    let bodies: Vec<String> = app
+        .db(|conn| {
+            use diesel::prelude::*;
+            use sidechat::store::schema::messages::dsl::*;
+            messages.select(body).order(id).load(conn).unwrap()
+        })
+        .await;
+    assert_eq!(bodies, ["before", "after"]);
+}
+
+#[tokio::test]
+async fn a_malformed_frame_closes_only_that_socket_with_1007() {
+    let app = spawn_app().await;
+    let mut bystander = app.connect("bob").await;
+    bystander.join_ok("chat:alice:bob", json!({})).await;
+    let frames = [
+        "not json",
+        "{\"topic\": \"x\"}",
+        "[1, 2, 3]",
+        "[null, null, 5, \"e\", {}]",
+    ];
+    for frame in frames {
+        let mut alice = app.connect("alice").await;
+        alice.send_text(frame).await;
+        assert_eq!(alice.expect_close().await, Closed::Code(1007), "{frame}");
+    }
+    bystander.sync().await;
+    bystander.send_msg("chat:alice:bob", "still here").await;
+}
+
+#[tokio::test]
+async fn a_frame_over_the_limit_closes_with_1009() {
+    let app = spawn_app_with(|s| s.limits.max_frame_bytes = 2048).await;
+    let mut alice = app.connect("alice").await;
+    let big = json!(["1", "1", "chat:alice:bob", "new_msg", {"body": "x".repeat(4096)}]);
+    alice.send_text(big.to_string()).await;
+    assert_eq!(alice.expect_close().await, Closed::Code(1009));
+}
+
+#[tokio::test]
+async fn a_silent_socket_is_closed_with_4003() {
+    let app = spawn_app_with(|s| s.server.idle_timeout_s = 1).await;
+    let mut alice = app.connect("alice").await;
+    assert_eq!(alice.expect_close().await, Closed::Code(4003));
+}
+
+#[tokio::test]
+async fn an_expired_token_closes_the_socket_with_4001() {
+    let app = spawn_app_with(|s| s.auth.leeway_s = 0).await;
+    let mut alice = app.connect_with_token(&hmac_token("alice", 1)).await;
+    alice.join_ok("user:alice", json!({})).await;
+    assert_eq!(alice.expect_close().await, Closed::Code(4001));
+}
+
+#[tokio::test]
+async fn disconnect_on_expiry_can_be_turned_off() {
+    let app = spawn_app_with(|s| {
+        s.auth.leeway_s = 0;
+        s.auth.disconnect_on_expiry = false;
+        s.server.idle_timeout_s = 3;
+    })
+    .await;
+    let mut alice = app.connect_with_token(&hmac_token("alice", 1)).await;
+    // The idle timeout ends it, not the expiry.
+    assert_eq!(alice.expect_close().await, Closed::Code(4003));
+}

@@ -1,0 +1,401 @@
+//! The test harness: one private Postgres per test run, one database per test, the
+//! real service on a free port, and clients that speak the protocol.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use sidechat::Application;
+use sidechat::auth::{JwtClaims, mint_hmac, mint_jwt};
+use sidechat::chat::UserId;
+use sidechat::dev::{ClusterOptions, PgCluster};
+use sidechat::settings::{Secret, Settings, Sources};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+pub const TEST_TOML: &str = include_str!("../../config/test.toml");
+/// How long any expected event may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+struct Cluster {
+    /// A URL whose database part is replaced per test.
+    server_url: String,
+    /// Kept alive for the whole run; its watchdog stops it when the process ends.
+    _pg: Option<PgCluster>,
+}
+
+fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            return Cluster {
+                server_url: url,
+                _pg: None,
+            };
+        }
+        let data_dir = std::env::temp_dir().join(format!(
+            "sidechat-test-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let pg = PgCluster::start(ClusterOptions {
+            data_dir,
+            fast_unsafe: true,
+            remove_on_stop: true,
+        })
+        .expect("start the private test Postgres");
+        Cluster {
+            server_url: pg.url("postgres"),
+            _pg: Some(pg),
+        }
+    })
+}
+
+/// `url` with its database name replaced by `db`.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let prefix = match base.rfind('/') {
+        Some(i) if i > base.find("://").map_or(0, |s| s + 2) => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{prefix}/{db}?{q}"),
+        None => format!("{prefix}/{db}"),
+    }
+}
+
+/// A fresh, empty database on the run's cluster.
+pub fn fresh_database() -> String {
+    use diesel::prelude::*;
+    let cluster = cluster();
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = PgConnection::establish(&cluster.server_url).expect("connect to Postgres");
+    diesel::sql_query(format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .expect("create a test database");
+    with_database(&cluster.server_url, &name)
+}
+
+pub fn test_settings() -> Settings {
+    Settings::load(&Sources {
+        overlays: vec![TEST_TOML],
+        file: None,
+        environment: false,
+    })
+    .expect("test settings load")
+}
+
+pub struct TestApp {
+    pub port: u16,
+    pub db_url: String,
+    pub settings: Settings,
+    pub shutdown: CancellationToken,
+    stopped: Option<tokio::sync::oneshot::Receiver<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the service on its own thread and actix system, against a fresh database.
+pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let db_url = fresh_database();
+    let mut settings = test_settings();
+    settings.database.url = Secret::new(db_url.clone());
+    customize(&mut settings);
+    spawn_with_settings(settings, db_url).await
+}
+
+pub async fn spawn_with_settings(settings: Settings, db_url: String) -> TestApp {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
+    let app_settings = settings.clone();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let app = match Application::build(app_settings) {
+                Ok(app) => app,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok((app.port(), app.shutdown_token())));
+            let result = app.run_until_stopped().await;
+            let _ = stopped_tx.send(result);
+        });
+    });
+    let (port, shutdown) = ready_rx
+        .await
+        .expect("app thread answered")
+        .expect("app builds");
+    TestApp {
+        port,
+        db_url,
+        settings,
+        shutdown,
+        stopped: Some(stopped_rx),
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn hmac_token(user: &str, ttl_s: i64) -> String {
+    let settings = test_settings();
+    let secret = settings.auth.hmac_secrets.first().expect("test secret");
+    mint_hmac(
+        secret,
+        &UserId::parse(user).expect("valid user id"),
+        chrono::Utc::now().timestamp() + ttl_s,
+    )
+}
+
+pub fn jwt_token(user: &str, role: Option<&str>, ttl_s: i64) -> String {
+    let settings = test_settings();
+    mint_jwt(
+        &settings.auth.jwt_secret,
+        "HS256",
+        &JwtClaims {
+            sub: user.into(),
+            exp: chrono::Utc::now().timestamp() + ttl_s,
+            name: None,
+            role: role.map(String::from),
+        },
+    )
+    .expect("mint a test JWT")
+}
+
+impl TestApp {
+    pub fn http(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn socket_url(&self, token: &str) -> String {
+        format!(
+            "ws://127.0.0.1:{}/socket/websocket?vsn=2.0.0&token={token}",
+            self.port
+        )
+    }
+
+    /// Connects as `user` with an HMAC token.
+    pub async fn connect(&self, user: &str) -> Client {
+        self.connect_with_token(&hmac_token(user, 3600)).await
+    }
+
+    pub async fn connect_with_token(&self, token: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(self.socket_url(token))
+            .await
+            .expect("socket upgrade");
+        Client {
+            ws,
+            next_ref: 1,
+            inbox: Vec::new(),
+        }
+    }
+
+    /// The HTTP status and JSON body of a refused upgrade.
+    pub async fn refused_upgrade(&self, url: &str) -> (u16, Value) {
+        use tokio_tungstenite::tungstenite::Error;
+        match tokio_tungstenite::connect_async(url).await {
+            Err(Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let body = response
+                    .body()
+                    .as_ref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or(Value::Null);
+                (status, body)
+            }
+            Err(other) => panic!("expected an HTTP refusal, got {other}"),
+            Ok(_) => panic!("expected the upgrade to be refused"),
+        }
+    }
+
+    /// Runs `read` on a fresh connection to this test's database.
+    pub async fn db<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&mut diesel::PgConnection) -> T + Send + 'static,
+    ) -> T {
+        let url = self.db_url.clone();
+        tokio::task::spawn_blocking(move || {
+            use diesel::Connection;
+            let mut conn = diesel::PgConnection::establish(&url).expect("connect");
+            read(&mut conn)
+        })
+        .await
+        .expect("query task")
+    }
+
+    /// How many rows `messages` holds.
+    pub async fn message_count(&self) -> i64 {
+        self.db(|conn| {
+            use diesel::prelude::*;
+            sidechat::store::schema::messages::table
+                .count()
+                .get_result(conn)
+                .expect("count")
+        })
+        .await
+    }
+
+    /// Waits until the service has fully stopped after its shutdown token fired.
+    pub async fn stopped(&mut self) -> anyhow::Result<()> {
+        let rx = self.stopped.take().expect("stopped once");
+        tokio::time::timeout(Duration::from_secs(30), rx)
+            .await
+            .expect("service stops in time")
+            .expect("service thread answered")
+    }
+}
+
+/// A Phoenix V2 client over a real WebSocket.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_ref: u64,
+    /// Frames read but not yet asked for.
+    inbox: Vec<Value>,
+}
+
+/// How a socket ended, as the client saw it.
+#[derive(Debug, PartialEq)]
+pub enum Closed {
+    Code(u16),
+    NoCode,
+}
+
+impl Client {
+    fn take_ref(&mut self) -> String {
+        let r = self.next_ref.to_string();
+        self.next_ref += 1;
+        r
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.ws
+            .send(WsMessage::Text(text.into().into()))
+            .await
+            .expect("send frame");
+    }
+
+    /// Reads the next frame, failing the test after `WAIT`.
+    async fn read_frame(&mut self) -> Result<Value, Closed> {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame within the wait");
+            match next {
+                Some(Ok(WsMessage::Text(text))) => {
+                    return Ok(serde_json::from_str(&text).expect("server frames are JSON"));
+                }
+                Some(Ok(WsMessage::Close(frame))) => {
+                    return Err(frame.map_or(Closed::NoCode, |f| Closed::Code(u16::from(f.code))));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Err(Closed::NoCode),
+            }
+        }
+    }
+
+    /// The first frame, buffered or new, that `matches`; others stay buffered.
+    pub async fn expect(&mut self, matches: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.inbox.iter().position(&matches) {
+            return self.inbox.remove(i);
+        }
+        loop {
+            match self.read_frame().await {
+                Ok(frame) if matches(&frame) => return frame,
+                Ok(frame) => self.inbox.push(frame),
+                Err(closed) => panic!(
+                    "socket closed ({closed:?}) while waiting; buffered: {:?}",
+                    self.inbox
+                ),
+            }
+        }
+    }
+
+    /// Pushes `event` and returns the reply's payload `{"status", "response"}`.
+    pub async fn push_with_join_ref(
+        &mut self,
+        join_ref: Option<&str>,
+        topic: &str,
+        event: &str,
+        payload: Value,
+    ) -> Value {
+        let msg_ref = self.take_ref();
+        let frame = json!([join_ref, msg_ref, topic, event, payload]);
+        self.send_text(frame.to_string()).await;
+        let reply = self
+            .expect(|f| f[1] == json!(msg_ref) && f[3] == "phx_reply")
+            .await;
+        reply[4].clone()
+    }
+
+    pub async fn push(&mut self, topic: &str, event: &str, payload: Value) -> Value {
+        self.push_with_join_ref(Some("1"), topic, event, payload)
+            .await
+    }
+
+    /// Joins and returns the reply payload.
+    pub async fn join(&mut self, topic: &str, payload: Value) -> Value {
+        let join_ref = self.take_ref();
+        self.push_with_join_ref(Some(&join_ref), topic, "phx_join", payload)
+            .await
+    }
+
+    /// Joins, asserting success; returns the response.
+    pub async fn join_ok(&mut self, topic: &str, payload: Value) -> Value {
+        let reply = self.join(topic, payload).await;
+        assert_eq!(reply["status"], "ok", "join {topic}: {reply}");
+        reply["response"].clone()
+    }
+
+    /// Sends a message and returns the stored Message from the reply.
+    pub async fn send_msg(&mut self, topic: &str, body: &str) -> Value {
+        let reply = self.push(topic, "new_msg", json!({"body": body})).await;
+        assert_eq!(reply["status"], "ok", "new_msg: {reply}");
+        reply["response"]["message"].clone()
+    }
+
+    /// The payload of the next `event` on `topic`.
+    pub async fn expect_event(&mut self, topic: &str, event: &str) -> Value {
+        let frame = self.expect(|f| f[2] == topic && f[3] == event).await;
+        frame[4].clone()
+    }
+
+    /// A heartbeat round trip: every event the server queued for this socket before
+    /// the heartbeat is in the buffer afterwards.
+    pub async fn sync(&mut self) {
+        let reply = self
+            .push_with_join_ref(None, "phoenix", "heartbeat", json!({}))
+            .await;
+        assert_eq!(reply["status"], "ok");
+    }
+
+    /// Whether a frame matching `matches` has arrived (call after `sync`).
+    pub fn has_buffered(&self, matches: impl Fn(&Value) -> bool) -> bool {
+        self.inbox.iter().any(matches)
+    }
+
+    /// Reads until the server closes the socket; returns the close code.
+    pub async fn expect_close(&mut self) -> Closed {
+        loop {
+            match self.read_frame().await {
+                Ok(frame) => self.inbox.push(frame),
+                Err(closed) => return closed,
+            }
+        }
+    }
+
+    pub fn buffered(&self) -> &[Value] {
+        &self.inbox
+    }
+}
