@@ -163,6 +163,6 @@ pub fn unread_summary(conn: &mut PgConnection, recipient: &str) -> Result<Vec<Un
             })
         })
         .collect();
-    summary.sort_by(|a, b| b.last_message.id.cmp(&a.last_message.id));
+    summary.sort_by_key(|t| std::cmp::Reverse(t.last_message.id));
     Ok(summary)
 }

@@ -7,6 +7,7 @@
 //! backoff on the next batch.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,8 @@ pub struct Stored {
 /// Called on the writer thread after each COMMIT with the rows it created, in id order.
 pub type OnCommit = Box<dyn Fn(&[MessageRow]) + Send>;
 
+// Nearly every command is a Write, so boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     Write {
         message: NewMessage,
@@ -245,12 +248,15 @@ fn write_batch_once(conn: &mut PgConnection, batch: &[Pending]) -> Result<Vec<St
             Some(key) => {
                 if let Some(row) = known.get(&key) {
                     Source::Existing(row.clone())
-                } else if first_in_batch.contains_key(&key) {
-                    Source::SameAs(key)
                 } else {
-                    first_in_batch.insert(key, to_insert.len());
-                    to_insert.push(message.clone());
-                    Source::Inserted(to_insert.len() - 1)
+                    match first_in_batch.entry(key) {
+                        Entry::Occupied(seen) => Source::SameAs(seen.key().clone()),
+                        Entry::Vacant(first) => {
+                            first.insert(to_insert.len());
+                            to_insert.push(message.clone());
+                            Source::Inserted(to_insert.len() - 1)
+                        }
+                    }
                 }
             }
             None => {

@@ -94,7 +94,6 @@ pub fn test_settings() -> Settings {
 pub struct TestApp {
     pub port: u16,
     pub db_url: String,
-    pub settings: Settings,
     pub shutdown: CancellationToken,
     stopped: Option<tokio::sync::oneshot::Receiver<anyhow::Result<()>>>,
 }
@@ -112,13 +111,12 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     spawn_with_settings(settings, db_url).await
 }
 
-pub async fn spawn_with_settings(settings: Settings, db_url: String) -> TestApp {
+async fn spawn_with_settings(settings: Settings, db_url: String) -> TestApp {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
-    let app_settings = settings.clone();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
-            let app = match Application::build(app_settings) {
+            let app = match Application::build(settings) {
                 Ok(app) => app,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -137,7 +135,6 @@ pub async fn spawn_with_settings(settings: Settings, db_url: String) -> TestApp 
     TestApp {
         port,
         db_url,
-        settings,
         shutdown,
         stopped: Some(stopped_rx),
     }
@@ -393,9 +390,5 @@ impl Client {
                 Err(closed) => return closed,
             }
         }
-    }
-
-    pub fn buffered(&self) -> &[Value] {
-        &self.inbox
     }
 }

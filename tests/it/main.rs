@@ -1,8 +1,14 @@
 //! One integration-test binary: the real service, real sockets, a real Postgres.
 
+// Test code fails loudly on purpose: a panic is a failed assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 mod helpers;
 
 mod chat_flow;
 mod errors;
 mod health;
+mod migrations;
+mod shutdown;
+mod startup;
 mod tokens;

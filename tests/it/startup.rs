@@ -1,0 +1,214 @@
+//! The binary itself: start-up failures are one clear line, the commands work, and
+//! SIGTERM stops a serving process cleanly.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::*;
+
+const SECRET: &str = "startup-test-secret-0123456789abcdef";
+
+fn sidechat() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidechat"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "error")
+        .env("SIDECHAT__SERVER__HOST", "127.0.0.1")
+        .env("SIDECHAT__SERVER__PORT", "0");
+    cmd
+}
+
+/// Runs to completion; returns (success, stderr lines).
+fn run(cmd: &mut Command) -> (bool, Vec<String>, String) {
+    let output = cmd.stdin(Stdio::null()).output().expect("run sidechat");
+    let stderr = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(String::from)
+        .collect();
+    (
+        output.status.success(),
+        stderr,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+fn write_temp(name: &str, contents: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("{}-{name}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[test]
+fn start_up_problems_are_one_line_naming_the_key() {
+    let unknown_key = write_temp("unknown.toml", "[server]\nprot = 4000\n");
+    // (environment, arguments, what the one line must say)
+    type Case<'a> = (Vec<(&'a str, String)>, Vec<String>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec![("DATABASE_URL", "postgres://x@127.0.0.1:1/x".into())],
+            vec!["serve".into()],
+            "auth: no way to verify tokens",
+        ),
+        (
+            vec![
+                ("DATABASE_URL", "postgres://u:hunter2@127.0.0.1:1/x".into()),
+                ("SIDECHAT__AUTH__HMAC_SECRETS", SECRET.into()),
+                ("SIDECHAT__DATABASE__CONNECT_TIMEOUT_S", "2".into()),
+            ],
+            vec!["serve".into()],
+            "database.url: cannot connect to postgres://…@127.0.0.1:1/x",
+        ),
+        (
+            vec![
+                ("DATABASE_URL", "postgres://x@127.0.0.1:1/x".into()),
+                ("SIDECHAT__AUTH__JWT_ALGORITHM", "RS256".into()),
+                (
+                    "SIDECHAT__AUTH__JWT_PUBLIC_KEY_FILE",
+                    "/nonexistent/key.pem".into(),
+                ),
+            ],
+            vec!["serve".into()],
+            "auth.jwt_public_key_file: cannot read /nonexistent/key.pem",
+        ),
+        (
+            vec![("SIDECHAT__AUTH__HMAC_SECRETS", SECRET.into())],
+            vec![
+                "serve".into(),
+                "--config".into(),
+                unknown_key.display().to_string(),
+            ],
+            "prot",
+        ),
+        (
+            vec![],
+            vec![
+                "serve".into(),
+                "--config".into(),
+                "/nonexistent.toml".into(),
+            ],
+            "--config /nonexistent.toml: no such file",
+        ),
+        (
+            vec![("SIDECHAT__AUTH__HMAC_SECRETS", SECRET.into())],
+            vec!["serve".into()],
+            "database.url: not set",
+        ),
+        (
+            vec![
+                ("SIDECHAT__AUTH__HMAC_SECRETS", SECRET.into()),
+                ("SIDECHAT__AUTH__LEEWAY_S", "9999".into()),
+            ],
+            vec!["serve".into()],
+            "auth.leeway_s: must be <= 300",
+        ),
+    ];
+    for (env, args, expected) in cases {
+        let mut cmd = sidechat();
+        cmd.args(&args).envs(env.iter().map(|(k, v)| (*k, v)));
+        let (ok, stderr, _) = run(&mut cmd);
+        assert!(!ok, "{args:?} should fail");
+        assert_eq!(stderr.len(), 1, "{args:?}: one line, got {stderr:?}");
+        assert!(stderr[0].starts_with("sidechat: error: "), "{stderr:?}");
+        assert!(
+            stderr[0].contains(expected),
+            "{expected:?} not in {stderr:?}"
+        );
+        assert!(
+            !stderr[0].contains("hunter2"),
+            "a password leaked: {stderr:?}"
+        );
+    }
+}
+
+#[test]
+fn the_token_command_mints_tokens_the_service_accepts() {
+    let (ok, _, stdout) = run(sidechat().args(["token", "alice", "--dev", "--ttl", "30m"]));
+    assert!(ok);
+    let settings = sidechat::settings::Settings::load(&sidechat::settings::Sources {
+        overlays: vec![sidechat::settings::DEVELOPMENT_TOML],
+        ..Default::default()
+    })
+    .unwrap();
+    let verifier = sidechat::auth::Verifier::new(&settings.auth).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let identity = verifier.verify(stdout.trim(), now).unwrap();
+    assert_eq!(identity.user_id.as_str(), "alice");
+    assert!((identity.expires_at - now - 1800).abs() <= 35);
+
+    let (ok, _, stdout) = run(sidechat().args(["token", "s1", "--dev", "--role", "staff"]));
+    assert!(ok);
+    let identity = verifier.verify(stdout.trim(), now).unwrap();
+    assert_eq!(identity.role, sidechat::chat::Role::Staff);
+
+    let (ok, stderr, _) = run(sidechat().args(["token", "bad:id", "--dev"]));
+    assert!(!ok);
+    assert!(stderr[0].contains("user id"), "{stderr:?}");
+}
+
+#[test]
+fn migrate_applies_the_schema_and_exits() {
+    let url = fresh_database();
+    let (ok, stderr, stdout) = run(sidechat()
+        .args(["migrate"])
+        .env("DATABASE_URL", &url)
+        .env("SIDECHAT__AUTH__HMAC_SECRETS", SECRET));
+    assert!(ok, "{stderr:?}");
+    assert!(stdout.contains("applied 1 migration"), "{stdout}");
+    let (ok, _, stdout) = run(sidechat()
+        .args(["migrate"])
+        .env("DATABASE_URL", &url)
+        .env("SIDECHAT__AUTH__HMAC_SECRETS", SECRET));
+    assert!(ok);
+    assert!(stdout.contains("applied 0 migration"), "{stdout}");
+}
+
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    let url = fresh_database();
+    let mut child = sidechat()
+        .args(["serve"])
+        .env("DATABASE_URL", &url)
+        .env("SIDECHAT__AUTH__HMAC_SECRETS", SECRET)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let port: u16 = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.split("listening on port ")
+                .nth(1)
+                .and_then(|p| p.trim().parse().ok())
+        })
+        .expect("the service logs its port");
+    let health = std::net::TcpStream::connect(("127.0.0.1", port));
+    assert!(health.is_ok(), "the service accepts connections");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Drain the log so the child never blocks on a full pipe.
+    let drained = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let pid = child.id();
+    let (exited_tx, exited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = exited_tx.send(child.wait());
+    });
+    let Ok(status) = exited.recv_timeout(Duration::from_secs(20)) else {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        panic!("did not stop within 20 s of SIGTERM");
+    };
+    let status = status.unwrap();
+    assert!(status.success(), "exit status {status}");
+    let log = drained.join().unwrap();
+    assert!(log.iter().any(|l| l.contains("stopped")), "{log:?}");
+}
