@@ -23,6 +23,10 @@ use crate::auth::Identity;
 use crate::chat::{Actor, Chat, JoinReply, Reason, Request, Topic};
 use crate::hub::{ConnId, HubEvent, Subscriber};
 
+/// How long the close frame may wait behind a slow client's backlog before the
+/// connection is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The limits one session enforces.
 #[derive(Debug, Clone)]
 pub struct SessionLimits {
@@ -217,12 +221,11 @@ impl<C: Codec> Session<C> {
                     description: Some(code.description().to_owned()),
                 };
                 // A client that stopped reading must not hold the task forever.
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(2), self.ws.close(Some(reason))).await;
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.close(Some(reason))).await;
             }
             End::Gone => {
                 log::info!("conn={conn} user={user} disconnected");
-                let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.close(None)).await;
             }
         }
     }

@@ -235,3 +235,98 @@ async fn disconnect_on_expiry_can_be_turned_off() {
     // The idle timeout ends it, not the expiry.
     assert_eq!(alice.expect_close().await, Closed::Code(4003));
 }
+
+/// The open sockets the service reports in /metrics.
+async fn open_sockets(app: &TestApp) -> u64 {
+    let text = reqwest::get(app.http("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("sidechat_connections "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("sidechat_connections in /metrics")
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_instead_of_growing_memory() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let app = spawn_app_with(|s| {
+        s.limits.outbound_queue = 4;
+        s.limits.messages_per_second = 0;
+    })
+    .await;
+    // Bob's socket reads as little as the kernel allows and then not at all.
+    let bob_socket = tokio::net::TcpSocket::new_v4().unwrap();
+    bob_socket.set_recv_buffer_size(4096).unwrap();
+    let stream = bob_socket
+        .connect(format!("127.0.0.1:{}", app.port).parse().unwrap())
+        .await
+        .unwrap();
+    let (mut bob, _) =
+        tokio_tungstenite::client_async(app.socket_url(&hmac_token("bob", 600)), stream)
+            .await
+            .unwrap();
+    bob.send(Message::Text(
+        json!(["1", "1", "chat:alice:bob", "phx_join", {}])
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    // Wait for the join reply, then stop reading.
+    loop {
+        let frame = bob.next().await.unwrap().unwrap();
+        if frame.to_text().unwrap().contains("phx_reply") {
+            break;
+        }
+    }
+
+    // Alice sends until the service has cut bob off; her own frames are drained.
+    let (alice, _) = tokio_tungstenite::connect_async(app.socket_url(&hmac_token("alice", 600)))
+        .await
+        .unwrap();
+    let (mut alice_tx, mut alice_rx) = alice.split();
+    tokio::spawn(async move { while let Some(Ok(_)) = alice_rx.next().await {} });
+    alice_tx
+        .send(Message::Text(
+            json!(["1", "1", "chat:alice:bob", "phx_join", {}])
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let body = "x".repeat(3500);
+    let mut sent = 0;
+    while open_sockets(&app).await > 1 {
+        assert!(sent < 20_000, "bob was never disconnected");
+        for _ in 0..100 {
+            sent += 1;
+            let frame = json!(["1", sent.to_string(), "chat:alice:bob", "new_msg", {"body": body}]);
+            alice_tx
+                .send(Message::Text(frame.to_string().into()))
+                .await
+                .unwrap();
+        }
+    }
+
+    // Bob now reads what made it out: a close with 4002, or the end of the stream if
+    // even the close frame could not get past his backlog.
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some(frame) = bob.next().await {
+            match frame {
+                Ok(Message::Close(close)) => return close.map(|c| u16::from(c.code)),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("bob's stream ends");
+    assert!(matches!(ended, None | Some(4002)), "closed with {ended:?}");
+}

@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod architecture;
 mod chat_flow;
 mod errors;
 mod health;
