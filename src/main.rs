@@ -58,7 +58,12 @@ enum Command {
         dev: bool,
     },
     /// Validate a configuration file (with the environment) and exit.
-    CheckConfig { config: PathBuf },
+    CheckConfig {
+        config: PathBuf,
+        /// Also print the effective settings (secrets redacted).
+        #[arg(long)]
+        show: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -120,9 +125,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", mint(&settings, &user_id, ttl, role, name)?);
             Ok(())
         }
-        Command::CheckConfig { config } => {
+        Command::CheckConfig { config, show } => {
             let settings = load(vec![], Some(&config))?;
             auth::Verifier::new(&settings.auth)?;
+            if show {
+                println!("{settings:#?}");
+            }
             println!("{}: ok", config.display());
             Ok(())
         }

@@ -1,7 +1,7 @@
 //! The binary itself: start-up failures are one clear line, the commands work, and
 //! SIGTERM stops a serving process cleanly.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -122,6 +122,44 @@ fn start_up_problems_are_one_line_naming_the_key() {
 }
 
 #[test]
+fn settings_layer_defaults_then_file_then_environment() {
+    let file = write_temp(
+        "layers.toml",
+        "[server]\nport = 4100\nidle_timeout_s = 45\n[chat]\nhistory_limit = 20\n[auth]\nhmac_secrets = [\"from-the-file-0123456789abcdef012\"]\n",
+    );
+    let (ok, stderr, stdout) = run(sidechat()
+        .args(["check-config", "--show"])
+        .arg(&file)
+        .env_remove("SIDECHAT__SERVER__PORT")
+        .env("SIDECHAT__CHAT__HISTORY_LIMIT", "30")
+        .env(
+            "SIDECHAT__SERVER__ALLOWED_ORIGINS",
+            "https://a.example,https://b.example",
+        ));
+    assert!(ok, "{stderr:?}");
+    let has = |needle: &str| stdout.contains(needle);
+    assert!(
+        has("port: 4100"),
+        "the file overrides the default: {stdout}"
+    );
+    assert!(has("idle_timeout_s: 45"));
+    assert!(
+        has("history_limit: 30"),
+        "the environment overrides the file"
+    );
+    assert!(
+        has("max_body_bytes: 4000"),
+        "untouched keys keep their default"
+    );
+    assert!(
+        has("\"https://a.example\",\n") && has("\"https://b.example\""),
+        "{stdout}"
+    );
+    assert!(!has("from-the-file"), "secrets are redacted: {stdout}");
+    assert!(stdout.trim_end().ends_with(": ok"));
+}
+
+#[test]
 fn the_token_command_mints_tokens_the_service_accepts() {
     let (ok, _, stdout) = run(sidechat().args(["token", "alice", "--dev", "--ttl", "30m"]));
     assert!(ok);
@@ -187,8 +225,22 @@ fn serve_stops_cleanly_on_sigterm() {
                 .and_then(|p| p.trim().parse().ok())
         })
         .expect("the service logs its port");
-    let health = std::net::TcpStream::connect(("127.0.0.1", port));
-    assert!(health.is_ok(), "the service accepts connections");
+    // A request with a token in its query string: the access log must show the path
+    // and never the token.
+    let token = sidechat::auth::mint_hmac(
+        &sidechat::settings::Secret::new(SECRET),
+        &sidechat::chat::UserId::parse("alice").unwrap(),
+        chrono::Utc::now().timestamp() + 60,
+    );
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        http,
+        "GET /v1/me/unread?token={token} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    http.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -211,4 +263,9 @@ fn serve_stops_cleanly_on_sigterm() {
     assert!(status.success(), "exit status {status}");
     let log = drained.join().unwrap();
     assert!(log.iter().any(|l| l.contains("stopped")), "{log:?}");
+    assert!(log.iter().any(|l| l.contains("/v1/me/unread")), "{log:?}");
+    assert!(
+        !log.iter().any(|l| l.contains(&token)),
+        "a token reached the log"
+    );
 }
