@@ -27,6 +27,9 @@ use crate::hub::{ConnId, HubEvent, Subscriber};
 /// connection is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Requests one socket may have waiting on storage before it stops reading frames.
+const MAX_PENDING: usize = 64;
+
 /// The limits one session enforces.
 #[derive(Debug, Clone)]
 pub struct SessionLimits {
@@ -162,7 +165,9 @@ impl<C: Codec> Session<C> {
                     self.complete(done).await
                 }
                 Some(event) = queue_rx.recv() => self.deliver(event).await,
-                frame = stream.recv() => {
+                // A client that pipelines faster than storage answers waits here, in
+                // its own TCP buffer, instead of in our memory.
+                frame = stream.recv(), if self.pending.len() < MAX_PENDING => {
                     idle.as_mut().reset(Instant::now() + idle_timeout);
                     match frame {
                         None => Err(End::Gone),

@@ -330,3 +330,30 @@ async fn a_client_that_stops_reading_is_disconnected_instead_of_growing_memory()
     .expect("bob's stream ends");
     assert!(matches!(ended, None | Some(4002)), "closed with {ended:?}");
 }
+
+#[tokio::test]
+async fn a_client_pipelining_many_requests_gets_every_reply_in_time() {
+    let app = spawn_app_with(|s| s.limits.messages_per_second = 0).await;
+    let mut alice = app.connect("alice").await;
+    alice.join_ok("chat:alice:bob", json!({})).await;
+    // Far more than a session keeps in flight: the rest waits in the socket.
+    for i in 0..300 {
+        let event = if i % 2 == 0 { "history" } else { "new_msg" };
+        let payload = if i % 2 == 0 {
+            json!({"limit": 5})
+        } else {
+            json!({"body": format!("m{i}")})
+        };
+        alice
+            .send_text(json!(["1", format!("r{i}"), "chat:alice:bob", event, payload]).to_string())
+            .await;
+    }
+    for i in 0..300 {
+        let r = format!("r{i}");
+        let reply = alice
+            .expect(|f| f[1] == json!(r) && f[3] == "phx_reply")
+            .await;
+        assert_eq!(reply[4]["status"], "ok", "{reply}");
+    }
+    assert_eq!(app.message_count().await, 150);
+}
