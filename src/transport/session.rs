@@ -353,33 +353,23 @@ impl<C: Codec> Session<C> {
                 self.reply(jr, mr, &raw_topic, result).await
             }
             Request::NewMsg(msg) => {
-                self.pending.push(Box::pin(async move {
-                    let result = chat
-                        .send(&actor, &topic, msg)
-                        .await
-                        .map(|message| json!({"message": message}));
-                    Completion::Reply { to, result }
-                }));
+                self.in_flight(to, async move {
+                    let message = chat.send(&actor, &topic, msg).await?;
+                    Ok(json!({"message": message}))
+                });
                 Ok(())
             }
             Request::Read(up_to) => {
-                self.pending.push(Box::pin(async move {
-                    let result = chat
-                        .read(&actor, &topic, up_to)
-                        .await
-                        .map(|marked| json!({"marked": marked}));
-                    Completion::Reply { to, result }
-                }));
+                self.in_flight(to, async move {
+                    let marked = chat.read(&actor, &topic, up_to).await?;
+                    Ok(json!({"marked": marked}))
+                });
                 Ok(())
             }
             Request::History(params) => {
-                self.pending.push(Box::pin(async move {
-                    let result = chat
-                        .history(&actor, &topic, params)
-                        .await
-                        .map(|page| json!(page));
-                    Completion::Reply { to, result }
-                }));
+                self.in_flight(to, async move {
+                    Ok(json!(chat.history(&actor, &topic, params).await?))
+                });
                 Ok(())
             }
             Request::Join(_) | Request::Leave => {
@@ -387,6 +377,20 @@ impl<C: Codec> Session<C> {
                     .await
             }
         }
+    }
+
+    /// Runs `work` off the loop; its result is answered to `to` when it completes.
+    fn in_flight(
+        &mut self,
+        to: ReplyTo,
+        work: impl Future<Output = Result<Value, Reason>> + 'static,
+    ) {
+        self.pending.push(Box::pin(async move {
+            Completion::Reply {
+                to,
+                result: work.await,
+            }
+        }));
     }
 
     async fn join(
