@@ -9,6 +9,7 @@ pub mod chat;
 pub mod dev;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod settings;
 pub mod store;
 pub mod transport;
@@ -28,6 +29,7 @@ use crate::auth::Verifier;
 use crate::chat::{Chat, ChatConfig};
 use crate::http::{AppState, Connections};
 use crate::hub::{Hub, MemoryBroker, MemoryPresence};
+use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::store::{Writer, WriterExit};
 
@@ -84,16 +86,22 @@ impl Application {
         let pool = store::read_pool(&url, settings.database.pool_size, timeout)
             .map_err(|e| anyhow::anyhow!("database.url: {}", first_line(&e.to_string())))?;
 
+        let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(Arc::new(MemoryBroker)));
         let presence = Arc::new(MemoryPresence::default());
-        let (writer, writer_exit, writer_thread) =
-            Writer::start(url, timeout, Chat::broadcast_on_commit(hub.clone()))
-                .context("starting the writer thread")?;
+        let (writer, writer_exit, writer_thread) = Writer::start(
+            url,
+            timeout,
+            metrics.clone(),
+            Chat::broadcast_on_commit(hub.clone()),
+        )
+        .context("starting the writer thread")?;
         let chat = Arc::new(Chat::new(
             pool,
             writer.clone(),
             hub,
             presence,
+            metrics,
             ChatConfig {
                 history_limit: settings.chat.history_limit,
                 max_body_bytes: settings.chat.max_body_bytes,

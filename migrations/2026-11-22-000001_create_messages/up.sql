@@ -23,8 +23,13 @@ CREATE TABLE messages (
 
 -- History pages: newest first within a conversation.
 CREATE INDEX messages_topic_id_idx ON messages (topic, id DESC);
--- The unread summary at login and read receipts touch only unread rows.
-CREATE INDEX messages_unread_idx ON messages (recipient_id, topic) WHERE NOT is_delivered;
+-- The unread summary at login and read receipts touch only unread rows addressed to one
+-- user (room messages have no recipient: their unread state is the member's cursor).
+CREATE INDEX messages_unread_idx ON messages (recipient_id, topic)
+    WHERE NOT is_delivered AND recipient_id IS NOT NULL;
+-- What a site's staff have not read: visitors' messages in support conversations.
+CREATE INDEX messages_support_unread_idx ON messages (topic)
+    WHERE NOT is_delivered AND recipient_id IS NULL AND topic LIKE 'support:%';
 
 CREATE TABLE rooms (
     id         TEXT        PRIMARY KEY,

@@ -1,24 +1,71 @@
 //! The Message object of PROTOCOL.md §3, as clients see it.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::store::MessageRow;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A stored message as every client sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Message {
     pub id: i64,
-    /// Canonical spelling.
+    /// The canonical spelling of the conversation.
     pub topic: String,
+    /// Who sent it.
     pub user_id: String,
     pub body: String,
+    #[schema(value_type = Object)]
     pub meta: serde_json::Value,
+    /// `user`, `bot` or `system`.
     pub kind: String,
+    /// `complete`, or `streaming` while a bot is still appending.
     pub status: String,
     pub client_ref: Option<String>,
+    /// RFC 3339 with milliseconds, UTC.
     pub sent_at: String,
     pub edited_at: Option<String>,
+    /// The recipient's client reported it seen (`read`).
     pub is_delivered: bool,
+}
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    #[default]
+    User,
+    Bot,
+    System,
+}
+
+/// Whether a message is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    #[default]
+    Complete,
+    /// A bot is still appending to it.
+    Streaming,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::User => "user",
+            MessageKind::Bot => "bot",
+            MessageKind::System => "system",
+        }
+    }
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Complete => "complete",
+            MessageStatus::Streaming => "streaming",
+        }
+    }
 }
 
 /// `2026-11-22T10:00:00.123Z`: milliseconds, UTC, as JavaScript's `Date` prints.

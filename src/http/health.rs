@@ -7,12 +7,17 @@ use super::AppState;
 use crate::store;
 
 /// The process is up and serving HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Ready for traffic: not shutting down, database reachable with every migration
 /// applied, writer running.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready"), (status = 503, description = "Not ready, with the reason"))
+)]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let not_ready = |reason: &str| {
         HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "reason": reason}))
@@ -33,15 +38,17 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Prometheus text format.
+/// OpenMetrics text, which Prometheus scrapes.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "sidechat_* metrics", content_type = "application/openmetrics-text")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let body = format!(
-        "# HELP sidechat_connections Open sockets on this replica.\n\
-         # TYPE sidechat_connections gauge\n\
-         sidechat_connections {}\n",
-        state.connections.total()
-    );
+    let metrics = state.chat.metrics();
+    metrics
+        .connections
+        .set(i64::try_from(state.connections.total()).unwrap_or(i64::MAX));
+    metrics
+        .writer_queue_depth
+        .set(i64::try_from(state.chat.writer().queue_depth()).unwrap_or(i64::MAX));
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(body)
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(metrics.encode())
 }

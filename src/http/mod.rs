@@ -3,6 +3,8 @@
 
 mod error;
 mod health;
+mod host_api;
+pub mod openapi;
 mod socket;
 mod user_api;
 
@@ -96,12 +98,78 @@ async fn not_found() -> HttpResponse {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").into()
 }
 
+/// Largest JSON body the API reads; a message body is far smaller.
+const MAX_JSON_BYTES: usize = 256 * 1024;
+
+fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
+    use actix_web::error::JsonPayloadError;
+    match err {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "the JSON body is too large",
+            )
+        }
+        JsonPayloadError::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_payload",
+            "send Content-Type: application/json",
+        ),
+        other => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_payload",
+            other.to_string(),
+        ),
+    }
+}
+
 /// Every route the service answers.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::QueryConfig::default().error_handler(|err, _| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_payload", err.to_string()).into()
     }))
+    .app_data(
+        web::JsonConfig::default()
+            .limit(MAX_JSON_BYTES)
+            .error_handler(|err, _| json_error(err).into()),
+    )
+    .app_data(web::PathConfig::default().error_handler(|err, _| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_payload", err.to_string()).into()
+    }))
     .route("/socket/websocket", web::get().to(socket::phoenix))
+    .route("/api/v1/messages", web::post().to(host_api::post_message))
+    .route(
+        "/api/v1/messages/{id}",
+        web::patch().to(host_api::patch_message),
+    )
+    .route(
+        "/api/v1/messages/{id}",
+        web::delete().to(host_api::delete_message),
+    )
+    .route("/api/v1/rooms/{rid}", web::put().to(host_api::put_room))
+    .route("/api/v1/rooms/{rid}", web::get().to(host_api::get_room))
+    .route(
+        "/api/v1/rooms/{rid}/members/{uid}",
+        web::put().to(host_api::put_member),
+    )
+    .route(
+        "/api/v1/rooms/{rid}/members/{uid}",
+        web::delete().to(host_api::delete_member),
+    )
+    .route(
+        "/api/v1/users/{uid}/unread",
+        web::get().to(host_api::user_unread),
+    )
+    .route(
+        "/api/v1/users/{uid}",
+        web::delete().to(host_api::erase_user),
+    )
+    .route(
+        "/api/v1/conversations/{topic}/messages",
+        web::get().to(host_api::conversation_messages),
+    )
+    .route("/api/openapi.json", web::get().to(openapi::openapi_json))
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))

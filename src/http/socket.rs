@@ -35,6 +35,21 @@ fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
 }
 
 /// `GET /socket/websocket?vsn=2.0.0&token=...`: Phoenix Channels V2.
+#[utoipa::path(
+    get, path = "/socket/websocket", tag = "socket",
+    params(
+        ("token" = String, Query, description = "The user's token (HMAC or JWT)"),
+        ("vsn" = Option<String>, Query, description = "2.0.0"),
+    ),
+    responses(
+        (status = 101, description = "Upgraded to a WebSocket speaking Phoenix Channels V2"),
+        (status = 400, description = "Not a WebSocket, or an unsupported vsn", body = super::host_api::ErrorBody),
+        (status = 401, description = "Missing, malformed, badly signed or expired token", body = super::host_api::ErrorBody),
+        (status = 403, description = "Origin not allowed", body = super::host_api::ErrorBody),
+        (status = 429, description = "Too many sockets for this user", body = super::host_api::ErrorBody),
+        (status = 503, description = "Shutting down", body = super::host_api::ErrorBody),
+    )
+)]
 pub async fn phoenix(
     req: HttpRequest,
     body: web::Payload,

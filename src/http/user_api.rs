@@ -7,8 +7,9 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
+use super::host_api::{ErrorBody, PageQuery};
 use crate::auth::{AuthError, Identity};
-use crate::chat::{HistoryParams, MessageId, Reason, Topic};
+use crate::chat::{HistoryPage, Reason, Topic, UnreadSummary};
 
 /// The user behind `Authorization: Bearer <token>` (or `?token=`).
 pub struct AuthedUser(pub Identity);
@@ -48,6 +49,11 @@ impl FromRequest for AuthedUser {
     }
 }
 
+#[utoipa::path(
+    get, path = "/v1/me/unread", tag = "user",
+    responses((status = 200, body = UnreadSummary), (status = 401, body = ErrorBody)),
+    security(("user_token" = []))
+)]
 pub async fn my_unread(
     state: web::Data<AppState>,
     AuthedUser(identity): AuthedUser,
@@ -56,52 +62,25 @@ pub async fn my_unread(
     Ok(HttpResponse::Ok().json(summary))
 }
 
-#[derive(Deserialize)]
-pub struct HistoryQuery {
-    before: Option<i64>,
-    after: Option<i64>,
-    limit: Option<i64>,
-}
-
-fn positive_id(raw: Option<i64>) -> Result<Option<MessageId>, ApiError> {
-    raw.map(|id| {
-        MessageId::parse(id).map_err(|e| {
-            ApiError::new(
-                actix_web::http::StatusCode::BAD_REQUEST,
-                Reason::InvalidPayload.as_str(),
-                e.to_string(),
-            )
-        })
-    })
-    .transpose()
-}
-
+#[utoipa::path(
+    get, path = "/v1/conversations/{topic}/messages", tag = "user",
+    params(("topic" = String, Path, description = "A conversation the token's user may read"), PageQuery),
+    responses(
+        (status = 200, body = HistoryPage), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    ),
+    security(("user_token" = []))
+)]
 pub async fn conversation_messages(
     state: web::Data<AppState>,
     AuthedUser(identity): AuthedUser,
     path: web::Path<String>,
-    query: web::Query<HistoryQuery>,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let topic = Topic::parse(&path.into_inner()).map_err(|_| Reason::InvalidTopic)?;
-    let limit = match query.limit {
-        None => None,
-        Some(n) if n >= 1 => Some(u32::try_from(n).unwrap_or(u32::MAX)),
-        Some(_) => {
-            return Err(ApiError::new(
-                actix_web::http::StatusCode::BAD_REQUEST,
-                Reason::InvalidPayload.as_str(),
-                "limit must be at least 1",
-            ));
-        }
-    };
-    let params = HistoryParams {
-        before: positive_id(query.before)?,
-        after: positive_id(query.after)?,
-        limit,
-    };
     let page = state
         .chat
-        .history(&identity.actor(), &topic, params)
+        .history(&identity.actor(), &topic, query.params()?)
         .await?;
     Ok(HttpResponse::Ok().json(page))
 }

@@ -38,6 +38,34 @@ pub struct HubEvent {
     pub message_id: Option<i64>,
     /// Not delivered to this user's sockets (typing goes to the others only).
     pub skip_user: Option<String>,
+    /// Delivered to this user's sockets only (a `DROP_EVENT` for a removed member).
+    pub only_user: Option<String>,
+}
+
+/// An event no client ever sees: the sockets it reaches leave the topic and tell their
+/// client with `phx_close`. A removed room member's joins end this way, on every replica.
+pub const DROP_EVENT: &str = "sidechat:drop";
+
+impl HubEvent {
+    /// An event for every subscriber of `topic`, its payload already encoded as JSON.
+    pub fn new(topic: &str, event: &str, payload: Arc<str>) -> HubEvent {
+        HubEvent {
+            topic: topic.to_owned(),
+            event: event.to_owned(),
+            payload,
+            message_id: None,
+            skip_user: None,
+            only_user: None,
+        }
+    }
+
+    /// Makes `user_id`'s sockets leave `topic`.
+    pub fn drop_user(topic: &str, user_id: &str) -> HubEvent {
+        HubEvent {
+            only_user: Some(user_id.to_owned()),
+            ..HubEvent::new(topic, DROP_EVENT, Arc::from("{}"))
+        }
+    }
 }
 
 /// A socket's end of the hub: a bounded queue, and a token the hub cancels when the
@@ -131,6 +159,13 @@ impl Hub {
             if event.skip_user.as_deref() == Some(sub.user_id.as_str()) {
                 continue;
             }
+            if event
+                .only_user
+                .as_deref()
+                .is_some_and(|only| only != sub.user_id)
+            {
+                continue;
+            }
             if let Err(mpsc::error::TrySendError::Full(_)) = sub.queue.try_send(event.clone()) {
                 // Never block the publisher for one slow client: cut it loose instead.
                 sub.overflowed.cancel();
@@ -167,11 +202,8 @@ mod tests {
 
     fn event(topic: &str, skip: Option<&str>) -> HubEvent {
         HubEvent {
-            topic: topic.into(),
-            event: "new_msg".into(),
-            payload: Arc::from("{}"),
-            message_id: None,
             skip_user: skip.map(String::from),
+            ..HubEvent::new(topic, "new_msg", Arc::from("{}"))
         }
     }
 
@@ -197,6 +229,18 @@ mod tests {
         hub.publish(event("chat:1:2", Some("1")));
         assert!(rx_a.try_recv().is_err());
         assert!(rx_b.try_recv().is_ok());
+    }
+
+    #[test]
+    fn a_drop_reaches_only_its_user() {
+        let hub = Hub::new(Arc::new(MemoryBroker));
+        let (a, mut rx_a) = subscriber(1, "1", 4);
+        let (b, mut rx_b) = subscriber(2, "2", 4);
+        hub.subscribe("room:r", a);
+        hub.subscribe("room:r", b);
+        hub.publish(HubEvent::drop_user("room:r", "2"));
+        assert!(rx_a.try_recv().is_err());
+        assert_eq!(rx_b.try_recv().unwrap().event, DROP_EVENT);
     }
 
     #[test]

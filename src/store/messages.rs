@@ -145,13 +145,7 @@ pub fn unread_summary(conn: &mut PgConnection, recipient: &str) -> Result<Vec<Un
         .select((messages::topic, count_star(), max(messages::id)))
         .load(conn)?;
     let last_ids: Vec<i64> = groups.iter().filter_map(|(_, _, id)| *id).collect();
-    let mut last_rows: std::collections::HashMap<i64, MessageRow> = messages::table
-        .filter(messages::id.eq_any(&last_ids))
-        .select(MessageRow::as_select())
-        .load::<MessageRow>(conn)?
-        .into_iter()
-        .map(|row| (row.id, row))
-        .collect();
+    let mut last_rows = rows_by_id(conn, &last_ids)?;
     let mut summary: Vec<UnreadTopic> = groups
         .into_iter()
         .filter_map(|(topic, count, last_id)| {
@@ -165,4 +159,168 @@ pub fn unread_summary(conn: &mut PgConnection, recipient: &str) -> Result<Vec<Un
         .collect();
     summary.sort_by_key(|t| std::cmp::Reverse(t.last_message.id));
     Ok(summary)
+}
+
+/// Applies an edit to a message that is not deleted. The inner `Err` is `NotFound`
+/// (no such message) or `TooLarge` (the body would pass the limit); nothing changes then.
+pub fn edit(
+    conn: &mut PgConnection,
+    edit: &super::writer::MessageEdit,
+) -> Result<Result<MessageRow, Error>, Error> {
+    let current: Option<MessageRow> = messages::table
+        .filter(messages::id.eq(edit.id))
+        .filter(messages::deleted_at.is_null())
+        .select(MessageRow::as_select())
+        .for_update()
+        .first(conn)
+        .optional()?;
+    let Some(current) = current else {
+        return Ok(Err(Error::NotFound));
+    };
+    let body = match (&edit.body, &edit.append) {
+        (Some(body), _) => body.clone(),
+        (None, Some(tail)) => current.body + tail,
+        (None, None) => current.body,
+    };
+    if body.len() > edit.max_body_bytes {
+        return Ok(Err(Error::TooLarge));
+    }
+    let row = diesel::update(messages::table.filter(messages::id.eq(edit.id)))
+        .set((
+            messages::body.eq(body),
+            messages::status.eq(edit.status.clone().unwrap_or(current.status)),
+            messages::meta.eq(edit.meta.clone().unwrap_or(current.meta)),
+            messages::edited_at.eq(diesel::dsl::now),
+        ))
+        .returning(MessageRow::as_returning())
+        .get_result(conn)?;
+    Ok(Ok(row))
+}
+
+/// Deletes a message for moderation: the row stays so ids and receipts still add up,
+/// but its body and meta are gone and history no longer shows it.
+pub fn tombstone(conn: &mut PgConnection, id: i64) -> Result<Result<MessageRow, Error>, Error> {
+    let row = diesel::update(
+        messages::table
+            .filter(messages::id.eq(id))
+            .filter(messages::deleted_at.is_null()),
+    )
+    .set((
+        messages::body.eq(""),
+        messages::meta.eq(serde_json::json!({})),
+        messages::deleted_at.eq(diesel::dsl::now),
+    ))
+    .returning(MessageRow::as_returning())
+    .get_result(conn)
+    .optional()?;
+    Ok(row.ok_or(Error::NotFound))
+}
+
+/// Removes every message `user_id` sent and every room membership they hold.
+pub fn erase_user(conn: &mut PgConnection, user_id: &str) -> Result<super::writer::Erasure, Error> {
+    use super::schema::room_members;
+    let mut removed: Vec<(i64, String)> =
+        diesel::delete(messages::table.filter(messages::sender_id.eq(user_id)))
+            .returning((messages::id, messages::topic))
+            .get_results(conn)?;
+    removed.sort();
+    let rooms: Vec<String> =
+        diesel::delete(room_members::table.filter(room_members::user_id.eq(user_id)))
+            .returning(room_members::room_id)
+            .get_results(conn)?;
+    Ok(super::writer::Erasure {
+        user_id: user_id.to_owned(),
+        messages: removed,
+        rooms,
+    })
+}
+
+/// The visitor of a `support:<uid>` topic.
+fn support_visitor(topic: &str) -> &str {
+    topic.strip_prefix("support:").unwrap_or(topic)
+}
+
+/// What the site's staff have not read in one support conversation: the visitor's
+/// messages there (they carry no recipient; `is_delivered` turns true when staff read).
+pub fn staff_unread_count(conn: &mut PgConnection, topic: &str) -> Result<i64, Error> {
+    Ok(messages::table
+        .filter(messages::topic.eq(topic))
+        .filter(messages::recipient_id.is_null())
+        .filter(messages::is_delivered.eq(false))
+        .filter(messages::sender_id.eq(support_visitor(topic)))
+        .filter(messages::deleted_at.is_null())
+        .select(count_star())
+        .first(conn)?)
+}
+
+/// Marks the visitor's messages up to `up_to` as read by staff; returns how many.
+pub fn mark_read_by_staff(
+    conn: &mut PgConnection,
+    topic: &str,
+    up_to: i64,
+) -> Result<usize, Error> {
+    Ok(diesel::update(
+        messages::table
+            .filter(messages::topic.eq(topic))
+            .filter(messages::recipient_id.is_null())
+            .filter(messages::is_delivered.eq(false))
+            .filter(messages::sender_id.eq(support_visitor(topic)))
+            .filter(messages::id.le(up_to)),
+    )
+    .set(messages::is_delivered.eq(true))
+    .execute(conn)?)
+}
+
+/// The support conversations with the newest activity, newest first, each with what
+/// staff have not read: the inbox summary.
+pub fn inbox_summary(conn: &mut PgConnection, limit: i64) -> Result<Vec<UnreadTopic>, Error> {
+    let latest: Vec<(String, Option<i64>)> = messages::table
+        .filter(messages::topic.like("support:%"))
+        .filter(messages::deleted_at.is_null())
+        .group_by(messages::topic)
+        .select((messages::topic, max(messages::id)))
+        .order(max(messages::id).desc())
+        .limit(limit)
+        .load(conn)?;
+    let topics: Vec<&str> = latest.iter().map(|(t, _)| t.as_str()).collect();
+    let unread: std::collections::HashMap<String, i64> = messages::table
+        .filter(messages::topic.eq_any(&topics))
+        .filter(messages::recipient_id.is_null())
+        .filter(messages::is_delivered.eq(false))
+        .filter(messages::deleted_at.is_null())
+        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "sender_id = substr(topic, 9)",
+        ))
+        .group_by(messages::topic)
+        .select((messages::topic, count_star()))
+        .load::<(String, i64)>(conn)?
+        .into_iter()
+        .collect();
+    let last_ids: Vec<i64> = latest.iter().filter_map(|(_, id)| *id).collect();
+    let mut rows = rows_by_id(conn, &last_ids)?;
+    Ok(latest
+        .into_iter()
+        .filter_map(|(topic, last_id)| {
+            let last_message = rows.remove(&last_id?)?;
+            Some(UnreadTopic {
+                count: unread.get(&topic).copied().unwrap_or(0),
+                topic,
+                last_message,
+            })
+        })
+        .collect())
+}
+
+/// Rows by id, for attaching last messages to summaries.
+pub fn rows_by_id(
+    conn: &mut PgConnection,
+    ids: &[i64],
+) -> Result<std::collections::HashMap<i64, MessageRow>, Error> {
+    Ok(messages::table
+        .filter(messages::id.eq_any(ids))
+        .select(MessageRow::as_select())
+        .load::<MessageRow>(conn)?
+        .into_iter()
+        .map(|row| (row.id, row))
+        .collect())
 }

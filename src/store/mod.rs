@@ -17,7 +17,7 @@ use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use models::{MessageRow, NewMessage};
-pub use writer::{Stored, Writer, WriterExit};
+pub use writer::{Change, Erasure, MessageEdit, Mutation, Outcome, Stored, Writer, WriterExit};
 
 /// `migrations/`, compiled in.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -31,6 +31,9 @@ pub type PooledPg = PooledConnection<ConnectionManager<PgConnection>>;
 pub enum Error {
     #[error("not found")]
     NotFound,
+    /// An edit would make a body longer than allowed.
+    #[error("too large")]
+    TooLarge,
     /// A unique key refused the row (e.g. a `client_ref` stored by another writer).
     #[error("conflict: {0}")]
     Conflict(String),

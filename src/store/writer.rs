@@ -1,13 +1,15 @@
-//! The batching writer: one thread, one connection, group commit.
+//! The writer: one thread, one connection, every change to `messages`.
 //!
-//! Everything waiting in the queue goes into one multi-row INSERT in one transaction, so
-//! one fsync covers many messages. Only after COMMIT does the writer hand the new rows to
-//! `on_commit` (which broadcasts them, in id order) and answer each sender. On a database
-//! error it answers its batch `Unavailable`, drops the connection and reconnects with
-//! backoff on the next batch.
+//! Inserts, edits, deletions and erasures all pass through here, so whatever happens to
+//! messages happens, and is broadcast, in one order. Everything waiting in the queue runs
+//! in one transaction (runs of inserts as one multi-row INSERT): one fsync covers many
+//! messages. Only after COMMIT does the writer hand the changes to `on_commit` (which
+//! broadcasts them, in order) and answer each caller. On a database error it answers the
+//! batch `Unavailable`, drops the connection and reconnects with backoff on the next batch.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,8 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::models::{MessageRow, NewMessage};
 use super::{Error, connect, messages};
+use crate::metrics::Metrics;
 
-/// Most messages in one INSERT: well inside Postgres's 65535 bind parameters.
+/// Most requests in one transaction: well inside Postgres's 65535 bind parameters.
 const MAX_BATCH: usize = 512;
 /// Requests that may wait for the writer; senders wait for room beyond this.
 const QUEUE_CAPACITY: usize = 4096;
@@ -33,16 +36,69 @@ pub struct Stored {
     pub created: bool,
 }
 
-/// Called on the writer thread after each COMMIT with the rows it created, in id order.
-pub type OnCommit = Box<dyn Fn(&[MessageRow]) + Send>;
+/// An edit of a stored message. `body` replaces, `append` extends (an assistant
+/// streaming its answer); both may not be given at once.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MessageEdit {
+    pub id: i64,
+    pub body: Option<String>,
+    pub append: Option<String>,
+    pub status: Option<String>,
+    pub meta: Option<serde_json::Value>,
+    /// The body after the edit may not be longer.
+    pub max_body_bytes: usize,
+}
 
-// Nearly every command is a Write, so boxing it would only add an allocation.
-#[allow(clippy::large_enum_variant)]
-enum Command {
-    Write {
-        message: NewMessage,
-        reply: oneshot::Sender<Result<Stored, Error>>,
+/// What an erasure removed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Erasure {
+    pub user_id: String,
+    /// (id, topic) of every message removed.
+    pub messages: Vec<(i64, String)>,
+    /// Rooms the user was a member of.
+    pub rooms: Vec<String>,
+}
+
+/// One change to make.
+#[derive(Debug, Clone)]
+pub enum Mutation {
+    Insert(NewMessage),
+    Edit(MessageEdit),
+    /// Moderation: the row stays as a tombstone with its body cleared.
+    Delete {
+        id: i64,
     },
+    /// Every message the user sent, and their memberships.
+    EraseUser {
+        user_id: String,
+    },
+}
+
+/// What one mutation did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Inserted(Stored),
+    Edited(MessageRow),
+    Deleted(MessageRow),
+    Erased(Erasure),
+}
+
+/// A committed change, as `on_commit` sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Created(MessageRow),
+    Updated(MessageRow),
+    Deleted(MessageRow),
+    Erased(Erasure),
+}
+
+/// Called on the writer thread after each COMMIT with its changes, in order.
+pub type OnCommit = Box<dyn Fn(&[Change]) + Send>;
+
+type Reply = oneshot::Sender<Result<Outcome, Error>>;
+
+enum Command {
+    Apply(Mutation, Reply),
     /// Finish everything queued before it, then stop.
     Stop,
 }
@@ -72,6 +128,7 @@ impl Writer {
     pub fn start(
         connect_url: String,
         connect_timeout: Duration,
+        metrics: Arc<Metrics>,
         on_commit: OnCommit,
     ) -> std::io::Result<(Writer, WriterExit, thread::JoinHandle<()>)> {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
@@ -87,6 +144,7 @@ impl Writer {
                     conn: None,
                     retry_at: Instant::now(),
                     backoff: MIN_BACKOFF,
+                    metrics,
                     on_commit,
                 }
                 .run();
@@ -94,16 +152,29 @@ impl Writer {
         Ok((Writer { queue }, exit_rx, handle))
     }
 
-    /// Stores one message; resolves after COMMIT. `Unavailable` means nothing was stored.
-    pub async fn write(&self, message: NewMessage) -> Result<Stored, Error> {
+    /// Applies one change; resolves after COMMIT. `Unavailable` means nothing changed.
+    pub async fn apply(&self, mutation: Mutation) -> Result<Outcome, Error> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Command::Write { message, reply })
+            .send(Command::Apply(mutation, reply))
             .await
             .map_err(|_| Error::Unavailable("the writer has stopped".into()))?;
         answer
             .await
             .map_err(|_| Error::Unavailable("the writer dropped the request".into()))?
+    }
+
+    /// Stores one message; resolves after COMMIT.
+    pub async fn write(&self, message: NewMessage) -> Result<Stored, Error> {
+        match self.apply(Mutation::Insert(message)).await? {
+            Outcome::Inserted(stored) => Ok(stored),
+            _ => Err(Error::Unavailable("unexpected writer outcome".into())),
+        }
+    }
+
+    /// Requests waiting in the queue.
+    pub fn queue_depth(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
     }
 
     /// Asks the thread to finish what is queued and stop. Join its handle to wait.
@@ -119,10 +190,9 @@ struct WriterLoop {
     conn: Option<PgConnection>,
     retry_at: Instant,
     backoff: Duration,
+    metrics: Arc<Metrics>,
     on_commit: OnCommit,
 }
-
-type Pending = (NewMessage, oneshot::Sender<Result<Stored, Error>>);
 
 impl WriterLoop {
     fn run(mut self) {
@@ -131,12 +201,11 @@ impl WriterLoop {
             let Some(first) = self.rx.blocking_recv() else {
                 break;
             };
-            let mut batch: Vec<Pending> = Vec::new();
-            for command in
-                std::iter::once(first).chain(std::iter::from_fn(|| self.rx.try_recv().ok()))
-            {
+            let mut batch: Vec<(Mutation, Reply)> = Vec::new();
+            let rest = std::iter::from_fn(|| self.rx.try_recv().ok());
+            for command in std::iter::once(first).chain(rest) {
                 match command {
-                    Command::Write { message, reply } => batch.push((message, reply)),
+                    Command::Apply(mutation, reply) => batch.push((mutation, reply)),
                     Command::Stop => {
                         stopping = true;
                         break;
@@ -153,31 +222,50 @@ impl WriterLoop {
         log::info!("writer stopped");
     }
 
-    fn process(&mut self, batch: Vec<Pending>) {
+    fn process(&mut self, batch: Vec<(Mutation, Reply)>) {
+        let started = Instant::now();
+        let (mutations, replies): (Vec<Mutation>, Vec<Reply>) = batch.into_iter().unzip();
         let result = match self.connection() {
-            Ok(conn) => write_batch(conn, &batch),
+            Ok(conn) => apply_batch(conn, &mutations),
             Err(e) => Err(e),
         };
         match result {
-            Ok(stored) => {
-                self.backoff = MIN_BACKOFF;
-                let created: Vec<MessageRow> = stored
+            Ok(outcomes) => {
+                self.metrics
+                    .writer_batch_size
+                    .observe(mutations.len() as f64);
+                self.metrics
+                    .writer_batch_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                let changes: Vec<Change> = outcomes
                     .iter()
-                    .filter(|s| s.created)
-                    .map(|s| s.row.clone())
+                    .filter_map(|outcome| match outcome {
+                        Ok(Outcome::Inserted(s)) if s.created => {
+                            Some(Change::Created(s.row.clone()))
+                        }
+                        Ok(Outcome::Edited(row)) => Some(Change::Updated(row.clone())),
+                        Ok(Outcome::Deleted(row)) => Some(Change::Deleted(row.clone())),
+                        Ok(Outcome::Erased(e)) => Some(Change::Erased(e.clone())),
+                        _ => None,
+                    })
                     .collect();
-                if !created.is_empty() {
-                    (self.on_commit)(&created);
+                let created = changes
+                    .iter()
+                    .filter(|c| matches!(c, Change::Created(_)))
+                    .count();
+                self.metrics.messages_in.inc_by(created as u64);
+                if !changes.is_empty() {
+                    (self.on_commit)(&changes);
                 }
-                for ((_, reply), stored) in batch.into_iter().zip(stored) {
-                    let _ = reply.send(Ok(stored));
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
                 }
             }
             Err(e) => {
-                log::error!("writer: batch of {} failed: {e}", batch.len());
+                log::error!("writer: batch of {} failed: {e}", replies.len());
                 // The connection may be broken; open a fresh one for the next batch.
                 self.conn = None;
-                for (_, reply) in batch {
+                for reply in replies {
                     let _ = reply.send(Err(Error::Unavailable(e.to_string())));
                 }
             }
@@ -208,38 +296,83 @@ impl WriterLoop {
     }
 }
 
-/// Writes one batch in one transaction. Returns one `Stored` per request, in order.
-fn write_batch(conn: &mut PgConnection, batch: &[Pending]) -> Result<Vec<Stored>, Error> {
+/// Per-request results of a committed batch; `Err` for the whole batch means nothing
+/// was committed.
+type BatchResult = Result<Vec<Result<Outcome, Error>>, Error>;
+
+/// Applies one batch in one transaction, in order.
+fn apply_batch(conn: &mut PgConnection, batch: &[Mutation]) -> BatchResult {
     // A concurrent writer (another replica) may insert the same client_ref between our
     // lookup and our insert; the unique key then fails the transaction and one more try
     // finds the row.
-    match conn.transaction(|conn| write_batch_once(conn, batch)) {
-        Err(Error::Conflict(_)) => conn.transaction(|conn| write_batch_once(conn, batch)),
+    match conn.transaction(|conn| apply_batch_once(conn, batch)) {
+        Err(Error::Conflict(_)) => conn.transaction(|conn| apply_batch_once(conn, batch)),
         other => other,
     }
 }
 
-fn write_batch_once(conn: &mut PgConnection, batch: &[Pending]) -> Result<Vec<Stored>, Error> {
-    let pairs: Vec<(&str, &str)> = batch
+fn apply_batch_once(conn: &mut PgConnection, batch: &[Mutation]) -> BatchResult {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut inserts: Vec<&NewMessage> = Vec::new();
+    for mutation in batch {
+        match mutation {
+            Mutation::Insert(message) => inserts.push(message),
+            other => {
+                // Keep the order: the inserts queued before this change go first.
+                outcomes.extend(insert_run(conn, &std::mem::take(&mut inserts))?);
+                outcomes.push(apply_one(conn, other)?);
+            }
+        }
+    }
+    outcomes.extend(insert_run(conn, &inserts)?);
+    Ok(outcomes)
+}
+
+/// One mutation on its own. The outer `Err` fails the transaction; the inner one is
+/// this request's answer (unknown message, body too long) and changes nothing.
+fn apply_one(
+    conn: &mut PgConnection,
+    mutation: &Mutation,
+) -> Result<Result<Outcome, Error>, Error> {
+    Ok(match mutation {
+        Mutation::Insert(message) => insert_run(conn, &[message])?
+            .pop()
+            .unwrap_or_else(|| Err(Error::Unavailable("the insert returned nothing".into()))),
+        Mutation::Edit(edit) => messages::edit(conn, edit)?.map(Outcome::Edited),
+        Mutation::Delete { id } => messages::tombstone(conn, *id)?.map(Outcome::Deleted),
+        Mutation::EraseUser { user_id } => {
+            Ok(Outcome::Erased(messages::erase_user(conn, user_id)?))
+        }
+    })
+}
+
+/// Inserts a run of messages in one statement; a resend with a `client_ref` already
+/// stored (or earlier in the run) is answered with that row instead.
+fn insert_run(
+    conn: &mut PgConnection,
+    run: &[&NewMessage],
+) -> Result<Vec<Result<Outcome, Error>>, Error> {
+    if run.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pairs: Vec<(&str, &str)> = run
         .iter()
-        .filter_map(|(m, _)| Some((m.sender_id.as_str(), m.client_ref.as_deref()?)))
+        .filter_map(|m| Some((m.sender_id.as_str(), m.client_ref.as_deref()?)))
         .collect();
     let mut known: HashMap<(String, String), MessageRow> = messages::by_client_refs(conn, &pairs)?
         .into_iter()
         .filter_map(|row| Some(((row.sender_id.clone(), row.client_ref.clone()?), row)))
         .collect();
 
-    // Which requests insert a row, and which repeat one already stored or earlier in
-    // this batch.
     enum Source {
         Existing(MessageRow),
         Inserted(usize),
         SameAs((String, String)),
     }
     let mut to_insert: Vec<NewMessage> = Vec::new();
-    let mut first_in_batch: HashMap<(String, String), usize> = HashMap::new();
-    let mut sources = Vec::with_capacity(batch.len());
-    for (message, _) in batch {
+    let mut first_in_run: HashMap<(String, String), usize> = HashMap::new();
+    let mut sources = Vec::with_capacity(run.len());
+    for message in run {
         let key = message
             .client_ref
             .as_ref()
@@ -249,18 +382,18 @@ fn write_batch_once(conn: &mut PgConnection, batch: &[Pending]) -> Result<Vec<St
                 if let Some(row) = known.get(&key) {
                     Source::Existing(row.clone())
                 } else {
-                    match first_in_batch.entry(key) {
+                    match first_in_run.entry(key) {
                         Entry::Occupied(seen) => Source::SameAs(seen.key().clone()),
                         Entry::Vacant(first) => {
                             first.insert(to_insert.len());
-                            to_insert.push(message.clone());
+                            to_insert.push((*message).clone());
                             Source::Inserted(to_insert.len() - 1)
                         }
                     }
                 }
             }
             None => {
-                to_insert.push(message.clone());
+                to_insert.push((*message).clone());
                 Source::Inserted(to_insert.len() - 1)
             }
         };
@@ -277,31 +410,21 @@ fn write_batch_once(conn: &mut PgConnection, batch: &[Pending]) -> Result<Vec<St
     }
     for (index, row) in inserted.iter().enumerate() {
         if let Some(r) = &row.client_ref
-            && first_in_batch.get(&(row.sender_id.clone(), r.clone())) == Some(&index)
+            && first_in_run.get(&(row.sender_id.clone(), r.clone())) == Some(&index)
         {
             known.insert((row.sender_id.clone(), r.clone()), row.clone());
         }
     }
+    let stored = |row: Option<MessageRow>, created: bool| {
+        row.map(|row| Ok(Outcome::Inserted(Stored { row, created })))
+            .ok_or_else(|| Error::Unavailable("a row of the batch went missing".into()))
+    };
     sources
         .into_iter()
         .map(|source| match source {
-            Source::Existing(row) => Ok(Stored {
-                row,
-                created: false,
-            }),
-            Source::Inserted(i) => inserted
-                .get(i)
-                .cloned()
-                .map(|row| Stored { row, created: true })
-                .ok_or_else(|| Error::Unavailable("missing inserted row".into())),
-            Source::SameAs(key) => known
-                .get(&key)
-                .cloned()
-                .map(|row| Stored {
-                    row,
-                    created: false,
-                })
-                .ok_or_else(|| Error::Unavailable("missing repeated row".into())),
+            Source::Existing(row) => stored(Some(row), false),
+            Source::Inserted(i) => stored(inserted.get(i).cloned(), true),
+            Source::SameAs(key) => stored(known.get(&key).cloned(), false),
         })
         .collect()
 }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::{CloseCode, Codec, Inbound, Outbound};
 use crate::auth::Identity;
 use crate::chat::{Actor, Chat, JoinReply, Reason, Request, Topic};
-use crate::hub::{ConnId, HubEvent, Subscriber};
+use crate::hub::{ConnId, DROP_EVENT, HubEvent, Subscriber};
 
 /// How long the close frame may wait behind a slow client's backlog before the
 /// connection is simply dropped.
@@ -216,6 +216,7 @@ impl<C: Codec> Session<C> {
         let (conn, user) = (self.ctx.conn, self.actor.user_id.clone());
         match end {
             End::Close(code) => {
+                self.ctx.chat.metrics().disconnect(code.code());
                 log::info!(
                     "conn={conn} user={user} closed: {} ({})",
                     code.code(),
@@ -257,6 +258,9 @@ impl<C: Codec> Session<C> {
         result: Result<Value, Reason>,
     ) -> Result<(), End> {
         // Phoenix clients only wait for replies to pushes that carried a ref.
+        if let Err(reason) = &result {
+            self.ctx.chat.metrics().error(reason.as_str());
+        }
         if msg_ref.is_none() {
             return Ok(());
         }
@@ -442,6 +446,7 @@ impl<C: Codec> Session<C> {
                 overflowed: self.overflowed.clone(),
             },
         );
+        self.ctx.chat.metrics().channels.inc();
         self.channels.insert(
             key.clone(),
             Channel {
@@ -510,7 +515,7 @@ impl<C: Codec> Session<C> {
         };
         let newest_in_history = match &reply {
             JoinReply::Conversation(page) => page.messages.iter().map(|m| m.id).max(),
-            JoinReply::Lobby(_) => None,
+            JoinReply::Lobby(_) | JoinReply::Inbox(_) => None,
         };
         self.reply(jr, mr, &spelled, Ok(json!(reply))).await?;
         if topic.is_conversation() {
@@ -553,6 +558,23 @@ impl<C: Codec> Session<C> {
         let Some(channel) = self.channels.get_mut(&event.topic) else {
             return Ok(()); // left this topic since the event was queued
         };
+        if event.event == DROP_EVENT {
+            // No longer allowed here (removed from the room): leave, and say so.
+            let (spelled, join_ref) = (channel.spelled.clone(), channel.join_ref.clone());
+            log::info!(
+                "conn={} user={} dropped from {}",
+                self.ctx.conn,
+                self.actor.user_id,
+                event.topic
+            );
+            self.drop_channel(&event.topic);
+            return self
+                .send(&Outbound::Close {
+                    join_ref: join_ref.as_deref(),
+                    topic: &spelled,
+                })
+                .await;
+        }
         match &mut channel.state {
             JoinState::Joining(buffer) => {
                 if buffer.len() >= limit {
@@ -569,6 +591,7 @@ impl<C: Codec> Session<C> {
     }
 
     async fn push(&mut self, spelled: &str, event: &HubEvent) -> Result<(), End> {
+        self.ctx.chat.metrics().messages_out.inc();
         self.send(&Outbound::Push {
             join_ref: None,
             topic: spelled,
@@ -580,6 +603,7 @@ impl<C: Codec> Session<C> {
 
     fn drop_channel(&mut self, key: &str) {
         if let Some(channel) = self.channels.remove(key) {
+            self.ctx.chat.metrics().channels.dec();
             self.ctx.chat.hub().unsubscribe(key, self.ctx.conn);
             if channel.topic.is_conversation() && matches!(channel.state, JoinState::Ready) {
                 self.ctx.chat.exit(&channel.topic, self.ctx.conn);

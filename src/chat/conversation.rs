@@ -1,0 +1,392 @@
+//! What a member does in a conversation: join, read history, send, read, type, and be
+//! seen as present.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::host::Post;
+use super::{
+    Actor, BodyError, Chat, HistoryPage, HistoryParams, InboxSummary, JoinParams, JoinReply,
+    Message, MessageId, MessageKind, MessageStatus, NewMsg, Reason, Role, Topic, UnreadEntry,
+    UnreadSummary, UserId, event, storage,
+};
+use crate::hub::{ConnId, PresenceMeta};
+use crate::settings::MAX_HISTORY_LIMIT;
+use crate::store::messages::{self, Page, UnreadTopic};
+use crate::store::{self, MessageRow, NewMessage, rooms};
+
+/// Conversations the inbox lists on join.
+const INBOX_LIMIT: i64 = 200;
+
+fn entries(topics: Vec<UnreadTopic>) -> (Vec<UnreadEntry>, i64) {
+    let total = topics.iter().map(|t| t.count).sum();
+    let entries = topics
+        .into_iter()
+        .map(|t| UnreadEntry {
+            topic: t.topic,
+            count: t.count,
+            last_message: Message::from(t.last_message),
+        })
+        .collect();
+    (entries, total)
+}
+
+impl Chat {
+    /// Checks that `actor` may join `topic` and loads what the join answers.
+    pub async fn join(
+        &self,
+        actor: &Actor,
+        topic: &Topic,
+        params: JoinParams,
+    ) -> Result<JoinReply, Reason> {
+        if !topic.admits(actor) {
+            return Err(Reason::Unauthorized);
+        }
+        let reply = match topic {
+            Topic::Lobby(owner) => JoinReply::Lobby(self.unread_summary(owner).await?),
+            Topic::Inbox => JoinReply::Inbox(self.inbox_summary().await?),
+            _ => JoinReply::Conversation(
+                self.history(
+                    actor,
+                    topic,
+                    HistoryParams {
+                        before: None,
+                        after: params.after,
+                        limit: params.limit,
+                    },
+                )
+                .await?,
+            ),
+        };
+        self.metrics.joins.inc();
+        Ok(reply)
+    }
+
+    /// A page of a conversation `actor` may read.
+    pub async fn history(
+        &self,
+        actor: &Actor,
+        topic: &Topic,
+        params: HistoryParams,
+    ) -> Result<HistoryPage, Reason> {
+        if !topic.is_conversation() || !topic.admits(actor) {
+            return Err(Reason::Unauthorized);
+        }
+        let member_of = match topic {
+            Topic::Room(room) => Some((room.as_str().to_owned(), actor.user_id.to_string())),
+            _ => None,
+        };
+        self.page(topic, params, member_of).await
+    }
+
+    /// A page of any conversation; with `member_of`, only for that room member.
+    pub(super) async fn page(
+        &self,
+        topic: &Topic,
+        params: HistoryParams,
+        member_of: Option<(String, String)>,
+    ) -> Result<HistoryPage, Reason> {
+        let limit = params
+            .limit
+            .unwrap_or(self.config.history_limit)
+            .min(MAX_HISTORY_LIMIT);
+        let page = Page {
+            before: params.before.map(MessageId::get),
+            after: params.after.map(MessageId::get),
+            limit: i64::from(limit),
+        };
+        let topic_name = topic.to_string();
+        let (rows, more) = store::blocking(&self.pool, move |conn| {
+            if let Some((room, user)) = member_of
+                && !rooms::is_member(conn, &room, &user)?
+            {
+                return Ok(None);
+            }
+            messages::history(conn, &topic_name, page).map(Some)
+        })
+        .await
+        .map_err(storage)?
+        .ok_or(Reason::Unauthorized)?;
+        Ok(HistoryPage {
+            messages: rows.into_iter().map(Message::from).collect(),
+            more,
+        })
+    }
+
+    /// Every conversation (one-to-one, support, rooms) where `user` has unread
+    /// messages, newest first.
+    pub async fn unread_summary(&self, user: &UserId) -> Result<UnreadSummary, Reason> {
+        let user = user.to_string();
+        let mut topics = store::blocking(&self.pool, move |conn| {
+            let mut topics = messages::unread_summary(conn, &user)?;
+            topics.extend(rooms::unread_summary(conn, &user)?);
+            Ok(topics)
+        })
+        .await
+        .map_err(storage)?;
+        topics.sort_by_key(|t| std::cmp::Reverse(t.last_message.id));
+        let (unread, total) = entries(topics);
+        Ok(UnreadSummary { unread, total })
+    }
+
+    /// The support conversations for staff.
+    pub async fn inbox_summary(&self) -> Result<InboxSummary, Reason> {
+        let topics = store::blocking(&self.pool, |conn| {
+            messages::inbox_summary(conn, INBOX_LIMIT)
+        })
+        .await
+        .map_err(storage)?;
+        let (conversations, total) = entries(topics);
+        Ok(InboxSummary {
+            conversations,
+            total,
+        })
+    }
+
+    /// A message from a member's socket; resolves once it is committed (and broadcast).
+    pub async fn send(&self, actor: &Actor, topic: &Topic, msg: NewMsg) -> Result<Message, Reason> {
+        if !topic.is_conversation() {
+            return Err(Reason::UnknownEvent);
+        }
+        if !self.limiter.allow(actor.user_id.as_str(), Instant::now()) {
+            return Err(Reason::RateLimited);
+        }
+        let post = Post {
+            topic: topic.clone(),
+            sender: actor.user_id.clone(),
+            body: msg.body,
+            kind: MessageKind::User,
+            status: MessageStatus::Complete,
+            meta: msg.meta,
+            client_ref: msg.client_ref,
+        };
+        self.post(post).await.map(|(message, _)| message)
+    }
+
+    /// The one path of every message: validate, store through the writer (which
+    /// broadcasts after COMMIT), then notify whoever is away. Returns the message and
+    /// whether this call created it.
+    pub async fn post(&self, post: Post) -> Result<(Message, bool), Reason> {
+        let streaming = post.status == MessageStatus::Streaming;
+        let body = match super::Body::parse(&post.body, self.config.max_body_bytes) {
+            Ok(body) => body.into_inner(),
+            // A bot may open a streaming message empty and append to it.
+            Err(BodyError::Empty) if streaming => String::new(),
+            Err(BodyError::Empty) => return Err(Reason::InvalidPayload),
+            Err(BodyError::TooLarge) => return Err(Reason::TooLarge),
+        };
+        let meta = Value::Object(post.meta);
+        if meta.to_string().len() > self.config.max_body_bytes {
+            return Err(Reason::TooLarge);
+        }
+        let recipient = post.topic.recipient_of(&post.sender);
+        let stored = self
+            .writer
+            .write(NewMessage {
+                topic: post.topic.to_string(),
+                sender_id: post.sender.to_string(),
+                recipient_id: recipient.as_ref().map(UserId::to_string),
+                body,
+                kind: post.kind.as_str().into(),
+                status: post.status.as_str().into(),
+                meta,
+                client_ref: post.client_ref.map(|r| r.as_str().to_owned()),
+            })
+            .await
+            .map_err(storage)?;
+        if stored.created {
+            self.notify_away(&post.topic, &post.sender, recipient, &stored.row);
+        }
+        Ok((Message::from(stored.row), stored.created))
+    }
+
+    /// Tells whoever should hear of a new message outside the conversation: the
+    /// recipient's lobby when none of their sockets is in it, every absent room member's
+    /// lobby, or the staff inbox when a visitor writes. Runs after the sender's ack.
+    fn notify_away(
+        &self,
+        topic: &Topic,
+        sender: &UserId,
+        recipient: Option<UserId>,
+        row: &MessageRow,
+    ) {
+        let topic_name = topic.to_string();
+        let (pool, hub, presence) = (self.pool.clone(), self.hub.clone(), self.presence.clone());
+        let message = Message::from(row.clone());
+        match (topic, recipient) {
+            (_, Some(recipient)) => {
+                if presence.is_present(&topic_name, recipient.as_str()) {
+                    return;
+                }
+                tokio::spawn(async move {
+                    let (t, r) = (topic_name.clone(), recipient.to_string());
+                    match store::blocking(&pool, move |c| messages::unread_count(c, &t, &r)).await {
+                        Ok(count) => hub.publish(event(
+                            &Topic::Lobby(recipient).to_string(),
+                            "notification",
+                            &json!({"topic": topic_name, "message": message, "count": count}),
+                        )),
+                        Err(e) => log::warn!("notification for {topic_name} dropped: {e}"),
+                    }
+                });
+            }
+            (Topic::Support(visitor), None) if visitor == sender => {
+                tokio::spawn(async move {
+                    let t = topic_name.clone();
+                    match store::blocking(&pool, move |c| messages::staff_unread_count(c, &t)).await
+                    {
+                        Ok(count) => hub.publish(event(
+                            &Topic::Inbox.to_string(),
+                            "notification",
+                            &json!({"topic": topic_name, "message": message, "count": count}),
+                        )),
+                        Err(e) => log::warn!("inbox notification for {topic_name} dropped: {e}"),
+                    }
+                });
+            }
+            (Topic::Room(room), None) => {
+                let (room, sender) = (room.to_string(), sender.to_string());
+                tokio::spawn(async move {
+                    let t = topic_name.clone();
+                    let counts = store::blocking(&pool, move |c| {
+                        let away: Vec<String> = rooms::members(c, &room)?
+                            .into_iter()
+                            .filter(|m| *m != sender && !presence.is_present(&t, m))
+                            .collect();
+                        rooms::unread_for_members(c, &room, &away)
+                    })
+                    .await;
+                    match counts {
+                        Ok(counts) => {
+                            for (member, count) in counts {
+                                hub.publish(event(
+                                    &format!("user:{member}"),
+                                    "notification",
+                                    &json!({"topic": topic_name, "message": message, "count": count}),
+                                ));
+                            }
+                        }
+                        Err(e) => log::warn!("room notifications for {topic_name} dropped: {e}"),
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Marks what `actor` has not read in `topic` up to `up_to` as read; returns how
+    /// many messages changed. Tells the conversation (`read`), and the reader's lobbies
+    /// or, for staff in support, every inbox (`unread`).
+    pub async fn read(
+        &self,
+        actor: &Actor,
+        topic: &Topic,
+        up_to: MessageId,
+    ) -> Result<usize, Reason> {
+        if !topic.is_conversation() {
+            return Err(Reason::UnknownEvent);
+        }
+        let staff_in_support = matches!(topic, Topic::Support(visitor)
+            if actor.role == Role::Staff && *visitor != actor.user_id);
+        let room = match topic {
+            Topic::Room(room) => Some(room.to_string()),
+            _ => None,
+        };
+        let topic_name = topic.to_string();
+        let (t, reader, id) = (topic_name.clone(), actor.user_id.to_string(), up_to.get());
+        let (marked, count) = store::blocking(&self.pool, move |conn| {
+            use diesel::Connection;
+            conn.transaction(|conn| {
+                if messages::find_in_topic(conn, &t, id)?.is_none() {
+                    return Err(store::Error::NotFound);
+                }
+                if let Some(room) = &room {
+                    let marked = rooms::advance_read_cursor(conn, room, &reader, id)?;
+                    let count =
+                        rooms::unread_for_members(conn, room, std::slice::from_ref(&reader))?
+                            .remove(&reader)
+                            .unwrap_or(0);
+                    Ok((marked, count))
+                } else if staff_in_support {
+                    let marked = messages::mark_read_by_staff(conn, &t, id)?;
+                    Ok((marked, messages::staff_unread_count(conn, &t)?))
+                } else {
+                    let marked = messages::mark_read(conn, &t, &reader, id)?;
+                    Ok((marked, messages::unread_count(conn, &t, &reader)?))
+                }
+            })
+        })
+        .await
+        .map_err(storage)?;
+        self.hub.publish(event(
+            &topic_name,
+            "read",
+            &json!({"user_id": actor.user_id, "message_id": up_to}),
+        ));
+        let counted_in = if staff_in_support {
+            Topic::Inbox
+        } else {
+            Topic::Lobby(actor.user_id.clone())
+        };
+        self.hub.publish(event(
+            &counted_in.to_string(),
+            "unread",
+            &json!({"topic": topic_name, "count": count}),
+        ));
+        Ok(marked)
+    }
+
+    /// Tells the others in the conversation that `actor` is (or stopped) typing.
+    pub fn typing(&self, actor: &Actor, topic: &Topic, typing: bool) -> Result<(), Reason> {
+        if !topic.is_conversation() {
+            return Err(Reason::UnknownEvent);
+        }
+        let mut typing_event = event(
+            &topic.to_string(),
+            "typing",
+            &json!({"user_id": actor.user_id, "typing": typing}),
+        );
+        typing_event.skip_user = Some(actor.user_id.to_string());
+        self.hub.publish(typing_event);
+        Ok(())
+    }
+
+    /// Marks `conn` present in a conversation; returns the `presence_state` payload and
+    /// tells the others (`presence_diff`).
+    pub fn enter(&self, topic: &Topic, conn: ConnId, user: &UserId) -> Value {
+        let topic_name = topic.to_string();
+        let meta = PresenceMeta {
+            phx_ref: format!("F{:x}", self.presence_refs.fetch_add(1, Ordering::Relaxed)),
+            online_at: chrono::Utc::now().timestamp_millis(),
+        };
+        self.presence
+            .track(&topic_name, conn, user.as_str(), meta.clone());
+        self.hub.publish(event(
+            &topic_name,
+            "presence_diff",
+            &json!({"joins": {user.as_str(): {"metas": [meta]}}, "leaves": {}}),
+        ));
+        let mut state = serde_json::Map::new();
+        for (user_id, meta) in self.presence.list(&topic_name) {
+            let entry = state.entry(user_id).or_insert_with(|| json!({"metas": []}));
+            if let Some(metas) = entry.get_mut("metas").and_then(Value::as_array_mut) {
+                metas.push(json!(meta));
+            }
+        }
+        Value::Object(state)
+    }
+
+    /// Removes `conn` from a conversation's presence and tells the others.
+    pub fn exit(&self, topic: &Topic, conn: ConnId) {
+        let topic_name = topic.to_string();
+        if let Some((user, meta)) = self.presence.untrack(&topic_name, conn) {
+            self.hub.publish(event(
+                &topic_name,
+                "presence_diff",
+                &json!({"joins": {}, "leaves": {user: {"metas": [meta]}}}),
+            ));
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! What `/metrics` reports, all prefixed `sidechat_`. One `Metrics` per service, built
+//! with the application and handed to the parts that count (never a global, so tests
+//! running several services in one process do not mix their numbers).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: u16,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Open sockets on this replica.
+    pub connections: Gauge,
+    /// Channels (joined topics) open on this replica.
+    pub channels: Gauge,
+    pub joins: Counter,
+    /// Messages stored (new rows, whoever sent them).
+    pub messages_in: Counter,
+    /// Events written to sockets.
+    pub messages_out: Counter,
+    pub writer_batch_size: Histogram,
+    pub writer_batch_seconds: Histogram,
+    /// Requests waiting for the writer, read when scraped.
+    pub writer_queue_depth: Gauge,
+    /// Error replies and API errors, by reason.
+    pub errors: Family<ReasonLabel, Counter>,
+    /// Sockets the server closed, by close code.
+    pub disconnects: Family<CodeLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("sidechat");
+        let metrics = Metrics {
+            connections: Gauge::default(),
+            channels: Gauge::default(),
+            joins: Counter::default(),
+            messages_in: Counter::default(),
+            messages_out: Counter::default(),
+            // 1 to 512 messages per batch.
+            writer_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            // 0.25 ms to about 4 s per batch transaction.
+            writer_batch_seconds: Histogram::new(exponential_buckets(0.00025, 2.0, 15)),
+            writer_queue_depth: Gauge::default(),
+            errors: Family::default(),
+            disconnects: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("connections", "Open sockets", metrics.connections.clone());
+        registry.register(
+            "channels",
+            "Joined topics across open sockets",
+            metrics.channels.clone(),
+        );
+        registry.register("joins", "Successful joins", metrics.joins.clone());
+        registry.register(
+            "messages_in",
+            "Messages stored",
+            metrics.messages_in.clone(),
+        );
+        registry.register(
+            "messages_out",
+            "Events written to sockets",
+            metrics.messages_out.clone(),
+        );
+        registry.register(
+            "writer_batch_size",
+            "Messages and edits per writer transaction",
+            metrics.writer_batch_size.clone(),
+        );
+        registry.register(
+            "writer_batch_seconds",
+            "Time of one writer transaction, COMMIT included",
+            metrics.writer_batch_seconds.clone(),
+        );
+        registry.register(
+            "writer_queue_depth",
+            "Requests waiting for the writer",
+            metrics.writer_queue_depth.clone(),
+        );
+        registry.register(
+            "errors",
+            "Refused requests by reason",
+            metrics.errors.clone(),
+        );
+        registry.register(
+            "disconnects",
+            "Sockets closed by the server, by close code",
+            metrics.disconnects.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    pub fn error(&self, reason: &'static str) {
+        self.errors.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn disconnect(&self, code: u16) {
+        self.disconnects.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    /// The OpenMetrics text Prometheus scrapes.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
