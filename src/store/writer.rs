@@ -97,6 +97,8 @@ pub type OnCommit = Box<dyn Fn(&[Change]) + Send>;
 
 type Reply = oneshot::Sender<Result<Outcome, Error>>;
 
+// Nearly every command is an Apply, so boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     Apply(Mutation, Reply),
     /// Finish everything queued before it, then stop.
