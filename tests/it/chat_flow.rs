@@ -104,7 +104,7 @@ async fn a_recipient_who_is_not_in_the_chat_gets_a_lobby_notification() {
     alice.join_ok("chat:alice:bob", json!({})).await;
     let sent = alice.send_msg("chat:alice:bob", "ping").await;
 
-    let notification = bob.expect_event("user:bob", "notification").await;
+    let notification = bob.expect_notification("user:bob", &sent).await;
     assert_eq!(notification["topic"], "chat:alice:bob");
     assert_eq!(notification["message"], sent);
     assert_eq!(notification["count"], 1);
@@ -365,8 +365,8 @@ async fn a_disconnect_counts_as_leaving() {
     // Bob is away now, so a new message notifies his lobby instead.
     let mut bob_lobby = app.connect("bob").await;
     bob_lobby.join_ok("user:bob", json!({})).await;
-    alice.send_msg("chat:alice:bob", "still there?").await;
-    let n = bob_lobby.expect_event("user:bob", "notification").await;
+    let sent = alice.send_msg("chat:alice:bob", "still there?").await;
+    let n = bob_lobby.expect_notification("user:bob", &sent).await;
     assert_eq!(n["count"], 1);
 }
 

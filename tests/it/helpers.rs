@@ -17,6 +17,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 pub const TEST_TOML: &str = include_str!("../../config/test.toml");
+/// The first of the test configuration's `api.keys`.
+pub const API_KEY: &str = "test-api-key-0123456789abcdef";
 /// How long any expected event may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -188,6 +190,12 @@ impl TestApp {
         self.connect_with_token(&hmac_token(user, 3600)).await
     }
 
+    /// Connects as a staff member (a JWT: HMAC tokens carry no role).
+    pub async fn connect_staff(&self, user: &str) -> Client {
+        self.connect_with_token(&jwt_token(user, Some("staff"), 3600))
+            .await
+    }
+
     pub async fn connect_with_token(&self, token: &str) -> Client {
         let (ws, _) = tokio_tungstenite::connect_async(self.socket_url(token))
             .await
@@ -197,6 +205,33 @@ impl TestApp {
             next_ref: 1,
             inbox: Vec::new(),
         }
+    }
+
+    /// Calls the host API with the test key; returns the status and the JSON body
+    /// (null when there is none).
+    pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.api_with_key(method, path, body, Some(API_KEY)).await
+    }
+
+    pub async fn api_with_key(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = reqwest::Client::new().request(method, self.http(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("API request");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     /// The HTTP status and JSON body of a refused upgrade.
@@ -348,6 +383,12 @@ impl Client {
             .await
     }
 
+    /// Leaves `topic`, asserting success.
+    pub async fn leave(&mut self, topic: &str) {
+        let reply = self.push(topic, "phx_leave", json!({})).await;
+        assert_eq!(reply["status"], "ok");
+    }
+
     /// Joins, asserting success; returns the response.
     pub async fn join_ok(&mut self, topic: &str, payload: Value) -> Value {
         let reply = self.join(topic, payload).await;
@@ -365,6 +406,17 @@ impl Client {
     /// The payload of the next `event` on `topic`.
     pub async fn expect_event(&mut self, topic: &str, event: &str) -> Value {
         let frame = self.expect(|f| f[2] == topic && f[3] == event).await;
+        frame[4].clone()
+    }
+
+    /// The `notification` on `lobby` about message `message_id` (notifications are sent
+    /// off the sender's path, so two may arrive in either order).
+    pub async fn expect_notification(&mut self, lobby: &str, message: &Value) -> Value {
+        let frame = self
+            .expect(|f| {
+                f[2] == lobby && f[3] == "notification" && f[4]["message"]["id"] == message["id"]
+            })
+            .await;
         frame[4].clone()
     }
 

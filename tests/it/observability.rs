@@ -1,0 +1,90 @@
+//! The OpenAPI document and /metrics.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// Every (method, path) the route table in src/http/mod.rs registers.
+fn registered_routes() -> Vec<(String, String)> {
+    let source =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/http/mod.rs")).unwrap();
+    let compact: String = source.split_whitespace().collect();
+    let mut routes = Vec::new();
+    for piece in compact.split(".route(\"").skip(1) {
+        let (path, rest) = piece.split_once('"').unwrap();
+        let method = rest
+            .trim_start_matches(',')
+            .trim_start_matches("web::")
+            .split('(')
+            .next()
+            .unwrap()
+            .to_string();
+        routes.push((method, path.to_string()));
+    }
+    assert!(routes.len() > 10, "parsed {routes:?}");
+    routes
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let app = spawn_app().await;
+    let response = reqwest::get(app.http("/api/openapi.json")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let doc: Value = response.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for (method, path) in registered_routes() {
+        assert!(
+            doc["paths"][&path][&method].is_object(),
+            "{method} {path} is missing from the OpenAPI document"
+        );
+    }
+    let message = &doc["components"]["schemas"]["Message"]["properties"];
+    for field in [
+        "id",
+        "topic",
+        "user_id",
+        "body",
+        "meta",
+        "kind",
+        "status",
+        "client_ref",
+        "sent_at",
+        "edited_at",
+        "is_delivered",
+    ] {
+        assert!(message.get(field).is_some(), "Message.{field}");
+    }
+    assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
+}
+
+#[tokio::test]
+async fn metrics_count_connections_joins_messages_batches_and_errors() {
+    let app = spawn_app().await;
+    let mut alice = app.connect("alice").await;
+    alice.join_ok("chat:alice:bob", json!({})).await;
+    alice.send_msg("chat:alice:bob", "one").await;
+    alice.send_msg("chat:alice:bob", "two").await;
+    let refused = alice.join("chat:bob:carol", json!({})).await;
+    assert_eq!(refused["response"]["reason"], "unauthorized");
+
+    let response = reqwest::get(app.http("/metrics")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{name} not in:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("sidechat_connections"), 1.0);
+    assert_eq!(value("sidechat_channels"), 1.0);
+    assert_eq!(value("sidechat_joins_total"), 1.0);
+    assert_eq!(value("sidechat_messages_in_total"), 2.0);
+    assert!(value("sidechat_messages_out_total") >= 2.0);
+    assert_eq!(value("sidechat_writer_batch_size_count"), 2.0);
+    assert!(value("sidechat_writer_batch_seconds_sum") > 0.0);
+    assert_eq!(value("sidechat_writer_queue_depth"), 0.0);
+    assert_eq!(value("sidechat_errors_total{reason=\"unauthorized\"}"), 1.0);
+}
