@@ -17,6 +17,15 @@ use crate::settings::MAX_HISTORY_LIMIT;
 use crate::store::messages::{self, Page, UnreadTopic};
 use crate::store::{self, MessageRow, NewMessage, rooms};
 
+/// A lobby's or the inbox's `notification` of a new message in `topic`.
+fn notification(to: &Topic, topic: &str, message: &Message, count: i64) -> crate::hub::HubEvent {
+    event(
+        &to.to_string(),
+        "notification",
+        &json!({"topic": topic, "message": message, "count": count}),
+    )
+}
+
 /// Conversations the inbox lists on join.
 const INBOX_LIMIT: i64 = 200;
 
@@ -174,8 +183,7 @@ impl Chat {
             Ok(body) => body.into_inner(),
             // A bot may open a streaming message empty and append to it.
             Err(BodyError::Empty) if streaming => String::new(),
-            Err(BodyError::Empty) => return Err(Reason::InvalidPayload),
-            Err(BodyError::TooLarge) => return Err(Reason::TooLarge),
+            Err(e) => return Err(e.into()),
         };
         let meta = Value::Object(post.meta);
         if meta.to_string().len() > self.config.max_body_bytes {
@@ -212,68 +220,74 @@ impl Chat {
         recipient: Option<UserId>,
         row: &MessageRow,
     ) {
-        let topic_name = topic.to_string();
-        let (pool, hub, presence) = (self.pool.clone(), self.hub.clone(), self.presence.clone());
-        let message = Message::from(row.clone());
         match (topic, recipient) {
-            (_, Some(recipient)) => {
-                if presence.is_present(&topic_name, recipient.as_str()) {
-                    return;
-                }
-                tokio::spawn(async move {
-                    let (t, r) = (topic_name.clone(), recipient.to_string());
-                    match store::blocking(&pool, move |c| messages::unread_count(c, &t, &r)).await {
-                        Ok(count) => hub.publish(event(
-                            &Topic::Lobby(recipient).to_string(),
-                            "notification",
-                            &json!({"topic": topic_name, "message": message, "count": count}),
-                        )),
-                        Err(e) => log::warn!("notification for {topic_name} dropped: {e}"),
-                    }
-                });
-            }
-            (Topic::Support(visitor), None) if visitor == sender => {
-                tokio::spawn(async move {
-                    let t = topic_name.clone();
-                    match store::blocking(&pool, move |c| messages::staff_unread_count(c, &t)).await
-                    {
-                        Ok(count) => hub.publish(event(
-                            &Topic::Inbox.to_string(),
-                            "notification",
-                            &json!({"topic": topic_name, "message": message, "count": count}),
-                        )),
-                        Err(e) => log::warn!("inbox notification for {topic_name} dropped: {e}"),
-                    }
-                });
-            }
-            (Topic::Room(room), None) => {
-                let (room, sender) = (room.to_string(), sender.to_string());
-                tokio::spawn(async move {
-                    let t = topic_name.clone();
-                    let counts = store::blocking(&pool, move |c| {
-                        let away: Vec<String> = rooms::members(c, &room)?
-                            .into_iter()
-                            .filter(|m| *m != sender && !presence.is_present(&t, m))
-                            .collect();
-                        rooms::unread_for_members(c, &room, &away)
-                    })
-                    .await;
-                    match counts {
-                        Ok(counts) => {
-                            for (member, count) in counts {
-                                hub.publish(event(
-                                    &format!("user:{member}"),
-                                    "notification",
-                                    &json!({"topic": topic_name, "message": message, "count": count}),
-                                ));
-                            }
-                        }
-                        Err(e) => log::warn!("room notifications for {topic_name} dropped: {e}"),
-                    }
-                });
-            }
+            (_, Some(recipient)) => self.notify_recipient(topic, recipient, row),
+            (Topic::Support(visitor), None) if visitor == sender => self.notify_inbox(topic, row),
+            (Topic::Room(room), None) => self.notify_room(topic, room.to_string(), sender, row),
             _ => {}
         }
+    }
+
+    fn notify_recipient(&self, topic: &Topic, recipient: UserId, row: &MessageRow) {
+        let topic_name = topic.to_string();
+        if self.presence.is_present(&topic_name, recipient.as_str()) {
+            return;
+        }
+        let (pool, hub) = (self.pool.clone(), self.hub.clone());
+        let message = Message::from(row.clone());
+        tokio::spawn(async move {
+            let (t, r) = (topic_name.clone(), recipient.to_string());
+            match store::blocking(&pool, move |c| messages::unread_count(c, &t, &r)).await {
+                Ok(count) => hub.publish(notification(
+                    &Topic::Lobby(recipient),
+                    &topic_name,
+                    &message,
+                    count,
+                )),
+                Err(e) => log::warn!("notification for {topic_name} dropped: {e}"),
+            }
+        });
+    }
+
+    fn notify_inbox(&self, topic: &Topic, row: &MessageRow) {
+        let topic_name = topic.to_string();
+        let (pool, hub) = (self.pool.clone(), self.hub.clone());
+        let message = Message::from(row.clone());
+        tokio::spawn(async move {
+            let t = topic_name.clone();
+            match store::blocking(&pool, move |c| messages::staff_unread_count(c, &t)).await {
+                Ok(count) => hub.publish(notification(&Topic::Inbox, &topic_name, &message, count)),
+                Err(e) => log::warn!("inbox notification for {topic_name} dropped: {e}"),
+            }
+        });
+    }
+
+    fn notify_room(&self, topic: &Topic, room: String, sender: &UserId, row: &MessageRow) {
+        let topic_name = topic.to_string();
+        let (pool, hub, presence) = (self.pool.clone(), self.hub.clone(), self.presence.clone());
+        let (sender, message) = (sender.to_string(), Message::from(row.clone()));
+        tokio::spawn(async move {
+            let t = topic_name.clone();
+            let counts = store::blocking(&pool, move |c| {
+                let away: Vec<String> = rooms::members(c, &room)?
+                    .into_iter()
+                    .filter(|m| *m != sender && !presence.is_present(&t, m))
+                    .collect();
+                rooms::unread_for_members(c, &room, &away)
+            })
+            .await;
+            match counts {
+                Ok(counts) => {
+                    for (member, count) in counts {
+                        let lobby = UserId::parse(&member).map(Topic::Lobby);
+                        if let Ok(lobby) = lobby {
+                            hub.publish(notification(&lobby, &topic_name, &message, count));
+                        }
+                    }
+                }
+                Err(e) => log::warn!("room notifications for {topic_name} dropped: {e}"),
+            }
+        });
     }
 
     /// Marks what `actor` has not read in `topic` up to `up_to` as read; returns how

@@ -109,10 +109,7 @@ impl Chat {
         let body = match patch.body {
             Some(raw) => Some(
                 super::Body::parse(&raw, self.config.max_body_bytes)
-                    .map_err(|e| match e {
-                        super::BodyError::Empty => Reason::InvalidPayload,
-                        super::BodyError::TooLarge => Reason::TooLarge,
-                    })?
+                    .map_err(Reason::from)?
                     .into_inner(),
             ),
             None => None,

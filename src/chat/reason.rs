@@ -51,6 +51,15 @@ impl Reason {
     }
 }
 
+impl From<super::BodyError> for Reason {
+    fn from(e: super::BodyError) -> Self {
+        match e {
+            super::BodyError::Empty => Reason::InvalidPayload,
+            super::BodyError::TooLarge => Reason::TooLarge,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
