@@ -138,6 +138,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_payload", err.to_string()).into()
     }))
     .route("/socket/websocket", web::get().to(socket::phoenix))
+    .route("/cable", web::get().to(socket::actioncable))
     .route("/api/v1/messages", web::post().to(host_api::post_message))
     .route(
         "/api/v1/messages/{id}",

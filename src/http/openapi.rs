@@ -14,6 +14,7 @@ use super::{health, host_api, socket, user_api};
     ),
     paths(
         socket::phoenix,
+        socket::actioncable,
         host_api::post_message,
         host_api::patch_message,
         host_api::delete_message,

@@ -12,6 +12,8 @@ use super::error::ApiError;
 use super::user_api::request_token;
 use crate::auth::AuthError;
 use crate::hub::ConnId;
+use crate::transport::Codec;
+use crate::transport::actioncable::{self, ActionCable};
 use crate::transport::phoenix::PhoenixV2;
 use crate::transport::session::{self, SessionContext, SessionLimits};
 
@@ -55,13 +57,7 @@ pub async fn phoenix(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if state.shutdown.is_cancelled() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "this replica is shutting down; connect again",
-        ));
-    }
+    refuse_while_shutting_down(&state)?;
     let query = web::Query::<SocketQuery>::from_query(req.query_string())
         .map(web::Query::into_inner)
         .unwrap_or(SocketQuery { vsn: None });
@@ -74,15 +70,48 @@ pub async fn phoenix(
             "only the Phoenix V2 serializer (vsn=2.0.0) is supported",
         ));
     }
+    open(PhoenixV2, &req, body, &state, &[]).await
+}
+
+/// `GET /cable?token=...` with sub-protocol `actioncable-v1-json`.
+#[utoipa::path(
+    get, path = "/cable", tag = "socket",
+    params(("token" = String, Query, description = "The user's token (HMAC or JWT)")),
+    responses(
+        (status = 101, description = "Upgraded to a WebSocket speaking actioncable-v1-json"),
+        (status = 401, description = "Missing, malformed, badly signed or expired token", body = super::host_api::ErrorBody),
+        (status = 403, description = "Origin not allowed", body = super::host_api::ErrorBody),
+        (status = 429, description = "Too many sockets for this user", body = super::host_api::ErrorBody),
+        (status = 503, description = "Shutting down", body = super::host_api::ErrorBody),
+    )
+)]
+pub async fn actioncable(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    refuse_while_shutting_down(&state)?;
+    open(ActionCable, &req, body, &state, &[actioncable::PROTOCOL]).await
+}
+
+/// The checks every socket passes (origin, token, connection limit), then the upgrade
+/// and the session task, speaking `codec`.
+async fn open<C: Codec + 'static>(
+    codec: C,
+    req: &HttpRequest,
+    body: web::Payload,
+    state: &web::Data<AppState>,
+    protocols: &[&str],
+) -> Result<HttpResponse, ApiError> {
     let settings = &state.settings;
-    if !origin_allowed(&req, &settings.server.allowed_origins) {
+    if !origin_allowed(req, &settings.server.allowed_origins) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "origin_not_allowed",
             "this origin may not open sockets",
         ));
     }
-    let token = request_token(&req).ok_or(AuthError::Missing)?;
+    let token = request_token(req).ok_or(AuthError::Missing)?;
     let identity = state
         .verifier
         .verify(&token, chrono::Utc::now().timestamp())?;
@@ -100,7 +129,7 @@ pub async fn phoenix(
             )
         })?;
 
-    let (response, ws, stream) = actix_ws::handle(&req, body)
+    let (response, ws, stream) = actix_ws::handle_with_protocols(req, body, protocols)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "not_a_websocket", e.to_string()))?;
     let max_frame = settings.limits.max_frame_bytes;
     let stream = stream
@@ -122,7 +151,18 @@ pub async fn phoenix(
     };
     actix_web::rt::spawn(state.sockets.track_future(async move {
         let _slot = slot;
-        session::run(PhoenixV2, ws, stream, ctx).await;
+        session::run(codec, ws, stream, ctx).await;
     }));
     Ok(response)
+}
+
+fn refuse_while_shutting_down(state: &AppState) -> Result<(), ApiError> {
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "this replica is shutting down; connect again",
+        ));
+    }
+    Ok(())
 }

@@ -1,8 +1,11 @@
 //! Sockets: one protocol-neutral session loop (`session`), and pure codecs that turn
 //! frames into `Inbound` and `Outbound` into frames.
 
+pub mod actioncable;
 pub mod phoenix;
 pub mod session;
+
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -31,7 +34,14 @@ pub struct DecodeError(pub &'static str);
 /// What the server sends, before encoding.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outbound<'a> {
-    /// The answer to an event that carried a ref.
+    /// The answer to a join: always sent.
+    JoinReply {
+        join_ref: Option<&'a str>,
+        msg_ref: Option<&'a str>,
+        topic: &'a str,
+        result: Result<&'a Value, Reason>,
+    },
+    /// The answer to any other event; sent only when the event carried a ref.
     Reply {
         join_ref: Option<&'a str>,
         msg_ref: Option<&'a str>,
@@ -55,7 +65,25 @@ pub enum Outbound<'a> {
 /// A wire protocol: frames in, frames out. Pure, so codecs are tested with tables.
 pub trait Codec {
     fn decode(&self, text: &str) -> Result<Inbound, DecodeError>;
-    fn encode(&self, outbound: &Outbound<'_>) -> String;
+    /// Appends the frames for `outbound` (none, one, or for some protocols two).
+    fn encode(&self, outbound: &Outbound<'_>, frames: &mut Vec<String>);
+    /// The frame a socket opens with, if the protocol has one.
+    fn welcome(&self) -> Option<String> {
+        None
+    }
+    /// How often the server must show it is alive, for protocols whose clients do not
+    /// send heartbeats themselves.
+    fn keepalive_interval(&self) -> Option<Duration> {
+        None
+    }
+    /// The frame sent every `keepalive_interval`.
+    fn keepalive(&self, _now_unix: i64) -> Option<String> {
+        None
+    }
+    /// The frame sent just before the server closes the socket with `code`.
+    fn goodbye(&self, _code: CloseCode) -> Option<String> {
+        None
+    }
 }
 
 /// Close codes the server uses (PROTOCOL.md §2), each with what a client should do.

@@ -52,9 +52,19 @@ impl Codec for PhoenixV2 {
         })
     }
 
-    fn encode(&self, outbound: &Outbound<'_>) -> String {
-        match outbound {
+    fn encode(&self, outbound: &Outbound<'_>, frames: &mut Vec<String>) {
+        let frame = match outbound {
+            // Phoenix clients only wait for replies to pushes that carried a ref.
+            Outbound::Reply { msg_ref: None, .. } | Outbound::JoinReply { msg_ref: None, .. } => {
+                return;
+            }
             Outbound::Reply {
+                join_ref,
+                msg_ref,
+                topic,
+                result,
+            }
+            | Outbound::JoinReply {
                 join_ref,
                 msg_ref,
                 topic,
@@ -94,7 +104,8 @@ impl Codec for PhoenixV2 {
                 json_ref(*join_ref),
                 json_str(topic)
             ),
-        }
+        };
+        frames.push(frame);
     }
 }
 
@@ -198,9 +209,26 @@ mod tests {
             ),
         ];
         for (outbound, expected) in cases {
-            let text = PhoenixV2.encode(&outbound);
-            let parsed: Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(parsed, expected, "{text}");
+            let mut frames = Vec::new();
+            PhoenixV2.encode(&outbound, &mut frames);
+            assert_eq!(frames.len(), 1);
+            let parsed: Value = serde_json::from_str(&frames[0]).unwrap();
+            assert_eq!(parsed, expected, "{}", frames[0]);
         }
+    }
+
+    #[test]
+    fn replies_without_a_ref_are_not_sent() {
+        let mut frames = Vec::new();
+        PhoenixV2.encode(
+            &Outbound::Reply {
+                join_ref: None,
+                msg_ref: None,
+                topic: "t",
+                result: Err(Reason::NotJoined),
+            },
+            &mut frames,
+        );
+        assert!(frames.is_empty());
     }
 }

@@ -134,6 +134,16 @@ pub async fn run<C: Codec>(
     session.finish(end).await;
 }
 
+/// The next tick of an optional interval; never, without one.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 fn expiry_instant(expires_at: i64) -> Instant {
     let remaining = expires_at.saturating_sub(chrono::Utc::now().timestamp());
     Instant::now() + Duration::from_secs(u64::try_from(remaining).unwrap_or(0))
@@ -153,6 +163,18 @@ impl<C: Codec> Session<C> {
         let watch_expiry = self.ctx.limits.disconnect_on_expiry;
         let shutdown = self.ctx.shutdown.clone();
         let overflowed = self.overflowed.clone();
+        // Protocols whose clients send no heartbeats (ActionCable) get our pings instead;
+        // the WebSocket pongs they draw count as activity for the idle timeout.
+        let mut keepalive = self.codec.keepalive_interval().map(|every| {
+            let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
+        if let Some(welcome) = self.codec.welcome()
+            && let Err(end) = self.write(welcome).await
+        {
+            return end;
+        }
 
         loop {
             let step = tokio::select! {
@@ -165,6 +187,7 @@ impl<C: Codec> Session<C> {
                     self.complete(done).await
                 }
                 Some(event) = queue_rx.recv() => self.deliver(event).await,
+                _ = tick(&mut keepalive) => self.keep_alive().await,
                 // A client that pipelines faster than storage answers waits here, in
                 // its own TCP buffer, instead of in our memory.
                 frame = stream.recv(), if self.pending.len() < MAX_PENDING => {
@@ -217,6 +240,9 @@ impl<C: Codec> Session<C> {
         match end {
             End::Close(code) => {
                 self.ctx.chat.metrics().disconnect(code.code());
+                if let Some(goodbye) = self.codec.goodbye(code) {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.text(goodbye)).await;
+                }
                 log::info!(
                     "conn={conn} user={user} closed: {} ({})",
                     code.code(),
@@ -237,9 +263,26 @@ impl<C: Codec> Session<C> {
     }
 
     /// Writes one frame. A client that does not take it in time is too slow.
+    async fn keep_alive(&mut self) -> Result<(), End> {
+        if let Some(ping) = self.codec.keepalive(chrono::Utc::now().timestamp()) {
+            self.write(ping).await?;
+        }
+        self.ws.ping(b"").await.map_err(|_| End::Gone)
+    }
+
+    /// Writes the frames of one outbound message.
     async fn send(&mut self, outbound: &Outbound<'_>) -> Result<(), End> {
-        let text = self.codec.encode(outbound);
-        let write = tokio::time::timeout(self.ctx.limits.idle_timeout, self.ws.text(text));
+        let mut frames = Vec::new();
+        self.codec.encode(outbound, &mut frames);
+        for frame in frames {
+            self.write(frame).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes one frame. A client that does not take it in time is too slow.
+    async fn write(&mut self, frame: String) -> Result<(), End> {
+        let write = tokio::time::timeout(self.ctx.limits.idle_timeout, self.ws.text(frame));
         tokio::select! {
             written = write => match written {
                 Ok(Ok(())) => Ok(()),
@@ -257,19 +300,37 @@ impl<C: Codec> Session<C> {
         topic: &str,
         result: Result<Value, Reason>,
     ) -> Result<(), End> {
-        // Phoenix clients only wait for replies to pushes that carried a ref.
         if let Err(reason) = &result {
             self.ctx.chat.metrics().error(reason.as_str());
         }
-        if msg_ref.is_none() {
-            return Ok(());
-        }
-        let result_ref = result.as_ref().map_err(|r| *r);
+        let result = result.as_ref().map_err(|r| *r);
         self.send(&Outbound::Reply {
             join_ref,
             msg_ref,
             topic,
-            result: result_ref,
+            result,
+        })
+        .await
+    }
+
+    /// Answers a join: sent whatever the refs, since some protocols (ActionCable)
+    /// confirm or reject every subscription.
+    async fn join_reply(
+        &mut self,
+        join_ref: Option<&str>,
+        msg_ref: Option<&str>,
+        topic: &str,
+        result: Result<Value, Reason>,
+    ) -> Result<(), End> {
+        if let Err(reason) = &result {
+            self.ctx.chat.metrics().error(reason.as_str());
+        }
+        let result = result.as_ref().map_err(|r| *r);
+        self.send(&Outbound::JoinReply {
+            join_ref,
+            msg_ref,
+            topic,
+            result,
         })
         .await
     }
@@ -314,6 +375,11 @@ impl<C: Codec> Session<C> {
         let (jr, mr) = (join_ref.as_deref(), msg_ref.as_deref());
         let topic = match Topic::parse(&raw_topic) {
             Ok(topic) => topic,
+            Err(_) if event == "phx_join" => {
+                return self
+                    .join_reply(jr, mr, &raw_topic, Err(Reason::InvalidTopic))
+                    .await;
+            }
             Err(_) => {
                 return self
                     .reply(jr, mr, &raw_topic, Err(Reason::InvalidTopic))
@@ -410,14 +476,14 @@ impl<C: Codec> Session<C> {
             Ok(Request::Join(params)) => params,
             Ok(_) => {
                 return self
-                    .reply(jr, mr, &spelled, Err(Reason::InvalidPayload))
+                    .join_reply(jr, mr, &spelled, Err(Reason::InvalidPayload))
                     .await;
             }
-            Err(reason) => return self.reply(jr, mr, &spelled, Err(reason)).await,
+            Err(reason) => return self.join_reply(jr, mr, &spelled, Err(reason)).await,
         };
         if !topic.admits(&self.actor) {
             return self
-                .reply(jr, mr, &spelled, Err(Reason::Unauthorized))
+                .join_reply(jr, mr, &spelled, Err(Reason::Unauthorized))
                 .await;
         }
         let key = topic.to_string();
@@ -433,7 +499,9 @@ impl<C: Codec> Session<C> {
         }
         let limit = self.ctx.limits.joins_per_connection;
         if limit > 0 && self.channels.len() >= limit {
-            return self.reply(jr, mr, &spelled, Err(Reason::RateLimited)).await;
+            return self
+                .join_reply(jr, mr, &spelled, Err(Reason::RateLimited))
+                .await;
         }
         // Subscribe before the history query: whatever commits in between waits in
         // the channel's buffer instead of falling into the gap.
@@ -510,14 +578,14 @@ impl<C: Codec> Session<C> {
             Ok(reply) => reply,
             Err(reason) => {
                 self.drop_channel(&key);
-                return self.reply(jr, mr, &spelled, Err(reason)).await;
+                return self.join_reply(jr, mr, &spelled, Err(reason)).await;
             }
         };
         let newest_in_history = match &reply {
             JoinReply::Conversation(page) => page.messages.iter().map(|m| m.id).max(),
             JoinReply::Lobby(_) | JoinReply::Inbox(_) => None,
         };
-        self.reply(jr, mr, &spelled, Ok(json!(reply))).await?;
+        self.join_reply(jr, mr, &spelled, Ok(json!(reply))).await?;
         if topic.is_conversation() {
             let state = self
                 .ctx
@@ -548,7 +616,7 @@ impl<C: Codec> Session<C> {
             if in_history || event.event == "presence_diff" {
                 continue;
             }
-            self.push(&spelled, &event).await?;
+            self.push(&spelled, jr, &event).await?;
         }
         Ok(())
     }
@@ -584,16 +652,21 @@ impl<C: Codec> Session<C> {
                 Ok(())
             }
             JoinState::Ready => {
-                let spelled = channel.spelled.clone();
-                self.push(&spelled, &event).await
+                let (spelled, join_ref) = (channel.spelled.clone(), channel.join_ref.clone());
+                self.push(&spelled, join_ref.as_deref(), &event).await
             }
         }
     }
 
-    async fn push(&mut self, spelled: &str, event: &HubEvent) -> Result<(), End> {
+    async fn push(
+        &mut self,
+        spelled: &str,
+        join_ref: Option<&str>,
+        event: &HubEvent,
+    ) -> Result<(), End> {
         self.ctx.chat.metrics().messages_out.inc();
         self.send(&Outbound::Push {
-            join_ref: None,
+            join_ref,
             topic: spelled,
             event: &event.event,
             payload: &event.payload,

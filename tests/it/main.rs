@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod actioncable;
 mod architecture;
 mod chat_flow;
 mod errors;
