@@ -217,6 +217,7 @@ fn dev(config: Option<&Path>, port: Option<u16>) -> anyhow::Result<()> {
         println!("sidechat is running (Ctrl-C stops it)");
         println!("  database  {db}");
         println!("  socket    ws://{base}/socket/websocket?vsn=2.0.0&token=<token>");
+        println!("  demo      http://{base}/demo?token=<token>");
         println!("  health    http://{base}/healthz");
         println!("  tokens, valid 24h:");
         for (user, token) in &tokens {

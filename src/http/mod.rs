@@ -1,6 +1,7 @@
 //! HTTP: the socket upgrade, the user reads, health and metrics. The whole route table
 //! is `routes`.
 
+mod demo;
 mod error;
 mod health;
 mod host_api;
@@ -171,6 +172,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::get().to(host_api::conversation_messages),
     )
     .route("/api/openapi.json", web::get().to(openapi::openapi_json))
+    .route("/demo", web::get().to(demo::page))
+    .route("/demo/phoenix.min.js", web::get().to(demo::phoenix_js))
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))

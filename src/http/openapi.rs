@@ -4,7 +4,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{health, host_api, socket, user_api};
+use super::{demo, health, host_api, socket, user_api};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,6 +31,8 @@ use super::{health, host_api, socket, user_api};
         health::readyz,
         health::metrics,
         openapi_json,
+        demo::page,
+        demo::phoenix_js,
     ),
     modifiers(&Security)
 )]

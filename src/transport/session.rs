@@ -208,8 +208,8 @@ impl<C: Codec> Session<C> {
         }
     }
 
-    /// Ends the session: on shutdown, first the replies still owed and `phx_close` on
-    /// every channel; then the close frame; then subscriptions and presence.
+    /// Ends the session: on shutdown, first the replies still owed; then the close
+    /// frame; then subscriptions and presence.
     async fn finish(mut self, end: End) {
         if end == End::Close(CloseCode::GoingAway) {
             while let Some(done) = self.pending.next().await {
@@ -217,20 +217,9 @@ impl<C: Codec> Session<C> {
                     break;
                 }
             }
-            let closes: Vec<(String, Option<String>)> = self
-                .channels
-                .values()
-                .map(|c| (c.spelled.clone(), c.join_ref.clone()))
-                .collect();
-            for (topic, join_ref) in closes {
-                let frame = Outbound::Close {
-                    join_ref: join_ref.as_deref(),
-                    topic: &topic,
-                };
-                if self.send(&frame).await.is_err() {
-                    break;
-                }
-            }
+            // No phx_close here: the official client takes phx_close as final and would
+            // not rejoin. Closed by 1001 alone, its channels error and rejoin (with
+            // `after`) once it reconnects to another replica.
         }
         let keys: Vec<String> = self.channels.keys().cloned().collect();
         for key in keys {

@@ -1,0 +1,86 @@
+// Rails' own `@rails/actioncable` consumer against /cable, beside a Phoenix client.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import WebSocket from "ws";
+import { Server, hmacToken, uid } from "../lib/server.mjs";
+import { connect, join, next, push } from "../lib/phoenix.mjs";
+
+// The consumer is written for browsers: give it a WebSocket and the two globals it
+// touches to watch page visibility.
+globalThis.addEventListener ??= () => {};
+globalThis.removeEventListener ??= () => {};
+globalThis.document ??= { visibilityState: "visible" };
+const ActionCable = await import("@rails/actioncable");
+ActionCable.adapters.WebSocket = WebSocket;
+
+const server = new Server();
+before(() => server.start());
+after(() => server.cleanup());
+
+test("a Rails consumer subscribes, performs and receives, with a Phoenix client on the other side", async () => {
+  const [alice, bob] = [uid("alice"), uid("bob")];
+  const consumer = ActionCable.createConsumer(`${server.ws}/cable?token=${hmacToken(alice)}`);
+  const bobSocket = connect(server, hmacToken(bob));
+  try {
+    const bobChat = bobSocket.channel(`chat:${bob}:${alice}`);
+    await join(bobChat);
+
+    const events = [];
+    let wake = () => {};
+    const nextEvent = (event, filter = () => true) =>
+      new Promise((res, rej) => {
+        const timer = setTimeout(() => rej(new Error(`no ${event} within 10 s`)), 10_000);
+        const check = () => {
+          const found = events.findIndex((e) => e.event === event && filter(e.payload));
+          if (found >= 0) {
+            clearTimeout(timer);
+            res(events.splice(found, 1)[0].payload);
+            return true;
+          }
+          return false;
+        };
+        if (!check()) wake = check;
+      });
+    let confirmed;
+    const subscribed = new Promise((res, rej) => {
+      confirmed = { res, rej };
+    });
+    const subscription = consumer.subscriptions.create(
+      { channel: "ChatChannel", topic: `chat:${alice}:${bob}` },
+      {
+        connected: () => confirmed.res(),
+        rejected: () => confirmed.rej(new Error("subscription rejected")),
+        received: (message) => {
+          events.push(message);
+          wake();
+        },
+      },
+    );
+    await subscribed;
+    const joined = await nextEvent("joined");
+    assert.deepEqual(joined, { messages: [], more: false });
+
+    const heard = next(bobChat, "new_msg");
+    subscription.perform("new_msg", { body: "from rails", ref: "r1" });
+    const reply = await nextEvent("reply", (p) => p.ref === "r1");
+    assert.equal(reply.status, "ok");
+    assert.equal(reply.response.message.body, "from rails");
+    assert.equal((await heard).id, reply.response.message.id);
+
+    const { message } = await push(bobChat, "new_msg", { body: "hello rails" });
+    const received = await nextEvent("new_msg", (p) => p.id === message.id);
+    assert.equal(received.body, "hello rails");
+
+    subscription.perform("read", { message_id: message.id, ref: "r2" });
+    assert.deepEqual((await nextEvent("reply", (p) => p.ref === "r2")).response, { marked: 1 });
+
+    // A conversation that is not the user's is rejected.
+    const refused = new Promise((res) =>
+      consumer.subscriptions.create({ channel: "ChatChannel", topic: `chat:${bob}:someone` }, { rejected: res }),
+    );
+    await refused;
+  } finally {
+    consumer.disconnect();
+    bobSocket.disconnect();
+  }
+});
