@@ -1,0 +1,99 @@
+// The demo page in headless Chromium (Debian's package, driven by playwright-core):
+// two pages as two users exchange messages, see typing and a read receipt.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { chromium } from "playwright-core";
+import { Server, hmacToken, uid } from "../lib/server.mjs";
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const artifacts = resolve(import.meta.dirname, "..", "artifacts");
+const server = new Server();
+let browser;
+
+before(async () => {
+  await server.start();
+  assert.ok(existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM} (apt-get install chromium)`);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    // As root in CI Chromium needs --no-sandbox; the rest keeps it off the network.
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await server.cleanup();
+});
+
+async function signIn(user) {
+  const page = await (await browser.newContext({ viewport: { width: 1100, height: 700 } })).newPage();
+  await page.goto(`${server.url}/demo`);
+  await page.fill("#token", hmacToken(user));
+  await page.click("#connect");
+  await page.waitForSelector(`#status:has-text("connected as ${user}")`);
+  return page;
+}
+
+test("two people chat on the demo page with typing and read receipts", async () => {
+  const [alice, bob] = [uid("alice"), uid("bob")];
+  const alicePage = await signIn(alice);
+  const bobPage = await signIn(bob);
+
+  // Alice opens a chat with bob and writes; bob is away from it, so his lobby shows it.
+  await alicePage.fill("#peer", bob);
+  await alicePage.click("#open");
+  await alicePage.waitForSelector("#body:not([disabled])");
+  await alicePage.fill("#body", "hello from the demo");
+  await alicePage.click("#send");
+  await alicePage.waitForSelector('.message.mine:has-text("hello from the demo")');
+  const item = bobPage.locator(".conversation-item", { hasText: alice });
+  await item.locator(".badge", { hasText: "1" }).waitFor();
+
+  // Bob opens it from his lobby, sees the message, and reading it shows alice a receipt.
+  await bobPage.bringToFront();
+  await item.click();
+  await bobPage.waitForSelector('.message:not(.mine):has-text("hello from the demo")');
+  await alicePage.waitForSelector('.message.mine .receipt:has-text("read")');
+
+  // Bob types: alice sees it. Bob answers: alice sees it.
+  await bobPage.type("#body", "hi alice");
+  await alicePage.waitForSelector(`#typing:has-text("${bob} is typing")`);
+  await bobPage.click("#send");
+  await alicePage.waitForSelector('.message:not(.mine):has-text("hi alice")');
+  await alicePage.waitForSelector(`#online:has-text("${bob}")`);
+
+  mkdirSync(artifacts, { recursive: true });
+  await alicePage.screenshot({ path: join(artifacts, "demo-alice.png") });
+  await bobPage.screenshot({ path: join(artifacts, "demo-bob.png") });
+});
+
+test("staff see the support inbox on the demo page", async () => {
+  const visitor = uid("visitor");
+  const visitorPage = await signIn(visitor);
+  await visitorPage.fill("#peer", `support:${visitor}`);
+  await visitorPage.click("#open");
+  await visitorPage.waitForSelector("#body:not([disabled])");
+  await visitorPage.fill("#body", "I need help");
+  await visitorPage.click("#send");
+  await visitorPage.waitForSelector('.message.mine:has-text("I need help")');
+
+  const staff = await (await browser.newContext()).newPage();
+  const staffToken = (await import("jsonwebtoken")).default.sign(
+    { sub: uid("agent"), role: "staff", exp: Math.floor(Date.now() / 1000) + 600 },
+    (await import("../lib/server.mjs")).DEV_JWT_SECRET,
+    { algorithm: "HS256" },
+  );
+  await staff.goto(`${server.url}/demo?token=${encodeURIComponent(staffToken)}`);
+  const conversation = staff.locator("#inbox .conversation-item", { hasText: `support:${visitor}` });
+  await conversation.locator(".badge", { hasText: "1" }).waitFor();
+  await conversation.click();
+  await staff.waitForSelector('.message:has-text("I need help")');
+  await staff.fill("#body", "happy to help");
+  await staff.click("#send");
+  await visitorPage.waitForSelector('.message:not(.mine):has-text("happy to help")');
+  await staff.waitForSelector('.message.mine:has-text("happy to help")');
+  await staff.screenshot({ path: join(artifacts, "demo-staff-inbox.png") });
+});
