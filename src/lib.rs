@@ -18,6 +18,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use actix_web::middleware::Logger;
 use actix_web::{App, HttpServer, web};
@@ -28,7 +29,8 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Verifier;
 use crate::chat::{Chat, ChatConfig};
 use crate::http::{AppState, Connections};
-use crate::hub::{Hub, MemoryBroker, MemoryPresence};
+use crate::hub::redis::{RedisBackend, RedisConfig};
+use crate::hub::{Hub, MemoryBroker, MemoryPresence, Presence};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::store::{Writer, WriterExit};
@@ -41,6 +43,8 @@ pub struct Application {
     writer: Writer,
     writer_exit: WriterExit,
     writer_thread: JoinHandle<()>,
+    /// Kept for the life of the service when the broker is Redis.
+    redis: Option<RedisBackend>,
 }
 
 /// The part of a database URL that is safe to print: no password.
@@ -87,8 +91,36 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("database.url: {}", first_line(&e.to_string())))?;
 
         let metrics = Arc::new(Metrics::new());
-        let hub = Arc::new(Hub::new(Arc::new(MemoryBroker)));
-        let presence = Arc::new(MemoryPresence::default());
+        let (hub, presence, redis) = match settings.broker.kind.as_str() {
+            "redis" => {
+                let backend = RedisBackend::start(RedisConfig {
+                    url: settings.broker.redis_url.expose().to_owned(),
+                    prefix: settings.broker.redis_prefix.clone(),
+                    presence_ttl: Duration::from_secs(settings.broker.presence_ttl_s),
+                })
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "broker.redis_url: cannot connect to {}: {}",
+                        redact_url(settings.broker.redis_url.expose()),
+                        first_line(&e)
+                    )
+                })?;
+                let hub = Arc::new(Hub::new(backend.broker.clone()));
+                backend.broker.attach(&hub);
+                let announce_to = hub.clone();
+                backend
+                    .presence
+                    .on_expired(Box::new(move |topic, user, meta| {
+                        announce_to.publish(chat::presence_leave(topic, user, meta));
+                    }));
+                let presence: Arc<dyn Presence> = backend.presence.clone();
+                (hub, presence, Some(backend))
+            }
+            _ => {
+                let presence: Arc<dyn Presence> = Arc::new(MemoryPresence::default());
+                (Arc::new(Hub::new(Arc::new(MemoryBroker))), presence, None)
+            }
+        };
         let (writer, writer_exit, writer_thread) = Writer::start(
             url,
             timeout,
@@ -152,6 +184,7 @@ impl Application {
             writer,
             writer_exit,
             writer_thread,
+            redis,
         })
     }
 
@@ -175,6 +208,7 @@ impl Application {
             writer,
             mut writer_exit,
             writer_thread,
+            redis,
             ..
         } = self;
         let handle = server.handle();
@@ -215,6 +249,7 @@ impl Application {
         state.writer_alive.store(false, Ordering::Relaxed);
         handle.stop(true).await;
         let _ = server_task.await;
+        drop(redis);
         log::info!("stopped");
         Ok(())
     }

@@ -127,6 +127,8 @@ pub struct ChatSettings {
 pub struct BrokerSettings {
     pub kind: String,
     pub redis_url: Secret,
+    pub redis_prefix: String,
+    pub presence_ttl_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -254,13 +256,19 @@ impl Settings {
         }
         match self.broker.kind.as_str() {
             "memory" => {}
-            "redis" => {
-                return invalid(
-                    "broker.kind: \"redis\" is not available in this build yet; use \"memory\""
-                        .into(),
-                );
+            "redis" if self.broker.redis_url.is_empty() => {
+                return invalid("broker.redis_url: required when broker.kind = \"redis\"".into());
             }
+            "redis" => {}
             _ => return invalid("broker.kind: must be \"memory\" or \"redis\"".into()),
+        }
+        if self.broker.redis_prefix.is_empty()
+            || self.broker.redis_prefix.contains(char::is_whitespace)
+        {
+            return invalid("broker.redis_prefix: must be a non-empty word".into());
+        }
+        if self.broker.presence_ttl_s < 3 {
+            return invalid("broker.presence_ttl_s: must be at least 3".into());
         }
         Ok(())
     }
@@ -359,6 +367,7 @@ mod tests {
                 "chat.history_limit: must be between 1 and 500",
             ),
             ("[broker]\nkind = \"carrier-pigeon\"", "broker.kind"),
+            ("[broker]\nkind = \"redis\"", "broker.redis_url: required"),
         ];
         for (extra, expected) in cases {
             let err = load(&format!("{secret}{extra}")).unwrap_err().to_string();

@@ -1,6 +1,7 @@
 //! What a member does in a conversation: join, read history, send, read, type, and be
 //! seen as present.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -12,7 +13,7 @@ use super::{
     Message, MessageId, MessageKind, MessageStatus, NewMsg, Reason, Role, Topic, UnreadEntry,
     UnreadSummary, UserId, event, storage,
 };
-use crate::hub::{ConnId, PresenceMeta};
+use crate::hub::{ConnId, PresenceMeta, is_present};
 use crate::settings::MAX_HISTORY_LIMIT;
 use crate::store::messages::{self, Page, UnreadTopic};
 use crate::store::{self, MessageRow, NewMessage, rooms};
@@ -23,6 +24,16 @@ fn notification(to: &Topic, topic: &str, message: &Message, count: i64) -> crate
         &to.to_string(),
         "notification",
         &json!({"topic": topic, "message": message, "count": count}),
+    )
+}
+
+/// The `presence_diff` that tells a conversation one connection left: on leave, on
+/// disconnect, and when a crashed replica's entries expire.
+pub fn presence_leave(topic: &str, user: &str, meta: &PresenceMeta) -> crate::hub::HubEvent {
+    event(
+        topic,
+        "presence_diff",
+        &json!({"joins": {}, "leaves": {user: {"metas": [meta]}}}),
     )
 }
 
@@ -230,12 +241,13 @@ impl Chat {
 
     fn notify_recipient(&self, topic: &Topic, recipient: UserId, row: &MessageRow) {
         let topic_name = topic.to_string();
-        if self.presence.is_present(&topic_name, recipient.as_str()) {
-            return;
-        }
-        let (pool, hub) = (self.pool.clone(), self.hub.clone());
+        let (pool, hub, presence) = (self.pool.clone(), self.hub.clone(), self.presence.clone());
         let message = Message::from(row.clone());
         tokio::spawn(async move {
+            // Present on any replica: the message reaches them in the conversation.
+            if is_present(presence.as_ref(), &topic_name, recipient.as_str()).await {
+                return;
+            }
             let (t, r) = (topic_name.clone(), recipient.to_string());
             match store::blocking(&pool, move |c| messages::unread_count(c, &t, &r)).await {
                 Ok(count) => hub.publish(notification(
@@ -267,11 +279,16 @@ impl Chat {
         let (pool, hub, presence) = (self.pool.clone(), self.hub.clone(), self.presence.clone());
         let (sender, message) = (sender.to_string(), Message::from(row.clone()));
         tokio::spawn(async move {
-            let t = topic_name.clone();
+            let present: HashSet<String> = presence
+                .list(&topic_name)
+                .await
+                .into_iter()
+                .map(|(user, _)| user)
+                .collect();
             let counts = store::blocking(&pool, move |c| {
                 let away: Vec<String> = rooms::members(c, &room)?
                     .into_iter()
-                    .filter(|m| *m != sender && !presence.is_present(&t, m))
+                    .filter(|m| *m != sender && !present.contains(m))
                     .collect();
                 rooms::unread_for_members(c, &room, &away)
             })
@@ -369,7 +386,7 @@ impl Chat {
 
     /// Marks `conn` present in a conversation; returns the `presence_state` payload and
     /// tells the others (`presence_diff`).
-    pub fn enter(&self, topic: &Topic, conn: ConnId, user: &UserId) -> Value {
+    pub async fn enter(&self, topic: &Topic, conn: ConnId, user: &UserId) -> Value {
         let topic_name = topic.to_string();
         let meta = PresenceMeta {
             phx_ref: format!("F{:x}", self.presence_refs.fetch_add(1, Ordering::Relaxed)),
@@ -383,7 +400,7 @@ impl Chat {
             &json!({"joins": {user.as_str(): {"metas": [meta]}}, "leaves": {}}),
         ));
         let mut state = serde_json::Map::new();
-        for (user_id, meta) in self.presence.list(&topic_name) {
+        for (user_id, meta) in self.presence.list(&topic_name).await {
             let entry = state.entry(user_id).or_insert_with(|| json!({"metas": []}));
             if let Some(metas) = entry.get_mut("metas").and_then(Value::as_array_mut) {
                 metas.push(json!(meta));
@@ -396,11 +413,7 @@ impl Chat {
     pub fn exit(&self, topic: &Topic, conn: ConnId) {
         let topic_name = topic.to_string();
         if let Some((user, meta)) = self.presence.untrack(&topic_name, conn) {
-            self.hub.publish(event(
-                &topic_name,
-                "presence_diff",
-                &json!({"joins": {}, "leaves": {user: {"metas": [meta]}}}),
-            ));
+            self.hub.publish(presence_leave(&topic_name, &user, &meta));
         }
     }
 }

@@ -6,6 +6,7 @@
 //! erase, rooms). Every message, whoever sends it, goes through `Chat::post`.
 
 mod conversation;
+pub use conversation::presence_leave;
 mod host;
 pub mod ids;
 mod limiter;

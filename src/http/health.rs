@@ -13,7 +13,7 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// Ready for traffic: not shutting down, database reachable with every migration
-/// applied, writer running.
+/// applied, writer running, broker connected.
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Ready"), (status = 503, description = "Not ready, with the reason"))
@@ -27,6 +27,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
     if state.writer_stopped() {
         return not_ready("writer_stopped");
+    }
+    if !state.chat.hub().broker_connected() {
+        return not_ready("broker_disconnected");
     }
     match store::blocking(state.chat.pool(), store::migrations_applied).await {
         Ok(true) => HttpResponse::Ok().json(json!({"status": "ok"})),

@@ -10,6 +10,10 @@ pub trait Broker: Send + Sync {
     fn subscribe(&self, topic: &str);
     /// This replica's last local subscriber on `topic` left.
     fn unsubscribe(&self, topic: &str);
+    /// Whether events reach the other replicas now (for `/readyz`).
+    fn is_connected(&self) -> bool {
+        true
+    }
 }
 
 /// One replica: there is nobody else to tell.

@@ -4,6 +4,7 @@
 
 mod broker;
 mod presence;
+pub mod redis;
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
@@ -14,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use broker::{Broker, MemoryBroker};
-pub use presence::{MemoryPresence, Presence, PresenceMeta};
+pub use presence::{MemoryPresence, Presence, PresenceMeta, is_present};
 
 /// Identifies one socket on this replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -171,6 +172,11 @@ impl Hub {
                 sub.overflowed.cancel();
             }
         }
+    }
+
+    /// Whether the broker reaches the other replicas.
+    pub fn broker_connected(&self) -> bool {
+        self.broker.is_connected()
     }
 
     /// How many sockets on this replica listen on `topic`.

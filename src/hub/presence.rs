@@ -3,26 +3,36 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use serde::Serialize;
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 
 use super::ConnId;
 
 /// One connection's entry, in the shape `Presence` from the `phoenix` package reads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresenceMeta {
     pub phx_ref: String,
     /// Unix milliseconds.
     pub online_at: i64,
 }
 
+/// Presence across every replica. Changes are this replica's own connections and take
+/// effect at once for it; reads ask the shared state (Redis) for the other replicas'.
 pub trait Presence: Send + Sync {
     fn track(&self, topic: &str, conn: ConnId, user_id: &str, meta: PresenceMeta);
     /// Removes the connection's entry and returns it, if it had one.
     fn untrack(&self, topic: &str, conn: ConnId) -> Option<(String, PresenceMeta)>;
-    /// Every entry in `topic`: (user id, meta), one per connection.
-    fn list(&self, topic: &str) -> Vec<(String, PresenceMeta)>;
-    /// Whether any connection of `user_id` is in `topic`.
-    fn is_present(&self, topic: &str, user_id: &str) -> bool;
+    /// Every entry in `topic`, on any replica: (user id, meta), one per connection.
+    fn list(&self, topic: &str) -> BoxFuture<'static, Vec<(String, PresenceMeta)>>;
+}
+
+/// Whether any connection of `user_id` is in `topic`, on any replica.
+pub async fn is_present(presence: &dyn Presence, topic: &str, user_id: &str) -> bool {
+    presence
+        .list(topic)
+        .await
+        .iter()
+        .any(|(user, _)| user == user_id)
 }
 
 type Entries = HashMap<ConnId, (String, PresenceMeta)>;
@@ -58,17 +68,31 @@ impl Presence for MemoryPresence {
         removed
     }
 
-    fn list(&self, topic: &str) -> Vec<(String, PresenceMeta)> {
+    fn list(&self, topic: &str) -> BoxFuture<'static, Vec<(String, PresenceMeta)>> {
+        let entries = self.local(topic);
+        Box::pin(async move { entries })
+    }
+}
+
+impl MemoryPresence {
+    /// This replica's entries in `topic`.
+    pub fn local(&self, topic: &str) -> Vec<(String, PresenceMeta)> {
         self.topics()
             .get(topic)
             .map(|entries| entries.values().cloned().collect())
             .unwrap_or_default()
     }
 
-    fn is_present(&self, topic: &str, user_id: &str) -> bool {
+    /// This replica's entries everywhere: (topic, conn, user id, meta).
+    pub fn all(&self) -> Vec<(String, ConnId, String, PresenceMeta)> {
         self.topics()
-            .get(topic)
-            .is_some_and(|entries| entries.values().any(|(u, _)| u == user_id))
+            .iter()
+            .flat_map(|(topic, entries)| {
+                entries
+                    .iter()
+                    .map(|(conn, (user, meta))| (topic.clone(), *conn, user.clone(), meta.clone()))
+            })
+            .collect()
     }
 }
 
@@ -83,18 +107,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_user_is_present_while_any_of_their_connections_is() {
+    #[tokio::test]
+    async fn a_user_is_present_while_any_of_their_connections_is() {
         let p = MemoryPresence::default();
         p.track("chat:1:2", ConnId(1), "1", meta("a"));
         p.track("chat:1:2", ConnId(2), "1", meta("b"));
-        assert!(p.is_present("chat:1:2", "1"));
-        assert!(!p.is_present("chat:1:2", "2"));
+        assert!(is_present(&p, "chat:1:2", "1").await);
+        assert!(!is_present(&p, "chat:1:2", "2").await);
         assert_eq!(p.untrack("chat:1:2", ConnId(1)).unwrap().0, "1");
-        assert!(p.is_present("chat:1:2", "1"));
+        assert!(is_present(&p, "chat:1:2", "1").await);
         p.untrack("chat:1:2", ConnId(2));
-        assert!(!p.is_present("chat:1:2", "1"));
-        assert!(p.list("chat:1:2").is_empty());
+        assert!(!is_present(&p, "chat:1:2", "1").await);
+        assert!(p.list("chat:1:2").await.is_empty());
         assert!(p.untrack("chat:1:2", ConnId(2)).is_none());
     }
 }

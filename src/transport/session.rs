@@ -579,7 +579,8 @@ impl<C: Codec> Session<C> {
             let state = self
                 .ctx
                 .chat
-                .enter(&topic, self.ctx.conn, &self.actor.user_id);
+                .enter(&topic, self.ctx.conn, &self.actor.user_id)
+                .await;
             self.send(&Outbound::Push {
                 join_ref: jr,
                 topic: &spelled,
