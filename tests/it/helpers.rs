@@ -84,6 +84,46 @@ pub fn fresh_database() -> String {
     with_database(&cluster.server_url, &name)
 }
 
+/// A private Redis for the run (Debian's redis-server), stopped when the tests end.
+// The watchdog is meant to outlive this process, so it is never waited for.
+#[allow(clippy::zombie_processes)]
+pub fn redis_url() -> &'static str {
+    static REDIS: OnceLock<String> = OnceLock::new();
+    REDIS.get_or_init(|| {
+        if let Ok(url) = std::env::var("REDIS_URL") {
+            return url;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        // The watchdog shell ends redis-server when this test process ends.
+        let script = format!(
+            "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no \
+             --daemonize no --loglevel warning & child=$!; \
+             while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill $child",
+            parent = std::process::id()
+        );
+        std::process::Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server (apt-get install redis-server)");
+        let url = format!("redis://127.0.0.1:{port}/");
+        // Ready when it answers; redis-server starts in milliseconds.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::yield_now();
+        }
+        url
+    })
+}
+
 pub fn test_settings() -> Settings {
     Settings::load(&Sources {
         overlays: vec![TEST_TOML],
@@ -96,6 +136,8 @@ pub fn test_settings() -> Settings {
 pub struct TestApp {
     pub port: u16,
     pub db_url: String,
+    /// The Redis key prefix its replicas share, when the broker is Redis.
+    pub redis_prefix: Option<String>,
     pub shutdown: CancellationToken,
     stopped: Option<tokio::sync::oneshot::Receiver<anyhow::Result<()>>>,
 }
@@ -111,6 +153,25 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     settings.database.url = Secret::new(db_url.clone());
     customize(&mut settings);
     spawn_with_settings(settings, db_url).await
+}
+
+/// Several replicas of one deployment: one database, one Redis, a key prefix of their own.
+pub async fn spawn_replicas(count: usize, customize: impl Fn(&mut Settings)) -> Vec<TestApp> {
+    let db_url = fresh_database();
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let mut replicas = Vec::new();
+    for _ in 0..count {
+        let mut settings = test_settings();
+        settings.database.url = Secret::new(db_url.clone());
+        settings.broker.kind = "redis".into();
+        settings.broker.redis_url = Secret::new(redis_url());
+        settings.broker.redis_prefix = prefix.clone();
+        customize(&mut settings);
+        let mut replica = spawn_with_settings(settings, db_url.clone()).await;
+        replica.redis_prefix = Some(prefix.clone());
+        replicas.push(replica);
+    }
+    replicas
 }
 
 async fn spawn_with_settings(settings: Settings, db_url: String) -> TestApp {
@@ -137,6 +198,7 @@ async fn spawn_with_settings(settings: Settings, db_url: String) -> TestApp {
     TestApp {
         port,
         db_url,
+        redis_prefix: None,
         shutdown,
         stopped: Some(stopped_rx),
     }
@@ -200,11 +262,7 @@ impl TestApp {
         let (ws, _) = tokio_tungstenite::connect_async(self.socket_url(token))
             .await
             .expect("socket upgrade");
-        Client {
-            ws,
-            next_ref: 1,
-            inbox: Vec::new(),
-        }
+        Client::from_socket(ws)
     }
 
     /// Calls the host API with the test key; returns the status and the JSON body
@@ -305,6 +363,19 @@ pub enum Closed {
 }
 
 impl Client {
+    pub fn from_socket(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
+        Client {
+            ws,
+            next_ref: 1,
+            inbox: Vec::new(),
+        }
+    }
+
+    /// Every frame read but not yet asked for.
+    pub fn take_buffered(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.inbox)
+    }
+
     fn take_ref(&mut self) -> String {
         let r = self.next_ref.to_string();
         self.next_ref += 1;
