@@ -1,0 +1,37 @@
+# sidechat: build in the Rust image, run in a slim Debian with libpq and CA certificates.
+ARG RUST_VERSION=1.95
+
+FROM rust:${RUST_VERSION}-slim-bookworm AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends pkg-config libpq-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+
+# The dependencies in a layer of their own: rebuilt only when Cargo.toml or Cargo.lock
+# change, not on every edit of src/.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src \
+ && echo 'fn main() {}' > src/main.rs \
+ && touch src/lib.rs \
+ && cargo build --release --locked \
+ && rm -rf src target/release/sidechat target/release/deps/sidechat-* \
+      target/release/deps/libsidechat-* target/release/.fingerprint/sidechat-*
+
+COPY migrations migrations
+COPY config config
+COPY assets assets
+COPY src src
+RUN cargo build --release --locked \
+ && strip target/release/sidechat
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libpq5 ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin sidechat
+COPY --from=build /src/target/release/sidechat /usr/local/bin/sidechat
+# Runs as an unprivileged user and writes nothing: a read-only root filesystem is fine.
+USER 10001:10001
+EXPOSE 4000
+ENTRYPOINT ["/usr/local/bin/sidechat"]
+CMD ["serve"]
