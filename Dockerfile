@@ -28,7 +28,7 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libpq5 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin sidechat
+ && useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin sidechat
 COPY --from=build /src/target/release/sidechat /usr/local/bin/sidechat
 # Runs as an unprivileged user and writes nothing: a read-only root filesystem is fine.
 USER 10001:10001
