@@ -1,0 +1,72 @@
+//! A small Phoenix V2 client: just what the scenarios need, over real sockets.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+const REPLY_WAIT: Duration = Duration::from_secs(60);
+
+/// Connects from `source` (a loopback address of its own past ~25k sockets, each source
+/// address having its own ephemeral ports).
+pub async fn connect(address: &str, url: &str, source: Ipv4Addr) -> anyhow::Result<Ws> {
+    let server: SocketAddr = address.parse().context("server address")?;
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source.into(), 0))?;
+    let stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+    Ok(ws)
+}
+
+pub fn frame(join_ref: &str, msg_ref: &str, topic: &str, event: &str, payload: Value) -> Message {
+    Message::Text(json!([join_ref, msg_ref, topic, event, payload]).to_string().into())
+}
+
+/// Parses a server frame; None for anything that is not a JSON array.
+pub fn parse(message: &Message) -> Option<Value> {
+    match message {
+        Message::Text(text) => serde_json::from_str::<Value>(text).ok(),
+        _ => None,
+    }
+}
+
+/// Joins `topic` and waits for the reply, dropping whatever else arrives meanwhile.
+pub async fn join(ws: &mut Ws, topic: &str, payload: Value, join_ref: &str) -> anyhow::Result<Value> {
+    ws.send(frame(join_ref, join_ref, topic, "phx_join", payload)).await?;
+    reply_to(ws, join_ref).await
+}
+
+/// Reads until the reply to `msg_ref`.
+pub async fn reply_to(ws: &mut Ws, msg_ref: &str) -> anyhow::Result<Value> {
+    let wait = async {
+        while let Some(message) = ws.next().await {
+            let Some(value) = parse(&message?) else {
+                continue;
+            };
+            if value.get(1).and_then(Value::as_str) == Some(msg_ref) && value[3] == "phx_reply" {
+                return Ok(value[4].clone());
+            }
+        }
+        bail!("the socket closed before the reply")
+    };
+    tokio::time::timeout(REPLY_WAIT, wait)
+        .await
+        .context("no reply within 60 s")?
+}
+
+/// Asserts an `ok` reply and returns its response.
+pub fn ok(reply: Value) -> anyhow::Result<Value> {
+    if reply["status"] == "ok" {
+        Ok(reply["response"].clone())
+    } else {
+        bail!("refused: {reply}")
+    }
+}

@@ -1,0 +1,108 @@
+//! sidechat-bench: measures the service over real sockets. Prints one JSON object per
+//! run on stdout, and a readable line on stderr. See BENCHMARKS.md for method and figures.
+
+mod client;
+mod connections;
+mod fanout;
+mod history;
+mod messages;
+mod procfs;
+mod server;
+mod stats;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::server::Server;
+
+#[derive(Parser)]
+#[command(name = "sidechat-bench", about = "Measure sidechat over real sockets")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// A running server (host:port) instead of starting one. Its tokens must use the
+    /// bench's HMAC secret and its API the bench's key (see server.rs).
+    #[arg(long, global = true)]
+    address: Option<String>,
+    /// With --address: the server's pid, for memory and CPU figures.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// With --address: its database, for the checks after a run.
+    #[arg(long, global = true, default_value = "")]
+    database_url: String,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// N users, each joined to its lobby and one chat: server memory per socket.
+    Connections {
+        #[arg(long, default_value_t = 10_000)]
+        users: usize,
+        #[arg(long, default_value_t = 200)]
+        concurrency: usize,
+    },
+    /// Pairs exchanging messages at a total rate: throughput, latency, cost, integrity.
+    Messages {
+        #[arg(long, default_value_t = 100)]
+        pairs: usize,
+        /// Messages per second, over all pairs.
+        #[arg(long, default_value_t = 5_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// One sender, a room of M members: push to last receipt.
+    Fanout {
+        #[arg(long, default_value_t = 1_000)]
+        members: usize,
+        #[arg(long, default_value_t = 50)]
+        messages: usize,
+        #[arg(long, default_value_t = 200)]
+        concurrency: usize,
+    },
+    /// Joins with history and lobby summaries over a pre-filled table.
+    History {
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: i64,
+        #[arg(long, default_value_t = 100_000)]
+        conversations: i64,
+        #[arg(long, default_value_t = 1_000)]
+        samples: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("sidechat-bench: cannot raise the open-file limit: {e}");
+    }
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sidechat-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    // The server inherits the raised open-file limit from this process.
+    let server = match cli.address {
+        Some(address) => Server::external(address, cli.server_pid, cli.database_url),
+        None => Server::start(&[])?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(async {
+        match cli.scenario {
+            Scenario::Connections { users, concurrency } => connections::run(&server, users, concurrency).await,
+            Scenario::Messages { pairs, rate, seconds } => messages::run(&server, pairs, rate, seconds).await,
+            Scenario::Fanout { members, messages, concurrency } => fanout::run(&server, members, messages, concurrency).await,
+            Scenario::History { rows, conversations, samples } => history::run(&server, rows, conversations, samples).await,
+        }
+    })?;
+    println!("{result}");
+    eprintln!("{}", serde_json::to_string_pretty(&result)?);
+    Ok(())
+}
