@@ -330,6 +330,12 @@ impl Chat {
         let (marked, count) = store::blocking(&self.pool, move |conn| {
             use diesel::Connection;
             conn.transaction(|conn| {
+                messages::relax_commit(conn)?;
+                if room.is_none() && !staff_in_support {
+                    // The common case, one statement: a one-to-one or support reader.
+                    return messages::mark_read(conn, &t, &reader, id)?
+                        .ok_or(store::Error::NotFound);
+                }
                 if messages::find_in_topic(conn, &t, id)?.is_none() {
                     return Err(store::Error::NotFound);
                 }
@@ -340,12 +346,9 @@ impl Chat {
                             .remove(&reader)
                             .unwrap_or(0);
                     Ok((marked, count))
-                } else if staff_in_support {
+                } else {
                     let marked = messages::mark_read_by_staff(conn, &t, id)?;
                     Ok((marked, messages::staff_unread_count(conn, &t)?))
-                } else {
-                    let marked = messages::mark_read(conn, &t, &reader, id)?;
-                    Ok((marked, messages::unread_count(conn, &t, &reader)?))
                 }
             })
         })

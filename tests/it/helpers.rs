@@ -371,6 +371,11 @@ impl Client {
         }
     }
 
+    /// Puts a frame back, to be found by a later `expect`.
+    pub fn push_back(&mut self, frame: Value) {
+        self.inbox.push(frame);
+    }
+
     /// Every frame read but not yet asked for.
     pub fn take_buffered(&mut self) -> Vec<Value> {
         std::mem::take(&mut self.inbox)

@@ -181,13 +181,16 @@ async fn sigterm_of_one_replica_under_load_loses_no_acknowledged_message() {
     let mut alice = a.connect("alice").await;
     alice.join_ok("chat:alice:bob", json!({})).await;
 
-    // Pipeline 300 sends and pull the plug on A in the middle of them.
+    // Pipeline 300 sends and pull the plug on A in the middle of them, once the first
+    // acknowledgements are coming back.
     let total = 300;
     for i in 0..total {
         let frame = json!(["1", format!("m{i}"), "chat:alice:bob", "new_msg",
                            {"body": format!("message {i}"), "client_ref": format!("ref-{i}")}]);
         alice.send_text(frame.to_string()).await;
         if i == total / 2 {
+            let first_ack = alice.expect(|f| f[1] == "m0" && f[3] == "phx_reply").await;
+            alice.push_back(first_ack);
             a.shutdown.cancel();
         }
     }

@@ -27,7 +27,11 @@ pub async fn connect(address: &str, url: &str, source: Ipv4Addr) -> anyhow::Resu
 }
 
 pub fn frame(join_ref: &str, msg_ref: &str, topic: &str, event: &str, payload: Value) -> Message {
-    Message::Text(json!([join_ref, msg_ref, topic, event, payload]).to_string().into())
+    Message::Text(
+        json!([join_ref, msg_ref, topic, event, payload])
+            .to_string()
+            .into(),
+    )
 }
 
 /// Parses a server frame; None for anything that is not a JSON array.
@@ -39,8 +43,14 @@ pub fn parse(message: &Message) -> Option<Value> {
 }
 
 /// Joins `topic` and waits for the reply, dropping whatever else arrives meanwhile.
-pub async fn join(ws: &mut Ws, topic: &str, payload: Value, join_ref: &str) -> anyhow::Result<Value> {
-    ws.send(frame(join_ref, join_ref, topic, "phx_join", payload)).await?;
+pub async fn join(
+    ws: &mut Ws,
+    topic: &str,
+    payload: Value,
+    join_ref: &str,
+) -> anyhow::Result<Value> {
+    ws.send(frame(join_ref, join_ref, topic, "phx_join", payload))
+        .await?;
     reply_to(ws, join_ref).await
 }
 

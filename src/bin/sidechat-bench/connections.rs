@@ -24,7 +24,15 @@ pub async fn run(server: &Server, users: usize, concurrency: usize) -> anyhow::R
             let url = server.socket_url(&token(&user)?);
             let mut ws = client::connect(&server.address, &url, source).await?;
             client::ok(client::join(&mut ws, &format!("user:{user}"), json!({}), "1").await?)?;
-            client::ok(client::join(&mut ws, &format!("chat:{user}:{peer}"), json!({"limit": 1}), "2").await?)?;
+            client::ok(
+                client::join(
+                    &mut ws,
+                    &format!("chat:{user}:{peer}"),
+                    json!({"limit": 1}),
+                    "2",
+                )
+                .await?,
+            )?;
             anyhow::Ok(ws)
         })
         .buffer_unordered(concurrency)

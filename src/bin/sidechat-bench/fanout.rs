@@ -34,11 +34,22 @@ async fn api(server: &Server, method: &str, path: &str, body: &Value) -> anyhow:
         .context("an HTTP status")
 }
 
-pub async fn run(server: &Server, members: usize, messages: usize, concurrency: usize) -> anyhow::Result<Value> {
+pub async fn run(
+    server: &Server,
+    members: usize,
+    messages: usize,
+    concurrency: usize,
+) -> anyhow::Result<Value> {
     let ids: Vec<String> = (0..members).map(|i| format!("f{i}")).collect();
     let mut everyone = ids.clone();
     everyone.push("fsender".into());
-    let status = api(server, "PUT", "/api/v1/rooms/fanout", &json!({"name": "fanout", "members": everyone})).await?;
+    let status = api(
+        server,
+        "PUT",
+        "/api/v1/rooms/fanout",
+        &json!({"name": "fanout", "members": everyone}),
+    )
+    .await?;
     if status != 200 && status != 201 {
         bail!("creating the room answered {status}");
     }
@@ -48,8 +59,11 @@ pub async fn run(server: &Server, members: usize, messages: usize, concurrency: 
         .map(|(i, user)| {
             let receipts = receipt_tx.clone();
             async move {
-                let source = Ipv4Addr::new(127, 0, 0, 1 + u8::try_from(i / PER_SOURCE).unwrap_or(200));
-                let mut ws = client::connect(&server.address, &server.socket_url(&token(user)?), source).await?;
+                let source =
+                    Ipv4Addr::new(127, 0, 0, 1 + u8::try_from(i / PER_SOURCE).unwrap_or(200));
+                let mut ws =
+                    client::connect(&server.address, &server.socket_url(&token(user)?), source)
+                        .await?;
                 client::ok(client::join(&mut ws, topic, json!({"limit": 1}), "1").await?)?;
                 Ok::<_, anyhow::Error>(tokio::spawn(async move {
                     while let Some(Ok(message)) = ws.next().await {
@@ -69,13 +83,26 @@ pub async fn run(server: &Server, members: usize, messages: usize, concurrency: 
     drop(receipt_tx);
     let tasks: Vec<_> = joined.into_iter().collect::<Result<_, _>>()?;
 
-    let mut sender = client::connect(&server.address, &server.socket_url(&token("fsender")?), Ipv4Addr::LOCALHOST).await?;
+    let mut sender = client::connect(
+        &server.address,
+        &server.socket_url(&token("fsender")?),
+        Ipv4Addr::LOCALHOST,
+    )
+    .await?;
     client::ok(client::join(&mut sender, topic, json!({"limit": 1}), "1").await?)?;
     let mut samples = Vec::new();
     for n in 0..messages {
         let started = Instant::now();
         let msg_ref = format!("m{n}");
-        sender.send(client::frame("1", &msg_ref, topic, "new_msg", json!({"body": format!("fanout {n}")}))).await?;
+        sender
+            .send(client::frame(
+                "1",
+                &msg_ref,
+                topic,
+                "new_msg",
+                json!({"body": format!("fanout {n}")}),
+            ))
+            .await?;
         let reply = client::ok(client::reply_to(&mut sender, &msg_ref).await?)?;
         let id = reply["message"]["id"].as_i64().context("a message id")?;
         let mut received = 0;

@@ -37,7 +37,12 @@ fn prefill(url: &str, rows: i64, conversations: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(server: &Server, rows: i64, conversations: i64, samples: usize) -> anyhow::Result<Value> {
+pub async fn run(
+    server: &Server,
+    rows: i64,
+    conversations: i64,
+    samples: usize,
+) -> anyhow::Result<Value> {
     let url = server.database_url.clone();
     let fill_started = Instant::now();
     tokio::task::spawn_blocking(move || prefill(&url, rows, conversations)).await??;
@@ -51,15 +56,35 @@ pub async fn run(server: &Server, rows: i64, conversations: i64, samples: usize)
         let k = (n as i64 * 7919) % users;
         let c = k * 100 + (n as i64 % 100);
         let user = format!("h{k}");
-        let mut ws = client::connect(&server.address, &server.socket_url(&token(&user)?), Ipv4Addr::LOCALHOST).await?;
+        let mut ws = client::connect(
+            &server.address,
+            &server.socket_url(&token(&user)?),
+            Ipv4Addr::LOCALHOST,
+        )
+        .await?;
         let started = Instant::now();
-        let history = client::ok(client::join(&mut ws, &format!("chat:{user}:p{c}"), json!({"limit": 50}), "1").await?)?;
+        let history = client::ok(
+            client::join(
+                &mut ws,
+                &format!("chat:{user}:p{c}"),
+                json!({"limit": 50}),
+                "1",
+            )
+            .await?,
+        )?;
         joins.push(started.elapsed());
-        anyhow::ensure!(history["messages"].as_array().map_or(0, Vec::len) > 0, "empty history for {user}/p{c}");
+        anyhow::ensure!(
+            history["messages"].as_array().map_or(0, Vec::len) > 0,
+            "empty history for {user}/p{c}"
+        );
         let started = Instant::now();
-        let lobby = client::ok(client::join(&mut ws, &format!("user:{user}"), json!({}), "2").await?)?;
+        let lobby =
+            client::ok(client::join(&mut ws, &format!("user:{user}"), json!({}), "2").await?)?;
         lobbies.push(started.elapsed());
-        anyhow::ensure!(lobby["unread"].as_array().map_or(0, Vec::len) > 0, "empty lobby for {user}");
+        anyhow::ensure!(
+            lobby["unread"].as_array().map_or(0, Vec::len) > 0,
+            "empty lobby for {user}"
+        );
     }
     Ok(json!({
         "scenario": "history",

@@ -93,13 +93,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(address) => Server::external(address, cli.server_pid, cli.database_url),
         None => Server::start(&[])?,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let result = runtime.block_on(async {
         match cli.scenario {
-            Scenario::Connections { users, concurrency } => connections::run(&server, users, concurrency).await,
-            Scenario::Messages { pairs, rate, seconds } => messages::run(&server, pairs, rate, seconds).await,
-            Scenario::Fanout { members, messages, concurrency } => fanout::run(&server, members, messages, concurrency).await,
-            Scenario::History { rows, conversations, samples } => history::run(&server, rows, conversations, samples).await,
+            Scenario::Connections { users, concurrency } => {
+                connections::run(&server, users, concurrency).await
+            }
+            Scenario::Messages {
+                pairs,
+                rate,
+                seconds,
+            } => messages::run(&server, pairs, rate, seconds).await,
+            Scenario::Fanout {
+                members,
+                messages,
+                concurrency,
+            } => fanout::run(&server, members, messages, concurrency).await,
+            Scenario::History {
+                rows,
+                conversations,
+                samples,
+            } => history::run(&server, rows, conversations, samples).await,
         }
     })?;
     println!("{result}");

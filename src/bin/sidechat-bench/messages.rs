@@ -26,8 +26,18 @@ pub async fn run(server: &Server, pairs: usize, rate: u64, seconds: u64) -> anyh
     for pair in 0..pairs {
         let (from, to) = (format!("s{pair}"), format!("r{pair}"));
         let topic = format!("chat:{from}:{to}");
-        let mut sender = client::connect(&server.address, &server.socket_url(&token(&from)?), Ipv4Addr::LOCALHOST).await?;
-        let mut receiver = client::connect(&server.address, &server.socket_url(&token(&to)?), Ipv4Addr::LOCALHOST).await?;
+        let mut sender = client::connect(
+            &server.address,
+            &server.socket_url(&token(&from)?),
+            Ipv4Addr::LOCALHOST,
+        )
+        .await?;
+        let mut receiver = client::connect(
+            &server.address,
+            &server.socket_url(&token(&to)?),
+            Ipv4Addr::LOCALHOST,
+        )
+        .await?;
         client::ok(client::join(&mut sender, &topic, json!({"limit": 1}), "1").await?)?;
         client::ok(client::join(&mut receiver, &topic, json!({"limit": 1}), "1").await?)?;
 
@@ -38,7 +48,9 @@ pub async fn run(server: &Server, pairs: usize, rate: u64, seconds: u64) -> anyh
         readers.push(tokio::spawn(async move {
             let mut reads = 0u64;
             while let Some(Ok(message)) = r_rx.next().await {
-                let Some(frame) = client::parse(&message) else { continue };
+                let Some(frame) = client::parse(&message) else {
+                    continue;
+                };
                 if frame[3] != "new_msg" || frame[4]["user_id"] == json!(to) {
                     continue;
                 }
@@ -47,7 +59,13 @@ pub async fn run(server: &Server, pairs: usize, rate: u64, seconds: u64) -> anyh
                     let _ = latencies.send(Duration::from_nanos(now.saturating_sub(sent_at)));
                 }
                 reads += 1;
-                let read = client::frame("1", &format!("r{reads}"), &read_topic, "read", json!({"message_id": frame[4]["id"]}));
+                let read = client::frame(
+                    "1",
+                    &format!("r{reads}"),
+                    &read_topic,
+                    "read",
+                    json!({"message_id": frame[4]["id"]}),
+                );
                 if r_tx.send(read).await.is_err() {
                     break;
                 }
@@ -135,7 +153,9 @@ pub async fn run(server: &Server, pairs: usize, rate: u64, seconds: u64) -> anyh
     .await??;
 
     let per_thousand = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(a), Some(b)) if acked > 0 => Some((b.saturating_sub(a)) as f64 * 1000.0 / acked as f64),
+        (Some(a), Some(b)) if acked > 0 => {
+            Some((b.saturating_sub(a)) as f64 * 1000.0 / acked as f64)
+        }
         _ => None,
     };
     Ok(json!({

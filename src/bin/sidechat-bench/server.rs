@@ -38,7 +38,9 @@ impl Server {
         })?;
         pg.create_database("bench")?;
         let database_url = pg.url("bench");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let binary: PathBuf = std::env::current_exe()?
             .parent()
             .context("the bench binary has a directory")?
@@ -62,9 +64,12 @@ impl Server {
         for (key, value) in extra_env {
             command.env(key, value);
         }
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {} (cargo build --release first)", binary.display()))?;
+        let child = command.spawn().with_context(|| {
+            format!(
+                "starting {} (cargo build --release first)",
+                binary.display()
+            )
+        })?;
         let address = format!("127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(&address).is_err() {
@@ -96,7 +101,10 @@ impl Server {
     }
 
     pub fn socket_url(&self, token: &str) -> String {
-        format!("ws://{}/socket/websocket?vsn=2.0.0&token={token}", self.address)
+        format!(
+            "ws://{}/socket/websocket?vsn=2.0.0&token={token}",
+            self.address
+        )
     }
 
     pub fn rss_kib(&self) -> Option<u64> {
