@@ -169,6 +169,8 @@ impl Application {
         })
         // Signals are ours: actix's graceful stop does not wind down WebSockets.
         .disable_signals()
+        // Chat frames are small and must go out at once, not wait for Nagle.
+        .tcp_nodelay(true)
         .shutdown_timeout(settings.server.shutdown_timeout_s);
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);

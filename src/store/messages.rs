@@ -48,12 +48,36 @@ pub fn history(
 }
 
 /// Inserts every message in one statement; rows come back in insertion (id) order.
+///
+/// The rows travel as one array per column through `unnest`, so the statement text is
+/// the same for any batch size: Postgres plans it once per connection, where a VALUES
+/// list would be a new statement (parsed and planned anew) for every batch size.
 pub fn insert_all(conn: &mut PgConnection, new: &[NewMessage]) -> Result<Vec<MessageRow>, Error> {
-    let mut rows: Vec<MessageRow> = diesel::insert_into(messages::table)
-        .values(new)
-        .returning(MessageRow::as_returning())
-        .get_results(conn)?;
-    // Ids are drawn in VALUES order; sorting makes that order explicit.
+    use diesel::sql_types::{Array, Jsonb, Nullable, Text};
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let column = |f: fn(&NewMessage) -> String| new.iter().map(f).collect::<Vec<String>>();
+    let mut rows: Vec<MessageRow> = diesel::sql_query(
+        "INSERT INTO messages (topic, sender_id, recipient_id, body, kind, status, meta, client_ref) \
+         SELECT topic, sender_id, recipient_id, body, kind, status, meta, client_ref \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                     $7::jsonb[], $8::text[]) \
+              WITH ORDINALITY AS m(topic, sender_id, recipient_id, body, kind, status, meta, \
+                                   client_ref, n) \
+         ORDER BY n \
+         RETURNING *",
+    )
+    .bind::<Array<Text>, _>(column(|m| m.topic.clone()))
+    .bind::<Array<Text>, _>(column(|m| m.sender_id.clone()))
+    .bind::<Array<Nullable<Text>>, _>(new.iter().map(|m| m.recipient_id.clone()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(column(|m| m.body.clone()))
+    .bind::<Array<Text>, _>(column(|m| m.kind.clone()))
+    .bind::<Array<Text>, _>(column(|m| m.status.clone()))
+    .bind::<Array<Jsonb>, _>(new.iter().map(|m| m.meta.clone()).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(new.iter().map(|m| m.client_ref.clone()).collect::<Vec<_>>())
+    .load(conn)?;
+    // Ids are drawn in ORDER BY n order; sorting makes that order explicit.
     rows.sort_by_key(|r| r.id);
     Ok(rows)
 }

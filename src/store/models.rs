@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use super::schema::messages;
 
 /// A stored message, as read back.
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = messages)]
 #[diesel(check_for_backend(diesel::pg::Pg))]
 pub struct MessageRow {

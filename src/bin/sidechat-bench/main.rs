@@ -1,6 +1,10 @@
 //! sidechat-bench: measures the service over real sockets. Prints one JSON object per
 //! run on stdout, and a readable line on stderr. See BENCHMARKS.md for method and figures.
 
+// Server frames are read as serde_json::Value, whose indexing yields Null for anything
+// missing and never panics; clippy cannot tell it from slice indexing.
+#![allow(clippy::indexing_slicing)]
+
 mod client;
 mod connections;
 mod fanout;
@@ -51,6 +55,12 @@ enum Scenario {
         rate: u64,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Recipients do not send `read` (isolates the cost of receipts).
+        #[arg(long)]
+        no_read: bool,
+        /// Seconds of sending before latency is recorded.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
     },
     /// One sender, a room of M members: push to last receipt.
     Fanout {
@@ -105,7 +115,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 pairs,
                 rate,
                 seconds,
-            } => messages::run(&server, pairs, rate, seconds).await,
+                no_read,
+                warmup,
+            } => messages::run(&server, pairs, rate, seconds, !no_read, warmup).await,
             Scenario::Fanout {
                 members,
                 messages,

@@ -16,15 +16,27 @@ use crate::client;
 use crate::server::{Server, token};
 use crate::stats::summarize;
 
-pub async fn run(server: &Server, pairs: usize, rate: u64, seconds: u64) -> anyhow::Result<Value> {
+pub async fn run(
+    server: &Server,
+    pairs: usize,
+    rate: u64,
+    seconds: u64,
+    send_reads: bool,
+    warmup: u64,
+) -> anyhow::Result<Value> {
+    // Latency counts only after the warm-up: prepared statements, caches and buffers
+    // are cold at first and would measure the start, not the steady state.
+    let warm_from = Duration::from_secs(warmup).as_nanos() as u64;
     let epoch = Instant::now();
+    // Users unique to this run, so a server that already ran the bench sees new ones.
+    let run = format!("{:x}", chrono::Utc::now().timestamp_millis() % 0xffff_ffff);
     let acked = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     let (latency_tx, mut latency_rx) = mpsc::unbounded_channel::<Duration>();
     let mut senders = Vec::new();
     let mut readers = Vec::new();
     for pair in 0..pairs {
-        let (from, to) = (format!("s{pair}"), format!("r{pair}"));
+        let (from, to) = (format!("s{run}-{pair}"), format!("r{run}-{pair}"));
         let topic = format!("chat:{from}:{to}");
         let mut sender = client::connect(
             &server.address,
@@ -54,9 +66,14 @@ pub async fn run(server: &Server, pairs: usize, rate: u64, seconds: u64) -> anyh
                 if frame[3] != "new_msg" || frame[4]["user_id"] == json!(to) {
                     continue;
                 }
-                if let Some(sent_at) = frame[4]["meta"]["t"].as_u64() {
+                if let Some(sent_at) = frame[4]["meta"]["t"].as_u64()
+                    && sent_at >= warm_from
+                {
                     let now = epoch.elapsed().as_nanos() as u64;
                     let _ = latencies.send(Duration::from_nanos(now.saturating_sub(sent_at)));
+                }
+                if !send_reads {
+                    continue;
                 }
                 reads += 1;
                 let read = client::frame(
@@ -91,7 +108,7 @@ pub async fn run(server: &Server, pairs: usize, rate: u64, seconds: u64) -> anyh
         senders.push(tokio::spawn(async move {
             let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / per_pair));
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let stop = Instant::now() + Duration::from_secs(seconds);
+            let stop = Instant::now() + Duration::from_secs(warmup + seconds);
             let mut seq = 0u64;
             while Instant::now() < stop {
                 ticks.tick().await;
@@ -135,6 +152,7 @@ pub async fn run(server: &Server, pairs: usize, rate: u64, seconds: u64) -> anyh
 
     // Every acknowledged message is stored, once.
     let url = server.database_url.clone();
+    let senders_like = format!("s{run}-%");
     let (rows, distinct): (i64, i64) = tokio::task::spawn_blocking(move || -> anyhow::Result<(i64, i64)> {
         let mut conn = PgConnection::establish(&url)?;
         #[derive(QueryableByName)]
@@ -145,8 +163,10 @@ pub async fn run(server: &Server, pairs: usize, rate: u64, seconds: u64) -> anyh
             distinct_refs: i64,
         }
         let c: Counts = diesel::sql_query(
-            "SELECT count(*) AS rows, count(DISTINCT (sender_id, client_ref)) AS distinct_refs FROM messages WHERE sender_id LIKE 's%'",
+            "SELECT count(*) AS rows, count(DISTINCT (sender_id, client_ref)) AS distinct_refs \
+             FROM messages WHERE sender_id LIKE $1",
         )
+        .bind::<diesel::sql_types::Text, _>(senders_like)
         .get_result(&mut conn)?;
         Ok((c.rows, c.distinct_refs))
     })
@@ -162,6 +182,8 @@ pub async fn run(server: &Server, pairs: usize, rate: u64, seconds: u64) -> anyh
         "scenario": "messages",
         "pairs": pairs,
         "target_rate": rate,
+        "warmup_seconds": warmup,
+        "recipients_send_read": send_reads,
         "seconds": sending.as_secs_f64(),
         "sent": total_sent,
         "acked": acked,
