@@ -328,14 +328,12 @@ impl Chat {
         let topic_name = topic.to_string();
         let (t, reader, id) = (topic_name.clone(), actor.user_id.to_string(), up_to.get());
         let (marked, count) = store::blocking(&self.pool, move |conn| {
+            if room.is_none() && !staff_in_support {
+                // The common case, one statement: a one-to-one or support reader.
+                return messages::mark_read(conn, &t, &reader, id)?.ok_or(store::Error::NotFound);
+            }
             use diesel::Connection;
             conn.transaction(|conn| {
-                messages::relax_commit(conn)?;
-                if room.is_none() && !staff_in_support {
-                    // The common case, one statement: a one-to-one or support reader.
-                    return messages::mark_read(conn, &t, &reader, id)?
-                        .ok_or(store::Error::NotFound);
-                }
                 if messages::find_in_topic(conn, &t, id)?.is_none() {
                     return Err(store::Error::NotFound);
                 }

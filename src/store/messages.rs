@@ -169,13 +169,6 @@ pub fn mark_read(
     )))
 }
 
-/// Read state may lag a crash by a moment (the message shows unread again); it need
-/// not wait for the WAL flush that every stored message does. Call inside a transaction.
-pub fn relax_commit(conn: &mut PgConnection) -> Result<(), Error> {
-    diesel::sql_query("SET LOCAL synchronous_commit TO OFF").execute(conn)?;
-    Ok(())
-}
-
 /// How many messages `recipient` has not seen in `topic`.
 pub fn unread_count(conn: &mut PgConnection, topic: &str, recipient: &str) -> Result<i64, Error> {
     Ok(messages::table

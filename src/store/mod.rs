@@ -86,13 +86,35 @@ fn plan_for_the_table_as_it_is(conn: &mut PgConnection) -> diesel::QueryResult<(
         .map(|_| ())
 }
 
+/// Read-pool connections: planned per execution, and committing without waiting for
+/// the WAL flush. What they write on the hot path is read state, which may lag a crash
+/// by a moment (a message shows unread again); writes that must survive a crash go
+/// through `durably`. Messages never come here: the writer commits them synchronously.
 #[derive(Debug)]
-struct PlanPerExecution;
+struct ReadPoolConnection;
 
-impl diesel::r2d2::CustomizeConnection<PgConnection, diesel::r2d2::Error> for PlanPerExecution {
+impl diesel::r2d2::CustomizeConnection<PgConnection, diesel::r2d2::Error> for ReadPoolConnection {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
-        plan_for_the_table_as_it_is(conn).map_err(diesel::r2d2::Error::QueryError)
+        use diesel::RunQueryDsl;
+        plan_for_the_table_as_it_is(conn).map_err(diesel::r2d2::Error::QueryError)?;
+        diesel::sql_query("SET synchronous_commit = off")
+            .execute(conn)
+            .map(|_| ())
+            .map_err(diesel::r2d2::Error::QueryError)
     }
+}
+
+/// Runs `work` in a transaction that waits for the WAL flush on commit, for writes on
+/// a read-pool connection that must survive a crash (room membership).
+pub fn durably<T>(
+    conn: &mut PgConnection,
+    work: impl FnOnce(&mut PgConnection) -> Result<T, Error>,
+) -> Result<T, Error> {
+    use diesel::RunQueryDsl;
+    conn.transaction(|conn| {
+        diesel::sql_query("SET LOCAL synchronous_commit = on").execute(conn)?;
+        work(conn)
+    })
 }
 
 /// The read pool. r2d2 waits `timeout` for a connection (its default of 30 s would
@@ -104,7 +126,7 @@ pub fn read_pool(url: &str, size: u32, timeout: Duration) -> Result<PgPool, Erro
         .min_idle(Some(0))
         .connection_timeout(timeout)
         .test_on_check_out(false)
-        .connection_customizer(Box::new(PlanPerExecution))
+        .connection_customizer(Box::new(ReadPoolConnection))
         .build(manager)
         .map_err(Error::from)
 }

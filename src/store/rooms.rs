@@ -100,7 +100,7 @@ pub fn put(
     name: Option<&str>,
     members: &[String],
 ) -> Result<RoomChange, Error> {
-    conn.transaction(|conn| {
+    super::durably(conn, |conn| {
         let existing = get(conn, room_id)?;
         let room = match (&existing, name) {
             (Some(room), None) => room.clone(),
@@ -136,7 +136,7 @@ pub fn put(
 
 /// Adds a member; false when they already were one. `NotFound` for an unknown room.
 pub fn add_member(conn: &mut PgConnection, room_id: &str, user_id: &str) -> Result<bool, Error> {
-    conn.transaction(|conn| {
+    super::durably(conn, |conn| {
         if get(conn, room_id)?.is_none() {
             return Err(Error::NotFound);
         }
@@ -150,16 +150,18 @@ pub fn add_member(conn: &mut PgConnection, room_id: &str, user_id: &str) -> Resu
 
 /// Removes a member. `NotFound` when the room or the membership does not exist.
 pub fn remove_member(conn: &mut PgConnection, room_id: &str, user_id: &str) -> Result<(), Error> {
-    let removed = diesel::delete(
-        room_members::table
-            .filter(room_members::room_id.eq(room_id))
-            .filter(room_members::user_id.eq(user_id)),
-    )
-    .execute(conn)?;
-    if removed == 0 {
-        return Err(Error::NotFound);
-    }
-    Ok(())
+    super::durably(conn, |conn| {
+        let removed = diesel::delete(
+            room_members::table
+                .filter(room_members::room_id.eq(room_id))
+                .filter(room_members::user_id.eq(user_id)),
+        )
+        .execute(conn)?;
+        if removed == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    })
 }
 
 /// Moves the member's read cursor forward to `up_to` (never back); returns how many
