@@ -25,7 +25,8 @@ CREATE TABLE messages (
 CREATE INDEX messages_topic_id_idx ON messages (topic, id DESC);
 -- The unread summary at login and read receipts touch only unread rows addressed to one
 -- user (room messages have no recipient: their unread state is the member's cursor).
-CREATE INDEX messages_unread_idx ON messages (recipient_id, topic)
+-- With id in it, the summary's count and newest id per topic come from the index alone.
+CREATE INDEX messages_unread_idx ON messages (recipient_id, topic, id)
     WHERE NOT is_delivered AND recipient_id IS NOT NULL;
 -- What a site's staff have not read: visitors' messages in support conversations.
 CREATE INDEX messages_support_unread_idx ON messages (topic)
