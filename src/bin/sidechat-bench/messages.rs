@@ -139,6 +139,8 @@ pub async fn run(
     while acked.load(Ordering::Relaxed) < total_sent && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Sustained means acknowledged: the rate counts until the last ack, not the last send.
+    let until_acked = started.elapsed();
     let (cpu_server_1, cpu_pg_1) = server.cpu_ms();
     drop(writers);
     for reader in readers {
@@ -184,10 +186,10 @@ pub async fn run(
         "target_rate": rate,
         "warmup_seconds": warmup,
         "recipients_send_read": send_reads,
-        "seconds": sending.as_secs_f64(),
         "sent": total_sent,
         "acked": acked,
-        "achieved_rate": acked as f64 / sending.as_secs_f64(),
+        "send_seconds": sending.as_secs_f64(),
+        "achieved_rate": acked as f64 / until_acked.as_secs_f64(),
         "latency": summarize(&mut latencies),
         "server_cpu_ms_per_1000": per_thousand(cpu_server_0, cpu_server_1),
         "postgres_cpu_ms_per_1000": per_thousand(cpu_pg_0, cpu_pg_1),
