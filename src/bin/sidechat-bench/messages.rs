@@ -155,24 +155,25 @@ pub async fn run(
     // Every acknowledged message is stored, once.
     let url = server.database_url.clone();
     let senders_like = format!("s{run}-%");
-    let (rows, distinct): (i64, i64) = tokio::task::spawn_blocking(move || -> anyhow::Result<(i64, i64)> {
-        let mut conn = PgConnection::establish(&url)?;
-        #[derive(QueryableByName)]
-        struct Counts {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            rows: i64,
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            distinct_refs: i64,
-        }
-        let c: Counts = diesel::sql_query(
-            "SELECT count(*) AS rows, count(DISTINCT (sender_id, client_ref)) AS distinct_refs \
+    let (rows, distinct): (i64, i64) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(i64, i64)> {
+            let mut conn = PgConnection::establish(&url)?;
+            #[derive(QueryableByName)]
+            struct Counts {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                rows: i64,
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                distinct_refs: i64,
+            }
+            let c: Counts = diesel::sql_query(
+                "SELECT count(*) AS rows, count(DISTINCT (sender_id, client_ref)) AS distinct_refs \
              FROM messages WHERE sender_id LIKE $1",
-        )
-        .bind::<diesel::sql_types::Text, _>(senders_like)
-        .get_result(&mut conn)?;
-        Ok((c.rows, c.distinct_refs))
-    })
-    .await??;
+            )
+            .bind::<diesel::sql_types::Text, _>(senders_like)
+            .get_result(&mut conn)?;
+            Ok((c.rows, c.distinct_refs))
+        })
+        .await??;
 
     let per_thousand = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (Some(a), Some(b)) if acked > 0 => {
