@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CloseCode, Codec, Inbound, Outbound};
 use crate::auth::Identity;
-use crate::chat::{Actor, Chat, JoinReply, Reason, Request, Topic};
+use crate::chat::{Actor, Chat, JoinReply, MessageId, Reason, Request, Topic};
 use crate::hub::{ConnId, DROP_EVENT, HubEvent, Subscriber};
 
 /// How long the close frame may wait behind a slow client's backlog before the
@@ -71,6 +71,9 @@ struct Channel {
     topic: Topic,
     join_ref: Option<String>,
     state: JoinState,
+    /// Receipts that arrived while one was being stored; they go as one.
+    reads_waiting: Vec<(ReplyTo, MessageId)>,
+    read_in_flight: bool,
 }
 
 /// Where a reply goes: the refs and topic spelling of the push it answers.
@@ -92,6 +95,12 @@ enum Completion {
         join_ref: Option<String>,
         msg_ref: Option<String>,
         result: Result<JoinReply, Reason>,
+    },
+    /// Receipts stored as one, up to the highest message id among them.
+    Read {
+        key: String,
+        requests: Vec<(ReplyTo, MessageId)>,
+        result: Result<usize, Reason>,
     },
 }
 
@@ -419,10 +428,17 @@ impl<C: Codec> Session<C> {
                 Ok(())
             }
             Request::Read(up_to) => {
-                self.in_flight(to, async move {
-                    let marked = chat.read(&actor, &topic, up_to).await?;
-                    Ok(json!({"marked": marked}))
-                });
+                // A client that reads every message as it arrives sends receipts faster
+                // than storage takes them one by one; while one is stored, the next wait
+                // and then go together, as "read up to the highest".
+                if let Some(channel) = self.channels.get_mut(&key) {
+                    if channel.read_in_flight {
+                        channel.reads_waiting.push((to, up_to));
+                        return Ok(());
+                    }
+                    channel.read_in_flight = true;
+                }
+                self.store_reads(key, topic, vec![(to, up_to)]);
                 Ok(())
             }
             Request::History(params) => {
@@ -436,6 +452,74 @@ impl<C: Codec> Session<C> {
                     .await
             }
         }
+    }
+
+    /// Stores receipts as one read up to their highest message id.
+    fn store_reads(&mut self, key: String, topic: Topic, requests: Vec<(ReplyTo, MessageId)>) {
+        let Some(up_to) = requests.iter().map(|(_, id)| *id).max() else {
+            return;
+        };
+        let (chat, actor) = (self.ctx.chat.clone(), self.actor.clone());
+        self.pending.push(Box::pin(async move {
+            let result = chat.read(&actor, &topic, up_to).await;
+            Completion::Read {
+                key,
+                requests,
+                result,
+            }
+        }));
+    }
+
+    /// Answers receipts stored together: the one with the highest id gets the count,
+    /// the others `{"marked": 0}` (their messages are in that count). Then stores what
+    /// waited meanwhile.
+    async fn finish_reads(
+        &mut self,
+        key: String,
+        mut requests: Vec<(ReplyTo, MessageId)>,
+        result: Result<usize, Reason>,
+    ) -> Result<(), End> {
+        let topic = self.channels.get(&key).map(|c| c.topic.clone());
+        if result == Err(Reason::NotFound) && requests.len() > 1 {
+            // The highest id is not in this conversation; the others may be. Each on
+            // its own then, so one bad id fails only itself.
+            if let Some(topic) = topic {
+                for request in requests.drain(..) {
+                    self.store_reads(key.clone(), topic.clone(), vec![request]);
+                }
+                return Ok(());
+            }
+        }
+        let up_to = requests.iter().map(|(_, id)| *id).max();
+        for (to, id) in requests {
+            let answer = match &result {
+                Ok(marked) if Some(id) == up_to => Ok(json!({"marked": marked})),
+                Ok(_) => Ok(json!({"marked": 0})),
+                Err(reason) => Err(*reason),
+            };
+            self.reply(
+                to.join_ref.as_deref(),
+                to.msg_ref.as_deref(),
+                &to.topic,
+                answer,
+            )
+            .await?;
+        }
+        let next = match self.channels.get_mut(&key) {
+            Some(channel) if !channel.reads_waiting.is_empty() => Some((
+                channel.topic.clone(),
+                std::mem::take(&mut channel.reads_waiting),
+            )),
+            Some(channel) => {
+                channel.read_in_flight = false;
+                None
+            }
+            None => None,
+        };
+        if let Some((topic, waiting)) = next {
+            self.store_reads(key, topic, waiting);
+        }
+        Ok(())
     }
 
     /// Runs `work` off the loop; its result is answered to `to` when it completes.
@@ -511,6 +595,8 @@ impl<C: Codec> Session<C> {
                 topic: topic.clone(),
                 join_ref: join_ref.clone(),
                 state: JoinState::Joining(Vec::new()),
+                reads_waiting: Vec::new(),
+                read_in_flight: false,
             },
         );
         let chat = self.ctx.chat.clone();
@@ -544,6 +630,11 @@ impl<C: Codec> Session<C> {
                 msg_ref,
                 result,
             } => self.finish_join(key, join_ref, msg_ref, result).await,
+            Completion::Read {
+                key,
+                requests,
+                result,
+            } => self.finish_reads(key, requests, result).await,
         }
     }
 

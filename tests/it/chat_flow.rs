@@ -440,3 +440,59 @@ async fn the_user_api_serves_unread_and_history_to_the_users_own_token() {
         assert!(body["error"].is_string());
     }
 }
+
+#[tokio::test]
+async fn receipts_sent_faster_than_stored_all_get_their_answer() {
+    let app = spawn_app_with(|s| s.limits.messages_per_second = 0).await;
+    let mut alice = app.connect("alice").await;
+    alice.join_ok("chat:alice:bob", json!({})).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(alice.send_msg("chat:alice:bob", &format!("m{i}")).await["id"].clone());
+    }
+    let mut bob = app.connect("bob").await;
+    bob.join_ok("chat:alice:bob", json!({})).await;
+    // Pipelined, as a client reading each message as it arrives would send them, with
+    // one id that is no message of this chat among them.
+    let mut refs = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let r = format!("read{i}");
+        bob.send_text(json!(["1", r, "chat:alice:bob", "read", {"message_id": id}]).to_string())
+            .await;
+        refs.push(r);
+        if i == 10 {
+            bob.send_text(
+                json!(["1", "bad", "chat:alice:bob", "read", {"message_id": 999999}]).to_string(),
+            )
+            .await;
+        }
+    }
+    let mut marked = 0;
+    for r in &refs {
+        let reply = bob
+            .expect(|f| f[1] == json!(r) && f[3] == "phx_reply")
+            .await;
+        assert_eq!(reply[4]["status"], "ok", "{reply}");
+        marked += reply[4]["response"]["marked"].as_i64().unwrap();
+    }
+    let bad = bob.expect(|f| f[1] == "bad" && f[3] == "phx_reply").await;
+    assert_eq!(bad[4]["response"]["reason"], "not_found");
+    assert_eq!(marked, 20, "every message counted once");
+    let unread: i64 = app
+        .db(|conn| {
+            use diesel::prelude::*;
+            use sidechat::store::schema::messages::dsl::*;
+            messages
+                .filter(is_delivered.eq(false))
+                .count()
+                .get_result(conn)
+                .unwrap()
+        })
+        .await;
+    assert_eq!(unread, 0);
+    // The sender's last receipt names the newest message.
+    let last = alice
+        .expect(|f| f[3] == "read" && f[4]["message_id"] == ids[19])
+        .await;
+    assert_eq!(last[4]["user_id"], "bob");
+}
