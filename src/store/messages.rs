@@ -47,11 +47,13 @@ pub fn history(
     Ok((rows, more))
 }
 
-/// Inserts every message in one statement; rows come back in insertion (id) order.
+/// Inserts every message in one statement; rows come back in insertion (id) order. A
+/// message whose (sender, client_ref) is already stored is skipped, not an error: the
+/// caller answers a resend with the stored row.
 ///
 /// The rows travel as one array per column through `unnest`, so the statement text is
-/// the same for any batch size: Postgres plans it once per connection, where a VALUES
-/// list would be a new statement (parsed and planned anew) for every batch size.
+/// the same for any batch size and its plan is made once per connection; it does not
+/// depend on how large the table is.
 pub fn insert_all(conn: &mut PgConnection, new: &[NewMessage]) -> Result<Vec<MessageRow>, Error> {
     use diesel::sql_types::{Array, Jsonb, Nullable, Text};
     if new.is_empty() {
@@ -66,6 +68,7 @@ pub fn insert_all(conn: &mut PgConnection, new: &[NewMessage]) -> Result<Vec<Mes
               WITH ORDINALITY AS m(topic, sender_id, recipient_id, body, kind, status, meta, \
                                    client_ref, n) \
          ORDER BY n \
+         ON CONFLICT (sender_id, client_ref) DO NOTHING \
          RETURNING *",
     )
     .bind::<Array<Text>, _>(column(|m| m.topic.clone()))
@@ -80,6 +83,14 @@ pub fn insert_all(conn: &mut PgConnection, new: &[NewMessage]) -> Result<Vec<Mes
     // Ids are drawn in ORDER BY n order; sorting makes that order explicit.
     rows.sort_by_key(|r| r.id);
     Ok(rows)
+}
+
+/// For the rest of this transaction, plan each statement for the table as it is now.
+/// The writer's connection lives for days while the table grows from empty; its rare
+/// lookups must not reuse a plan Postgres cached when the table was small.
+pub fn plan_for_now(conn: &mut PgConnection) -> Result<(), Error> {
+    diesel::sql_query("SET LOCAL plan_cache_mode = force_custom_plan").execute(conn)?;
+    Ok(())
 }
 
 /// Stored messages matching any of the (sender, client_ref) pairs.

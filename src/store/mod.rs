@@ -131,12 +131,12 @@ pub fn read_pool(url: &str, size: u32, timeout: Duration) -> Result<PgPool, Erro
         .map_err(Error::from)
 }
 
-/// One connection, for start-up checks, migrations and the writer.
+/// One connection, for start-up checks, migrations and the writer. The writer's hot
+/// statement (the insert) has one plan whatever the table's size, so it keeps cached
+/// plans; its rare lookups plan afresh (`messages::plan_for_now`).
 pub fn connect(url: &str, timeout: Duration) -> Result<PgConnection, Error> {
-    let mut conn = PgConnection::establish(&with_connect_timeout(url, timeout))
-        .map_err(|e| Error::Unavailable(e.to_string()))?;
-    plan_for_the_table_as_it_is(&mut conn)?;
-    Ok(conn)
+    PgConnection::establish(&with_connect_timeout(url, timeout))
+        .map_err(|e| Error::Unavailable(e.to_string()))
 }
 
 /// Applies pending migrations; returns how many ran.

@@ -302,15 +302,11 @@ impl WriterLoop {
 /// was committed.
 type BatchResult = Result<Vec<Result<Outcome, Error>>, Error>;
 
-/// Applies one batch in one transaction, in order.
+/// Applies one batch in one transaction, in order. Another replica's writer inserting
+/// the same client_ref at the same moment is no error: the insert waits for it, skips
+/// the row, and the lookup then finds theirs.
 fn apply_batch(conn: &mut PgConnection, batch: &[Mutation]) -> BatchResult {
-    // A concurrent writer (another replica) may insert the same client_ref between our
-    // lookup and our insert; the unique key then fails the transaction and one more try
-    // finds the row.
-    match conn.transaction(|conn| apply_batch_once(conn, batch)) {
-        Err(Error::Conflict(_)) => conn.transaction(|conn| apply_batch_once(conn, batch)),
-        other => other,
-    }
+    conn.transaction(|conn| apply_batch_once(conn, batch))
 }
 
 fn apply_batch_once(conn: &mut PgConnection, batch: &[Mutation]) -> BatchResult {
@@ -340,7 +336,10 @@ fn apply_one(
         Mutation::Insert(message) => insert_run(conn, &[message])?
             .pop()
             .unwrap_or_else(|| Err(Error::Unavailable("the insert returned nothing".into()))),
-        Mutation::Edit(edit) => messages::edit(conn, edit)?.map(Outcome::Edited),
+        Mutation::Edit(edit) => {
+            messages::plan_for_now(conn)?;
+            messages::edit(conn, edit)?.map(Outcome::Edited)
+        }
         Mutation::Delete { id } => messages::tombstone(conn, *id)?.map(Outcome::Deleted),
         Mutation::EraseUser { user_id } => {
             Ok(Outcome::Erased(messages::erase_user(conn, user_id)?))
@@ -348,8 +347,8 @@ fn apply_one(
     })
 }
 
-/// Inserts a run of messages in one statement; a resend with a `client_ref` already
-/// stored (or earlier in the run) is answered with that row instead.
+/// Inserts a run of messages in one statement. A resend with a `client_ref` already
+/// stored (skipped by the unique key) or earlier in the run is answered with that row.
 fn insert_run(
     conn: &mut PgConnection,
     run: &[&NewMessage],
@@ -357,19 +356,10 @@ fn insert_run(
     if run.is_empty() {
         return Ok(Vec::new());
     }
-    let pairs: Vec<(&str, &str)> = run
-        .iter()
-        .filter_map(|m| Some((m.sender_id.as_str(), m.client_ref.as_deref()?)))
-        .collect();
-    let mut known: HashMap<(String, String), MessageRow> = messages::by_client_refs(conn, &pairs)?
-        .into_iter()
-        .filter_map(|row| Some(((row.sender_id.clone(), row.client_ref.clone()?), row)))
-        .collect();
-
+    // Within the run, a repeated (sender, client_ref) is the first one again.
     enum Source {
-        Existing(MessageRow),
-        Inserted(usize),
-        SameAs((String, String)),
+        Row(usize),
+        SameAs(usize),
     }
     let mut to_insert: Vec<NewMessage> = Vec::new();
     let mut first_in_run: HashMap<(String, String), usize> = HashMap::new();
@@ -379,54 +369,78 @@ fn insert_run(
             .client_ref
             .as_ref()
             .map(|r| (message.sender_id.clone(), r.clone()));
-        let source = match key {
-            Some(key) => {
-                if let Some(row) = known.get(&key) {
-                    Source::Existing(row.clone())
-                } else {
-                    match first_in_run.entry(key) {
-                        Entry::Occupied(seen) => Source::SameAs(seen.key().clone()),
-                        Entry::Vacant(first) => {
-                            first.insert(to_insert.len());
-                            to_insert.push((*message).clone());
-                            Source::Inserted(to_insert.len() - 1)
-                        }
-                    }
-                }
+        let source = match key.map(|key| first_in_run.entry(key)) {
+            Some(Entry::Occupied(seen)) => Source::SameAs(*seen.get()),
+            Some(Entry::Vacant(first)) => {
+                first.insert(to_insert.len());
+                to_insert.push((*message).clone());
+                Source::Row(to_insert.len() - 1)
             }
             None => {
                 to_insert.push((*message).clone());
-                Source::Inserted(to_insert.len() - 1)
+                Source::Row(to_insert.len() - 1)
             }
         };
         sources.push(source);
     }
 
-    let inserted = messages::insert_all(conn, &to_insert)?;
-    if inserted.len() != to_insert.len() {
-        return Err(Error::Unavailable(format!(
-            "inserted {} rows for {} messages",
-            inserted.len(),
-            to_insert.len()
-        )));
-    }
-    for (index, row) in inserted.iter().enumerate() {
-        if let Some(r) = &row.client_ref
-            && first_in_run.get(&(row.sender_id.clone(), r.clone())) == Some(&index)
-        {
-            known.insert((row.sender_id.clone(), r.clone()), row.clone());
+    // Rows come back in the order given, less the ones the unique key skipped.
+    let mut returned = messages::insert_all(conn, &to_insert)?
+        .into_iter()
+        .peekable();
+    let mut rows: Vec<Option<(MessageRow, bool)>> = vec![None; to_insert.len()];
+    let mut resent: Vec<usize> = Vec::new();
+    for (index, message) in to_insert.iter().enumerate() {
+        let this_one = |row: &MessageRow| {
+            row.sender_id == message.sender_id
+                && row.client_ref == message.client_ref
+                && row.topic == message.topic
+        };
+        match (returned.next_if(this_one), rows.get_mut(index)) {
+            (Some(row), Some(slot)) => *slot = Some((row, true)),
+            (None, _) if message.client_ref.is_some() => resent.push(index),
+            _ => return Err(Error::Unavailable("an insert was skipped".into())),
         }
     }
-    let stored = |row: Option<MessageRow>, created: bool| {
-        row.map(|row| Ok(Outcome::Inserted(Stored { row, created })))
+    if !resent.is_empty() {
+        let pairs: Vec<(&str, &str)> = resent
+            .iter()
+            .filter_map(|&i| {
+                let m = to_insert.get(i)?;
+                Some((m.sender_id.as_str(), m.client_ref.as_deref()?))
+            })
+            .collect();
+        messages::plan_for_now(conn)?;
+        let stored = messages::by_client_refs(conn, &pairs)?;
+        for &index in &resent {
+            let Some(message) = to_insert.get(index) else {
+                continue;
+            };
+            let found = stored.iter().find(|row| {
+                row.sender_id == message.sender_id && row.client_ref == message.client_ref
+            });
+            if let Some(slot) = rows.get_mut(index) {
+                *slot = found.map(|row| (row.clone(), false));
+            }
+        }
+    }
+    let answer = |index: usize, repeated: bool| {
+        rows.get(index)
+            .cloned()
+            .flatten()
+            .map(|(row, created)| {
+                Ok(Outcome::Inserted(Stored {
+                    row,
+                    created: created && !repeated,
+                }))
+            })
             .ok_or_else(|| Error::Unavailable("a row of the batch went missing".into()))
     };
     sources
         .into_iter()
         .map(|source| match source {
-            Source::Existing(row) => stored(Some(row), false),
-            Source::Inserted(i) => stored(inserted.get(i).cloned(), true),
-            Source::SameAs(key) => stored(known.get(&key).cloned(), false),
+            Source::Row(index) => answer(index, false),
+            Source::SameAs(index) => answer(index, true),
         })
         .collect()
 }
