@@ -9,11 +9,14 @@ WORKDIR /src
 
 # The dependencies in a layer of their own: rebuilt only when Cargo.toml or Cargo.lock
 # change, not on every edit of src/.
+# (Every target the manifest names must exist, so the benchmark gets a stub too; the image
+# holds only the service.)
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+RUN mkdir -p src/bin/sidechat-bench \
  && echo 'fn main() {}' > src/main.rs \
+ && echo 'fn main() {}' > src/bin/sidechat-bench/main.rs \
  && touch src/lib.rs \
- && cargo build --release --locked \
+ && cargo build --release --locked --bin sidechat \
  && rm -rf src target/release/sidechat target/release/deps/sidechat-* \
       target/release/deps/libsidechat-* target/release/.fingerprint/sidechat-*
 
@@ -21,7 +24,7 @@ COPY migrations migrations
 COPY config config
 COPY assets assets
 COPY src src
-RUN cargo build --release --locked \
+RUN cargo build --release --locked --bin sidechat \
  && strip target/release/sidechat
 
 FROM debian:bookworm-slim
