@@ -13,6 +13,7 @@ mod health;
 mod host_api;
 mod migrations;
 mod observability;
+mod query_plans;
 mod replicas;
 mod rooms;
 mod shutdown;
