@@ -298,17 +298,7 @@ impl<C: Codec> Session<C> {
         topic: &str,
         result: Result<Value, Reason>,
     ) -> Result<(), End> {
-        if let Err(reason) = &result {
-            self.ctx.chat.metrics().error(reason.as_str());
-        }
-        let result = result.as_ref().map_err(|r| *r);
-        self.send(&Outbound::Reply {
-            join_ref,
-            msg_ref,
-            topic,
-            result,
-        })
-        .await
+        self.answer(false, join_ref, msg_ref, topic, result).await
     }
 
     /// Answers a join: sent whatever the refs, since some protocols (ActionCable)
@@ -320,17 +310,37 @@ impl<C: Codec> Session<C> {
         topic: &str,
         result: Result<Value, Reason>,
     ) -> Result<(), End> {
+        self.answer(true, join_ref, msg_ref, topic, result).await
+    }
+
+    async fn answer(
+        &mut self,
+        to_join: bool,
+        join_ref: Option<&str>,
+        msg_ref: Option<&str>,
+        topic: &str,
+        result: Result<Value, Reason>,
+    ) -> Result<(), End> {
         if let Err(reason) = &result {
             self.ctx.chat.metrics().error(reason.as_str());
         }
         let result = result.as_ref().map_err(|r| *r);
-        self.send(&Outbound::JoinReply {
-            join_ref,
-            msg_ref,
-            topic,
-            result,
-        })
-        .await
+        let outbound = if to_join {
+            Outbound::JoinReply {
+                join_ref,
+                msg_ref,
+                topic,
+                result,
+            }
+        } else {
+            Outbound::Reply {
+                join_ref,
+                msg_ref,
+                topic,
+                result,
+            }
+        };
+        self.send(&outbound).await
     }
 
     async fn on_frame(&mut self, message: AggregatedMessage) -> Result<(), End> {
