@@ -186,7 +186,7 @@ fn dev(config: Option<&Path>, port: Option<u16>) -> anyhow::Result<()> {
     // Without DATABASE_URL, a private cluster that lives as long as this process.
     let mut cluster = None;
     if settings.database.url.is_empty() {
-        let data_dir = dev_data_dir()?;
+        let data_dir = sidechat::dev::default_data_dir(&std::env::current_dir()?);
         eprintln!("starting a private Postgres in {} ...", data_dir.display());
         let started = PgCluster::start(ClusterOptions {
             data_dir,
@@ -236,36 +236,6 @@ fn dev(config: Option<&Path>, port: Option<u16>) -> anyhow::Result<()> {
         cluster.stop();
     }
     result
-}
-
-/// `.sidechat/pg` in the working directory; as root, where the `postgres` user can
-/// reach it (root's home is closed to other users).
-fn dev_data_dir() -> anyhow::Result<PathBuf> {
-    let local = std::env::current_dir()?.join(".sidechat").join("pg");
-    let is_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    if !is_root {
-        return Ok(local);
-    }
-    let reachable = local.ancestors().skip(1).all(|dir| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(dir).map_or(true, |m| m.permissions().mode() & 0o001 != 0)
-    });
-    if reachable {
-        Ok(local)
-    } else {
-        let tag: u64 = local
-            .display()
-            .to_string()
-            .bytes()
-            .fold(1469598103934665603, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(1099511628211)
-            });
-        Ok(std::env::temp_dir().join(format!("sidechat-dev-{tag:016x}")))
-    }
 }
 
 fn parse_ttl(raw: &str) -> anyhow::Result<Duration> {

@@ -64,6 +64,30 @@ fn running_as_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Where `sidechat dev` keeps its cluster: `.sidechat/pg` under `workdir`; as root, when
+/// the `postgres` user cannot traverse to it (root's home is closed to others), a
+/// directory under the temp dir named after `workdir`, so each project keeps its own.
+pub fn default_data_dir(workdir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let local = workdir.join(".sidechat").join("pg");
+    let reachable = local
+        .ancestors()
+        .skip(1)
+        .all(|dir| std::fs::metadata(dir).map_or(true, |m| m.permissions().mode() & 0o001 != 0));
+    if !running_as_root() || reachable {
+        return local;
+    }
+    // FNV-1a of the path: stable across runs, no dependency for it.
+    let tag = local
+        .display()
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    std::env::temp_dir().join(format!("sidechat-dev-{tag:016x}"))
+}
+
 fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())

@@ -125,64 +125,65 @@ fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
     }
 }
 
+/// A query string or path segment that does not parse.
+fn invalid(err: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_payload", err.to_string())
+}
+
 /// Every route the service answers.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::QueryConfig::default().error_handler(|err, _| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_payload", err.to_string()).into()
-    }))
-    .app_data(
-        web::JsonConfig::default()
-            .limit(MAX_JSON_BYTES)
-            .error_handler(|err, _| json_error(err).into()),
-    )
-    .app_data(web::PathConfig::default().error_handler(|err, _| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_payload", err.to_string()).into()
-    }))
-    .route("/socket/websocket", web::get().to(socket::phoenix))
-    .route("/cable", web::get().to(socket::actioncable))
-    .route("/api/v1/messages", web::post().to(host_api::post_message))
-    .route(
-        "/api/v1/messages/{id}",
-        web::patch().to(host_api::patch_message),
-    )
-    .route(
-        "/api/v1/messages/{id}",
-        web::delete().to(host_api::delete_message),
-    )
-    .route("/api/v1/rooms/{rid}", web::put().to(host_api::put_room))
-    .route("/api/v1/rooms/{rid}", web::get().to(host_api::get_room))
-    .route(
-        "/api/v1/rooms/{rid}/members/{uid}",
-        web::put().to(host_api::put_member),
-    )
-    .route(
-        "/api/v1/rooms/{rid}/members/{uid}",
-        web::delete().to(host_api::delete_member),
-    )
-    .route(
-        "/api/v1/users/{uid}/unread",
-        web::get().to(host_api::user_unread),
-    )
-    .route(
-        "/api/v1/users/{uid}",
-        web::delete().to(host_api::erase_user),
-    )
-    .route(
-        "/api/v1/conversations/{topic}/messages",
-        web::get().to(host_api::conversation_messages),
-    )
-    .route("/api/openapi.json", web::get().to(openapi::openapi_json))
-    .route("/demo", web::get().to(demo::page))
-    .route("/demo/phoenix.min.js", web::get().to(demo::phoenix_js))
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
-    .route("/metrics", web::get().to(health::metrics))
-    .route("/v1/me/unread", web::get().to(user_api::my_unread))
-    .route(
-        "/v1/conversations/{topic}/messages",
-        web::get().to(user_api::conversation_messages),
-    )
-    .default_service(web::to(not_found));
+    cfg.app_data(web::QueryConfig::default().error_handler(|err, _| invalid(err).into()))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(MAX_JSON_BYTES)
+                .error_handler(|err, _| json_error(err).into()),
+        )
+        .app_data(web::PathConfig::default().error_handler(|err, _| invalid(err).into()))
+        .route("/socket/websocket", web::get().to(socket::phoenix))
+        .route("/cable", web::get().to(socket::actioncable))
+        .route("/api/v1/messages", web::post().to(host_api::post_message))
+        .route(
+            "/api/v1/messages/{id}",
+            web::patch().to(host_api::patch_message),
+        )
+        .route(
+            "/api/v1/messages/{id}",
+            web::delete().to(host_api::delete_message),
+        )
+        .route("/api/v1/rooms/{rid}", web::put().to(host_api::put_room))
+        .route("/api/v1/rooms/{rid}", web::get().to(host_api::get_room))
+        .route(
+            "/api/v1/rooms/{rid}/members/{uid}",
+            web::put().to(host_api::put_member),
+        )
+        .route(
+            "/api/v1/rooms/{rid}/members/{uid}",
+            web::delete().to(host_api::delete_member),
+        )
+        .route(
+            "/api/v1/users/{uid}/unread",
+            web::get().to(host_api::user_unread),
+        )
+        .route(
+            "/api/v1/users/{uid}",
+            web::delete().to(host_api::erase_user),
+        )
+        .route(
+            "/api/v1/conversations/{topic}/messages",
+            web::get().to(host_api::conversation_messages),
+        )
+        .route("/api/openapi.json", web::get().to(openapi::openapi_json))
+        .route("/demo", web::get().to(demo::page))
+        .route("/demo/phoenix.min.js", web::get().to(demo::phoenix_js))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
+        .route("/v1/me/unread", web::get().to(user_api::my_unread))
+        .route(
+            "/v1/conversations/{topic}/messages",
+            web::get().to(user_api::conversation_messages),
+        )
+        .default_service(web::to(not_found));
 }
 
 impl From<ApiError> for HttpResponse {

@@ -25,9 +25,9 @@ pub struct MessageRow {
     pub is_delivered: bool,
 }
 
-/// A message to insert; the writer inserts a slice of these in one statement.
-#[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = messages)]
+/// A message to insert; the writer inserts a slice of these in one statement
+/// (`messages::insert_all`, as column arrays).
+#[derive(Debug, Clone)]
 pub struct NewMessage {
     pub topic: String,
     pub sender_id: String,

@@ -123,16 +123,11 @@ async fn a_crashed_replicas_users_go_offline_by_themselves() {
 
     // Replica C is a real process, so it can die without a word: SIGKILL.
     let prefix = a.redis_prefix.clone().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let mut replica_c = std::process::Command::new(env!("CARGO_BIN_EXE_sidechat"))
         .arg("serve")
         .env("DATABASE_URL", &a.db_url)
         .env("SIDECHAT__SERVER__HOST", "127.0.0.1")
-        .env("SIDECHAT__SERVER__PORT", port.to_string())
+        .env("SIDECHAT__SERVER__PORT", "0")
         .env(
             "SIDECHAT__AUTH__HMAC_SECRETS",
             test_settings().auth.hmac_secrets[0].expose(),
@@ -141,23 +136,33 @@ async fn a_crashed_replicas_users_go_offline_by_themselves() {
         .env("SIDECHAT__BROKER__REDIS_URL", redis_url())
         .env("SIDECHAT__BROKER__REDIS_PREFIX", &prefix)
         .env("SIDECHAT__BROKER__PRESENCE_TTL_S", "3")
-        .env("RUST_LOG", "error")
+        .env("RUST_LOG", "sidechat=info")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Its log names the port once it listens; the rest of the log is drained so the
+    // process never blocks on a full pipe.
+    let log = replica_c.stderr.take().unwrap();
+    let port = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(log).lines().map_while(Result::ok);
+        let port = lines.find_map(|line| {
+            line.split("listening on port ")
+                .nth(1)
+                .and_then(|p| p.trim().parse::<u16>().ok())
+        });
+        std::thread::spawn(move || lines.for_each(drop));
+        port
+    })
+    .await
+    .unwrap()
+    .expect("replica C logs its port");
     let url = format!(
         "ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0&token={}",
         hmac_token("carol", 600)
     );
-    let (carol_ws, _) = loop {
-        // The process needs a moment to listen; each attempt is a real connect.
-        if let Ok(connected) = tokio_tungstenite::connect_async(&url).await {
-            break connected;
-        }
-        assert!(replica_c.try_wait().unwrap().is_none(), "replica C exited");
-        tokio::task::yield_now().await;
-    };
+    let (carol_ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     let mut carol = Client::from_socket(carol_ws);
     carol.join_ok("chat:carol:alice", json!({})).await;
     alice
