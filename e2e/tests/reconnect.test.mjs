@@ -28,6 +28,8 @@ test("clients recover every message after a restart, with no duplicate", async (
     // The join push is resent on every rejoin; its hooks fire each time.
     let onRejoin = null;
     bobChat.joinPush.receive("ok", (reply) => onRejoin?.(reply));
+    let onAliceRejoin = null;
+    aliceChat.joinPush.receive("ok", () => onAliceRejoin?.());
     await join(aliceChat);
     const first = await join(bobChat);
     first.messages.forEach(record);
@@ -41,8 +43,13 @@ test("clients recover every message after a restart, with no duplicate", async (
 
     // Bob drops off; the server restarts; alice writes while bob is away.
     bobSocket.disconnect();
+    const aliceBack = new Promise((res) => {
+      onAliceRejoin = res;
+    });
     await server.stop();
     await server.start();
+    // Alice's client reconnects and rejoins by itself; she writes once it has.
+    await aliceBack;
     for (const body of ["while-away-1", "while-away-2", "while-away-3"]) {
       sent.push((await push(aliceChat, "new_msg", { body, client_ref: body })).message.id);
     }
