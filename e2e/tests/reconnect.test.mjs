@@ -9,7 +9,7 @@ const server = new Server();
 before(() => server.start());
 after(() => server.cleanup());
 
-test("clients recover every message after a restart, with no duplicate", async () => {
+test("clients recover every message after a restart, with no duplicate", { timeout: 60_000 }, async () => {
   const [alice, bob] = [uid("alice"), uid("bob")];
   const topic = `chat:${alice}:${bob}`;
   const aliceSocket = connect(server, hmacToken(alice));
