@@ -287,16 +287,33 @@ impl PgCluster {
         Ok(())
     }
 
+    /// The postmaster's pid, the first line of `postmaster.pid`.
+    fn postmaster_pid(&self) -> anyhow::Result<u32> {
+        let file = self.data_dir.join("postmaster.pid");
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        text.lines()
+            .next()
+            .and_then(|line| line.trim().parse().ok())
+            .with_context(|| format!("no pid in {}", file.display()))
+    }
+
     /// Stops the cluster when this process ends, even by a signal or a panic that
-    /// skips destructors (test binaries never drop their statics).
+    /// skips destructors (test binaries never drop their statics). It stops only the
+    /// postmaster this process started: by the time it notices (it polls each second),
+    /// a restarted `sidechat dev` may already run a new one on the same data directory.
     fn spawn_watchdog(&self) -> anyhow::Result<()> {
         let pg_ctl = self.bin_dir.join("pg_ctl").display().to_string();
         let data = self.data_dir.display().to_string();
-        let stop = if self.run_as_postgres {
+        let postmaster = self.postmaster_pid()?;
+        let pg_ctl_stop = if self.run_as_postgres {
             format!("runuser -u postgres -- '{pg_ctl}' stop -D '{data}' -m immediate")
         } else {
             format!("'{pg_ctl}' stop -D '{data}' -m immediate")
         };
+        let stop = format!(
+            "if [ \"$(head -n 1 '{data}/postmaster.pid' 2>/dev/null)\" = '{postmaster}' ]; then {pg_ctl_stop}; fi"
+        );
         let remove = if self.remove_on_stop {
             format!("; rm -rf '{data}'")
         } else {

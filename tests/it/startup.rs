@@ -269,3 +269,102 @@ fn serve_stops_cleanly_on_sigterm() {
         "a token reached the log"
     );
 }
+
+/// `sidechat dev` in `dir`; returns the child and its port once the banner is out.
+fn start_dev(dir: &std::path::Path) -> (std::process::Child, u16) {
+    let mut child = sidechat()
+        .args(["dev"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    // Keeps reading so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let port = line
+                .split("http://127.0.0.1:")
+                .nth(1)
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|p| p.parse::<u16>().ok());
+            if let Some(port) = port {
+                let _ = port_tx.send(port);
+            }
+        }
+    });
+    let port = port_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("sidechat dev prints its address within 60 s");
+    (child, port)
+}
+
+fn stop(child: &mut std::process::Child) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.wait().unwrap().success());
+}
+
+fn http_status(port: u16, path: &str) -> String {
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        http,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    http.read_to_string(&mut response).unwrap();
+    response.lines().next().unwrap_or_default().to_string()
+}
+
+/// Whether a process whose command line contains `needle` is alive.
+fn process_running(needle: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        std::fs::read(entry.path().join("cmdline"))
+            .map(|raw| {
+                String::from_utf8_lossy(&raw)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// A deploy on a laptop: `sidechat dev` stopped and started again at once. The first
+/// process's watchdog (which stops its Postgres should it die without cleaning up) must
+/// not stop the Postgres the second one started on the same data directory.
+#[test]
+fn dev_restarted_at_once_keeps_its_new_database() {
+    let dir = std::env::temp_dir().join(format!("sidechat-dev-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let (mut first, _) = start_dev(&dir);
+    let first_watchdog = format!("kill -0 {} ", first.id());
+    assert!(process_running(&first_watchdog), "the watchdog runs");
+    stop(&mut first);
+    let (mut second, port) = start_dev(&dir);
+    // The old watchdog notices within a second; wait until it has acted and gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while process_running(&first_watchdog) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old watchdog never ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ready = http_status(port, "/readyz");
+    stop(&mut second);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        ready.contains("200"),
+        "after the old watchdog ended: {ready}"
+    );
+}
