@@ -137,6 +137,7 @@ impl Application {
             ChatConfig {
                 history_limit: settings.chat.history_limit,
                 max_body_bytes: settings.chat.max_body_bytes,
+                presence_room_limit: settings.chat.presence_room_limit,
                 messages_per_second: settings.limits.messages_per_second,
                 burst: settings.limits.burst,
             },

@@ -120,6 +120,7 @@ pub struct ApiSettings {
 pub struct ChatSettings {
     pub history_limit: u32,
     pub max_body_bytes: usize,
+    pub presence_room_limit: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::host::Post;
+use super::presence_diffs::Change;
 use super::{
     Actor, BodyError, Chat, HistoryPage, HistoryParams, InboxSummary, JoinParams, JoinReply,
     Message, MessageId, MessageKind, MessageStatus, NewMsg, Reason, Role, Topic, UnreadEntry,
@@ -35,6 +36,14 @@ pub fn presence_leave(topic: &str, user: &str, meta: &PresenceMeta) -> crate::hu
         "presence_diff",
         &json!({"joins": {}, "leaves": {user: {"metas": [meta]}}}),
     )
+}
+
+/// A connection's entry into a conversation's presence.
+pub struct Entered {
+    /// The `presence_state` payload for the one who entered.
+    pub state: Value,
+    /// Whether the others were told (`exit` then tells them of the leave).
+    pub announced: bool,
 }
 
 /// Conversations the inbox lists on join.
@@ -385,9 +394,36 @@ impl Chat {
         Ok(())
     }
 
-    /// Marks `conn` present in a conversation; returns the `presence_state` payload and
-    /// tells the others (`presence_diff`).
-    pub async fn enter(&self, topic: &Topic, conn: ConnId, user: &UserId) -> Value {
+    /// Whether presence in `topic` is told to its members: everywhere but in rooms with
+    /// more than `presence_room_limit` members.
+    async fn presence_broadcast(&self, topic: &Topic) -> bool {
+        let limit = self.config.presence_room_limit;
+        let Topic::Room(room) = topic else {
+            return true;
+        };
+        if limit == 0 {
+            return true;
+        }
+        let room = room.to_string();
+        let large = store::blocking(&self.pool, move |c| {
+            rooms::has_more_members_than(c, &room, i64::from(limit))
+        })
+        .await;
+        match large {
+            Ok(large) => !large,
+            Err(e) => {
+                // Announcing into a room of unknown size could flood it; staying quiet
+                // only hides presence.
+                log::warn!("presence in {topic}: {e}");
+                false
+            }
+        }
+    }
+
+    /// Marks `conn` present in a conversation (lobby notifications skip the present)
+    /// and, unless the conversation is too large for it, tells the others
+    /// (`presence_diff`) and answers the `presence_state` payload.
+    pub async fn enter(&self, topic: &Topic, conn: ConnId, user: &UserId) -> Entered {
         let topic_name = topic.to_string();
         let meta = PresenceMeta {
             phx_ref: format!("F{:x}", self.presence_refs.fetch_add(1, Ordering::Relaxed)),
@@ -395,11 +431,14 @@ impl Chat {
         };
         self.presence
             .track(&topic_name, conn, user.as_str(), meta.clone());
-        self.hub.publish(event(
-            &topic_name,
-            "presence_diff",
-            &json!({"joins": {user.as_str(): {"metas": [meta]}}, "leaves": {}}),
-        ));
+        if !self.presence_broadcast(topic).await {
+            return Entered {
+                state: json!({}),
+                announced: false,
+            };
+        }
+        self.presence_diffs
+            .announce(&topic_name, Change::Join, user.as_str(), &meta);
         let mut state = serde_json::Map::new();
         for (user_id, meta) in self.presence.list(&topic_name).await {
             let entry = state.entry(user_id).or_insert_with(|| json!({"metas": []}));
@@ -407,14 +446,21 @@ impl Chat {
                 metas.push(json!(meta));
             }
         }
-        Value::Object(state)
+        Entered {
+            state: Value::Object(state),
+            announced: true,
+        }
     }
 
-    /// Removes `conn` from a conversation's presence and tells the others.
-    pub fn exit(&self, topic: &Topic, conn: ConnId) {
+    /// Removes `conn` from a conversation's presence and, if its arrival was
+    /// `announced`, tells the others.
+    pub fn exit(&self, topic: &Topic, conn: ConnId, announced: bool) {
         let topic_name = topic.to_string();
-        if let Some((user, meta)) = self.presence.untrack(&topic_name, conn) {
-            self.hub.publish(presence_leave(&topic_name, &user, &meta));
+        if let Some((user, meta)) = self.presence.untrack(&topic_name, conn)
+            && announced
+        {
+            self.presence_diffs
+                .announce(&topic_name, Change::Leave, &user, &meta);
         }
     }
 }

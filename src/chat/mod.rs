@@ -6,11 +6,12 @@
 //! erase, rooms). Every message, whoever sends it, goes through `Chat::post`.
 
 mod conversation;
-pub use conversation::presence_leave;
+pub use conversation::{Entered, presence_leave};
 mod host;
 pub mod ids;
 mod limiter;
 mod message;
+mod presence_diffs;
 mod reason;
 mod request;
 mod topic;
@@ -26,6 +27,7 @@ use crate::hub::{Hub, HubEvent, Presence};
 use crate::metrics::Metrics;
 use crate::store::writer::OnCommit;
 use crate::store::{self, Change, PgPool, Writer};
+use presence_diffs::PresenceDiffs;
 
 pub use host::{ErasureReport, MessagePatch, Post, RoomInfo, RoomUpdate};
 pub use ids::{Actor, Body, BodyError, ClientRef, MessageId, Role, RoomId, UserId};
@@ -74,11 +76,18 @@ pub struct InboxSummary {
     pub total: i64,
 }
 
+/// How long presence changes in one conversation are merged into one `presence_diff`
+/// after one was sent: unnoticeable to a person, and a reconnect storm in a room of N
+/// costs N frames per window instead of N².
+const PRESENCE_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The settings the domain reads.
 #[derive(Debug, Clone)]
 pub struct ChatConfig {
     pub history_limit: u32,
     pub max_body_bytes: usize,
+    /// Rooms with more members than this broadcast no presence; 0 = no limit.
+    pub presence_room_limit: u32,
     pub messages_per_second: u32,
     pub burst: u32,
 }
@@ -92,6 +101,7 @@ pub struct Chat {
     config: ChatConfig,
     limiter: RateLimiter,
     presence_refs: AtomicU64,
+    presence_diffs: Arc<PresenceDiffs>,
 }
 
 /// Storage failures as the client sees them; the cause goes to the log.
@@ -123,6 +133,7 @@ impl Chat {
     ) -> Chat {
         let limiter = RateLimiter::new(config.messages_per_second, config.burst);
         Chat {
+            presence_diffs: PresenceDiffs::new(hub.clone(), PRESENCE_WINDOW),
             pool,
             writer,
             hub,

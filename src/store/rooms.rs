@@ -61,6 +61,22 @@ pub fn is_member(conn: &mut PgConnection, room_id: &str, user_id: &str) -> Resul
     Ok(found.is_some())
 }
 
+/// Whether room `room_id` has more than `n` members (reads at most n + 1 of them).
+pub fn has_more_members_than(
+    conn: &mut PgConnection,
+    room_id: &str,
+    n: i64,
+) -> Result<bool, Error> {
+    let beyond = room_members::table
+        .filter(room_members::room_id.eq(room_id))
+        .select(room_members::user_id)
+        .order(room_members::user_id)
+        .offset(n)
+        .first::<String>(conn)
+        .optional()?;
+    Ok(beyond.is_some())
+}
+
 /// The newest message id in the room: where a new member's read cursor starts, so
 /// joining a busy room does not bring its whole past as unread.
 fn newest_id(conn: &mut PgConnection, room_id: &str) -> Result<i64, Error> {

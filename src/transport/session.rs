@@ -74,6 +74,8 @@ struct Channel {
     /// Receipts that arrived while one was being stored; they go as one.
     reads_waiting: Vec<(ReplyTo, MessageId)>,
     read_in_flight: bool,
+    /// Whether the others were told this socket joined (big rooms broadcast no presence).
+    presence_announced: bool,
 }
 
 /// Where a reply goes: the refs and topic spelling of the push it answers.
@@ -607,6 +609,7 @@ impl<C: Codec> Session<C> {
                 state: JoinState::Joining(Vec::new()),
                 reads_waiting: Vec::new(),
                 read_in_flight: false,
+                presence_announced: false,
             },
         );
         let chat = self.ctx.chat.clone();
@@ -677,16 +680,19 @@ impl<C: Codec> Session<C> {
         };
         self.join_reply(jr, mr, &spelled, Ok(json!(reply))).await?;
         if topic.is_conversation() {
-            let state = self
+            let entered = self
                 .ctx
                 .chat
                 .enter(&topic, self.ctx.conn, &self.actor.user_id)
                 .await;
+            if let Some(channel) = self.channels.get_mut(&key) {
+                channel.presence_announced = entered.announced;
+            }
             self.send(&Outbound::Push {
                 join_ref: jr,
                 topic: &spelled,
                 event: "presence_state",
-                payload: &state.to_string(),
+                payload: &entered.state.to_string(),
             })
             .await?;
         }
@@ -770,7 +776,9 @@ impl<C: Codec> Session<C> {
             self.ctx.chat.metrics().channels.dec();
             self.ctx.chat.hub().unsubscribe(key, self.ctx.conn);
             if channel.topic.is_conversation() && matches!(channel.state, JoinState::Ready) {
-                self.ctx.chat.exit(&channel.topic, self.ctx.conn);
+                self.ctx
+                    .chat
+                    .exit(&channel.topic, self.ctx.conn, channel.presence_announced);
             }
         }
     }

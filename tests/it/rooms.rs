@@ -183,3 +183,51 @@ async fn room_unread_is_the_read_cursor_in_the_lobby_and_in_notifications() {
     let (_, erin) = app.api("GET", "/api/v1/users/erin/unread", None).await;
     assert_eq!(erin["total"], 0);
 }
+
+/// Rooms above `chat.presence_room_limit` members broadcast no presence (a big room that
+/// reconnects at once would otherwise cost N² frames), yet still know who is there: the
+/// present get no lobby notification for what they see in the room.
+#[tokio::test]
+async fn a_large_room_keeps_presence_to_itself() {
+    let app = spawn_app_with(|s| s.chat.presence_room_limit = 2).await;
+    room(&app, "big", &["alice", "bob", "carol"]).await;
+    room(&app, "small", &["alice", "bob"]).await;
+    let mut alice = app.connect("alice").await;
+    let mut bob = app.connect("bob").await;
+    let mut carol = app.connect("carol").await;
+    alice.join_ok("user:alice", json!({})).await;
+    carol.join_ok("user:carol", json!({})).await;
+
+    alice.join_ok("room:big", json!({})).await;
+    assert_eq!(
+        alice.expect_event("room:big", "presence_state").await,
+        json!({})
+    );
+    bob.join_ok("room:big", json!({})).await;
+    assert_eq!(
+        bob.expect_event("room:big", "presence_state").await,
+        json!({}),
+        "alice is there, but the room is too large to list"
+    );
+    let sent = bob.send_msg("room:big", "hello everyone").await;
+    assert_eq!(alice.expect_event("room:big", "new_msg").await, sent);
+    let notified = carol.expect_notification("user:carol", &sent).await;
+    assert_eq!(notified["count"], 1);
+    alice.sync().await;
+    assert!(!alice.has_buffered(|f| f[3] == "presence_diff"), "no diff");
+    assert!(
+        !alice.has_buffered(|f| f[3] == "notification"),
+        "alice is present in the room: no lobby notification"
+    );
+
+    // At the limit, presence is as usual.
+    alice.join_ok("room:small", json!({})).await;
+    let state = alice.expect_event("room:small", "presence_state").await;
+    assert!(state.get("alice").is_some(), "{state}");
+    bob.join_ok("room:small", json!({})).await;
+    alice
+        .expect(|f| {
+            f[2] == "room:small" && f[3] == "presence_diff" && f[4]["joins"].get("bob").is_some()
+        })
+        .await;
+}
