@@ -19,6 +19,21 @@ pub struct CodeLabel {
     pub code: u16,
 }
 
+/// What was joined: `lobby`, `inbox` or `conversation`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+/// Fine where joins should land (a few milliseconds), coarse beyond.
+const JOIN_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0,
+];
+
+fn join_histogram() -> Histogram {
+    Histogram::new(JOIN_BUCKETS)
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Open sockets on this replica.
@@ -26,6 +41,8 @@ pub struct Metrics {
     /// Channels (joined topics) open on this replica.
     pub channels: Gauge,
     pub joins: Counter,
+    /// From a join's arrival to its reply on the socket (history or summary included).
+    pub join_seconds: Family<KindLabel, Histogram, fn() -> Histogram>,
     /// Messages stored (new rows, whoever sent them).
     pub messages_in: Counter,
     /// Events written to sockets.
@@ -53,6 +70,7 @@ impl Metrics {
             connections: Gauge::default(),
             channels: Gauge::default(),
             joins: Counter::default(),
+            join_seconds: Family::new_with_constructor(join_histogram),
             messages_in: Counter::default(),
             messages_out: Counter::default(),
             // 1 to 512 messages per batch.
@@ -71,6 +89,11 @@ impl Metrics {
             metrics.channels.clone(),
         );
         registry.register("joins", "Successful joins", metrics.joins.clone());
+        registry.register(
+            "join_seconds",
+            "From a join's arrival to its reply, by what was joined",
+            metrics.join_seconds.clone(),
+        );
         registry.register(
             "messages_in",
             "Messages stored",

@@ -148,14 +148,11 @@ impl Chat {
     /// messages, newest first.
     pub async fn unread_summary(&self, user: &UserId) -> Result<UnreadSummary, Reason> {
         let user = user.to_string();
-        let mut topics = store::blocking(&self.pool, move |conn| {
-            let mut topics = messages::unread_summary(conn, &user)?;
-            topics.extend(rooms::unread_summary(conn, &user)?);
-            Ok(topics)
+        let topics = store::blocking(&self.pool, move |conn| {
+            messages::unread_summary(conn, &user)
         })
         .await
         .map_err(storage)?;
-        topics.sort_by_key(|t| std::cmp::Reverse(t.last_message.id));
         let (unread, total) = entries(topics);
         Ok(UnreadSummary { unread, total })
     }

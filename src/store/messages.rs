@@ -199,30 +199,45 @@ pub struct UnreadTopic {
     pub last_message: MessageRow,
 }
 
-/// Every conversation where `recipient` has unread messages, newest first.
-pub fn unread_summary(conn: &mut PgConnection, recipient: &str) -> Result<Vec<UnreadTopic>, Error> {
-    let groups: Vec<(String, i64, Option<i64>)> = messages::table
-        .filter(messages::recipient_id.eq(recipient))
-        .filter(messages::is_delivered.eq(false))
-        .filter(messages::deleted_at.is_null())
-        .group_by(messages::topic)
-        .select((messages::topic, count_star(), max(messages::id)))
-        .load(conn)?;
-    let last_ids: Vec<i64> = groups.iter().filter_map(|(_, _, id)| *id).collect();
-    let mut last_rows = rows_by_id(conn, &last_ids)?;
-    let mut summary: Vec<UnreadTopic> = groups
+/// Every conversation where `user` has unread messages, newest first: one-to-one and
+/// support (unread rows addressed to them, counted from `messages_unread_live_idx`
+/// alone) and rooms (messages from others past their read cursor). One statement: the
+/// summary is on every login's path.
+pub fn unread_summary(conn: &mut PgConnection, user: &str) -> Result<Vec<UnreadTopic>, Error> {
+    #[derive(QueryableByName)]
+    struct Group {
+        #[diesel(embed)]
+        last_message: MessageRow,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        unread: i64,
+    }
+    let groups: Vec<Group> = diesel::sql_query(
+        "WITH direct AS ( \
+             SELECT topic, count(*) AS unread, max(id) AS last_id FROM messages \
+             WHERE recipient_id = $1 AND NOT is_delivered AND deleted_at IS NULL \
+             GROUP BY topic), \
+         in_rooms AS ( \
+             SELECT m.topic, count(*) AS unread, max(m.id) AS last_id \
+             FROM room_members rm \
+             JOIN messages m ON m.topic = 'room:' || rm.room_id AND m.id > rm.last_read_id \
+                  AND m.sender_id <> rm.user_id AND m.deleted_at IS NULL \
+             WHERE rm.user_id = $1 \
+             GROUP BY m.topic) \
+         SELECT m.*, g.unread \
+         FROM (SELECT * FROM direct UNION ALL SELECT * FROM in_rooms) g \
+         JOIN messages m ON m.id = g.last_id \
+         ORDER BY m.id DESC",
+    )
+    .bind::<diesel::sql_types::Text, _>(user)
+    .load(conn)?;
+    Ok(groups
         .into_iter()
-        .filter_map(|(topic, count, last_id)| {
-            let last_message = last_rows.remove(&last_id?)?;
-            Some(UnreadTopic {
-                topic,
-                count,
-                last_message,
-            })
+        .map(|g| UnreadTopic {
+            topic: g.last_message.topic.clone(),
+            count: g.unread,
+            last_message: g.last_message,
         })
-        .collect();
-    summary.sort_by_key(|t| std::cmp::Reverse(t.last_message.id));
-    Ok(summary)
+        .collect())
 }
 
 /// Applies an edit to a message that is not deleted. The inner `Err` is `NotFound`

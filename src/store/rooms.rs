@@ -7,7 +7,6 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text};
 
 use super::Error;
-use super::messages::{UnreadTopic, rows_by_id};
 use super::schema::{messages, room_members, rooms};
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
@@ -241,40 +240,4 @@ pub fn unread_for_members(
     .bind::<Array<Text>, _>(users)
     .load(conn)?;
     Ok(rows.into_iter().map(|r| (r.user_id, r.count)).collect())
-}
-
-#[derive(QueryableByName)]
-struct TopicCount {
-    #[diesel(sql_type = Text)]
-    topic: String,
-    #[diesel(sql_type = BigInt)]
-    count: i64,
-    #[diesel(sql_type = BigInt)]
-    last_id: i64,
-}
-
-/// Every room where `user_id` has unread messages.
-pub fn unread_summary(conn: &mut PgConnection, user_id: &str) -> Result<Vec<UnreadTopic>, Error> {
-    let groups: Vec<TopicCount> = diesel::sql_query(
-        "SELECT m.topic, count(*) AS count, max(m.id) AS last_id \
-         FROM room_members rm \
-         JOIN messages m ON m.topic = 'room:' || rm.room_id AND m.id > rm.last_read_id \
-              AND m.sender_id <> rm.user_id AND m.deleted_at IS NULL \
-         WHERE rm.user_id = $1 \
-         GROUP BY m.topic",
-    )
-    .bind::<Text, _>(user_id)
-    .load(conn)?;
-    let ids: Vec<i64> = groups.iter().map(|g| g.last_id).collect();
-    let mut rows = rows_by_id(conn, &ids)?;
-    Ok(groups
-        .into_iter()
-        .filter_map(|g| {
-            Some(UnreadTopic {
-                last_message: rows.remove(&g.last_id)?,
-                topic: g.topic,
-                count: g.count,
-            })
-        })
-        .collect())
 }

@@ -22,6 +22,7 @@ use super::{CloseCode, Codec, Inbound, Outbound};
 use crate::auth::Identity;
 use crate::chat::{Actor, Chat, JoinReply, MessageId, Reason, Request, Topic};
 use crate::hub::{ConnId, DROP_EVENT, HubEvent, Subscriber};
+use crate::metrics::KindLabel;
 
 /// How long the close frame may wait behind a slow client's backlog before the
 /// connection is simply dropped.
@@ -97,6 +98,7 @@ enum Completion {
         join_ref: Option<String>,
         msg_ref: Option<String>,
         result: Result<JoinReply, Reason>,
+        started: Instant,
     },
     /// Receipts stored as one, up to the highest message id among them.
     Read {
@@ -614,6 +616,7 @@ impl<C: Codec> Session<C> {
         );
         let chat = self.ctx.chat.clone();
         let actor = self.actor.clone();
+        let started = Instant::now();
         self.pending.push(Box::pin(async move {
             let result = chat.join(&actor, &topic, params).await;
             Completion::Joined {
@@ -621,6 +624,7 @@ impl<C: Codec> Session<C> {
                 join_ref,
                 msg_ref,
                 result,
+                started,
             }
         }));
         Ok(())
@@ -642,7 +646,11 @@ impl<C: Codec> Session<C> {
                 join_ref,
                 msg_ref,
                 result,
-            } => self.finish_join(key, join_ref, msg_ref, result).await,
+                started,
+            } => {
+                self.finish_join(key, join_ref, msg_ref, result, started)
+                    .await
+            }
             Completion::Read {
                 key,
                 requests,
@@ -657,6 +665,7 @@ impl<C: Codec> Session<C> {
         join_ref: Option<String>,
         msg_ref: Option<String>,
         result: Result<JoinReply, Reason>,
+        started: Instant,
     ) -> Result<(), End> {
         // The client may have left or joined again while the history loaded.
         let Some(channel) = self.channels.get(&key) else {
@@ -679,6 +688,17 @@ impl<C: Codec> Session<C> {
             JoinReply::Lobby(_) | JoinReply::Inbox(_) => None,
         };
         self.join_reply(jr, mr, &spelled, Ok(json!(reply))).await?;
+        let kind = match topic {
+            Topic::Lobby(_) => "lobby",
+            Topic::Inbox => "inbox",
+            _ => "conversation",
+        };
+        self.ctx
+            .chat
+            .metrics()
+            .join_seconds
+            .get_or_create(&KindLabel { kind })
+            .observe(started.elapsed().as_secs_f64());
         if topic.is_conversation() {
             let entered = self
                 .ctx

@@ -42,7 +42,7 @@ async fn migrations_apply_revert_and_apply_again_to_the_same_schema() {
                 .any(|l| l.starts_with("messages.is_delivered:boolean")),
             "{first:#?}"
         );
-        assert!(first.iter().any(|l| l.contains("messages_unread_idx")));
+        assert!(first.iter().any(|l| l.contains("messages_unread_live_idx")));
         conn.revert_all_migrations(MIGRATIONS).unwrap();
         assert!(schema(&mut conn).is_empty());
         conn.run_pending_migrations(MIGRATIONS).unwrap();
@@ -50,4 +50,31 @@ async fn migrations_apply_revert_and_apply_again_to_the_same_schema() {
     })
     .await
     .unwrap();
+}
+
+/// Replicas of a deployment start together and each runs the migrations at start-up:
+/// they take turns, and together apply each migration once.
+#[tokio::test]
+async fn replicas_migrating_at_once_take_turns() {
+    let url = fresh_database();
+    let replicas: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut conn = PgConnection::establish(&url).unwrap();
+                sidechat::store::run_migrations(&mut conn)
+            })
+        })
+        .collect();
+    let applied: Vec<usize> = replicas
+        .into_iter()
+        .map(|r| r.join().unwrap().expect("every replica starts"))
+        .collect();
+    assert_eq!(
+        applied.iter().sum::<usize>(),
+        diesel::migration::MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
+            .unwrap()
+            .len(),
+        "{applied:?}"
+    );
 }

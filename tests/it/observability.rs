@@ -81,6 +81,11 @@ async fn metrics_count_connections_joins_messages_batches_and_errors() {
     assert_eq!(value("sidechat_connections"), 1.0);
     assert_eq!(value("sidechat_channels"), 1.0);
     assert_eq!(value("sidechat_joins_total"), 1.0);
+    assert_eq!(
+        value("sidechat_join_seconds_count{kind=\"conversation\"}"),
+        1.0
+    );
+    assert!(value("sidechat_join_seconds_sum{kind=\"conversation\"}") > 0.0);
     assert_eq!(value("sidechat_messages_in_total"), 2.0);
     assert!(value("sidechat_messages_out_total") >= 2.0);
     assert_eq!(value("sidechat_writer_batch_size_count"), 2.0);

@@ -40,13 +40,13 @@ async fn every_hot_query_uses_its_index() {
                 "unread summary at login",
                 "SELECT topic, count(*), max(id) FROM messages WHERE recipient_id = 'b' \
                  AND NOT is_delivered AND deleted_at IS NULL GROUP BY topic",
-                &["messages_unread_idx"],
+                &["messages_unread_live_idx"],
             ),
             (
                 "read receipt",
                 "UPDATE messages SET is_delivered = true WHERE recipient_id = 'b' \
                  AND topic = 'chat:a:b' AND id <= 100 AND NOT is_delivered AND deleted_at IS NULL",
-                &["messages_unread_idx"],
+                &["messages_unread_live_idx"],
             ),
             (
                 "idempotent resend lookup",

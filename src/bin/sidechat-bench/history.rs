@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::client;
 use crate::server::{Server, token};
+use crate::server_metrics;
 use crate::stats::summarize;
 
 /// Rows per INSERT ... SELECT: keeps each transaction (and its WAL) moderate.
@@ -87,13 +88,17 @@ pub async fn run(
             "empty lobby for {user}"
         );
     }
+    let metrics = server_metrics::scrape(&server.address).await?;
+    let histogram = "sidechat_join_seconds";
     Ok(json!({
         "scenario": "history",
         "rows": rows,
         "conversations": conversations,
         "prefill_seconds": fill_seconds,
-        "note": "latencies are client round trips over loopback: an upper bound on server-side time",
+        "note": "round trips are the client's; server figures come from the server's join histogram (arrival to reply written), interpolated within buckets",
         "join_with_50_messages": summarize(&mut joins),
         "lobby_summary_100_conversations": summarize(&mut lobbies),
+        "server_join_with_50_messages": server_metrics::summary(&metrics, histogram, "kind=\"conversation\""),
+        "server_lobby_summary_100_conversations": server_metrics::summary(&metrics, histogram, "kind=\"lobby\""),
     }))
 }

@@ -12,6 +12,7 @@ mod history;
 mod messages;
 mod procfs;
 mod server;
+mod server_metrics;
 mod stats;
 
 use std::process::ExitCode;
