@@ -73,39 +73,33 @@ pub fn with_connect_timeout(url: &str, timeout: Duration) -> String {
     )
 }
 
-/// How the read pool's queries are planned.
-///
-/// Every execution of a prepared statement is planned for the table as it is now:
-/// connections live for days while `messages` grows from empty, and Postgres's cached
-/// generic plan, made while the table was small, would keep scanning it whole (the
-/// writer's idempotency lookup slowed to seconds per batch in the benchmark on a fresh
-/// database). Planning these short queries costs far less than that risk.
-///
-/// No parallel workers: starting them takes milliseconds, longer than any query here
+/// Every service connection runs short queries only. No parallel workers and no JIT:
+/// starting workers or compiling a plan takes milliseconds, longer than any query here
 /// runs, and on a large table the planner expects a user's unread summary to be big
-/// enough for them (the login summary went from 4 to 12 ms in the benchmark).
-fn plan_for_short_queries(conn: &mut PgConnection) -> diesel::QueryResult<()> {
-    use diesel::connection::SimpleConnection;
-    conn.batch_execute(
-        "SET plan_cache_mode = force_custom_plan; SET max_parallel_workers_per_gather = 0",
-    )
-}
+/// enough for both (in the benchmark the login summary went from 4 to 12 ms with
+/// workers, and to 37 ms whenever JIT kicked in).
+const SHORT_QUERIES: &str = "SET max_parallel_workers_per_gather = 0; SET jit = off";
 
-/// Read-pool connections: planned per execution, and committing without waiting for
-/// the WAL flush. What they write on the hot path is read state, which may lag a crash
-/// by a moment (a message shows unread again); writes that must survive a crash go
-/// through `durably`. Messages never come here: the writer commits them synchronously.
+/// Read-pool connections also plan every execution of a prepared statement for the
+/// table as it is now: connections live for days while `messages` grows from empty,
+/// and Postgres's cached generic plan, made while the table was small, would keep
+/// scanning it whole (the writer's idempotency lookup slowed to seconds per batch in the
+/// benchmark on a fresh database). Planning these short queries costs less than that.
+///
+/// And they commit without waiting for the WAL flush. What they write on the hot path
+/// is read state, which may lag a crash by a moment (a message shows unread again);
+/// writes that must survive a crash go through `durably`. Messages never come here:
+/// the writer commits them synchronously.
 #[derive(Debug)]
 struct ReadPoolConnection;
 
 impl diesel::r2d2::CustomizeConnection<PgConnection, diesel::r2d2::Error> for ReadPoolConnection {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
-        use diesel::RunQueryDsl;
-        plan_for_short_queries(conn).map_err(diesel::r2d2::Error::QueryError)?;
-        diesel::sql_query("SET synchronous_commit = off")
-            .execute(conn)
-            .map(|_| ())
-            .map_err(diesel::r2d2::Error::QueryError)
+        use diesel::connection::SimpleConnection;
+        conn.batch_execute(&format!(
+            "{SHORT_QUERIES}; SET plan_cache_mode = force_custom_plan; SET synchronous_commit = off"
+        ))
+        .map_err(diesel::r2d2::Error::QueryError)
     }
 }
 
@@ -140,8 +134,11 @@ pub fn read_pool(url: &str, size: u32, timeout: Duration) -> Result<PgPool, Erro
 /// statement (the insert) has one plan whatever the table's size, so it keeps cached
 /// plans; its rare lookups plan afresh (`messages::plan_for_now`).
 pub fn connect(url: &str, timeout: Duration) -> Result<PgConnection, Error> {
-    PgConnection::establish(&with_connect_timeout(url, timeout))
-        .map_err(|e| Error::Unavailable(e.to_string()))
+    use diesel::connection::SimpleConnection;
+    let mut conn = PgConnection::establish(&with_connect_timeout(url, timeout))
+        .map_err(|e| Error::Unavailable(e.to_string()))?;
+    conn.batch_execute(SHORT_QUERIES)?;
+    Ok(conn)
 }
 
 /// Held while migrating: replicas starting together take turns, and the later ones find
