@@ -17,6 +17,7 @@ use super::{
 use crate::hub::{ConnId, PresenceMeta, is_present};
 use crate::settings::MAX_HISTORY_LIMIT;
 use crate::store::messages::{self, Page, UnreadTopic};
+use crate::store::receipts::Receipt;
 use crate::store::{self, MessageRow, NewMessage, rooms};
 
 /// A lobby's or the inbox's `notification` of a new message in `topic`.
@@ -333,31 +334,20 @@ impl Chat {
         };
         let topic_name = topic.to_string();
         let (t, reader, id) = (topic_name.clone(), actor.user_id.to_string(), up_to.get());
-        let (marked, count) = store::blocking(&self.pool, move |conn| {
-            if room.is_none() && !staff_in_support {
-                // The common case, one statement: a one-to-one or support reader.
-                return messages::mark_read(conn, &t, &reader, id)?.ok_or(store::Error::NotFound);
+        let (marked, count) = if room.is_none() && !staff_in_support {
+            // The common case, a one-to-one or support reader: stored in batches.
+            let receipt = Receipt {
+                topic: t,
+                reader,
+                up_to: id,
+            };
+            match self.receipts.mark(receipt).await.map_err(storage)? {
+                Some(done) => (done.marked, done.still_unread),
+                None => return Err(Reason::NotFound),
             }
-            use diesel::Connection;
-            conn.transaction(|conn| {
-                if messages::find_in_topic(conn, &t, id)?.is_none() {
-                    return Err(store::Error::NotFound);
-                }
-                if let Some(room) = &room {
-                    let marked = rooms::advance_read_cursor(conn, room, &reader, id)?;
-                    let count =
-                        rooms::unread_for_members(conn, room, std::slice::from_ref(&reader))?
-                            .remove(&reader)
-                            .unwrap_or(0);
-                    Ok((marked, count))
-                } else {
-                    let marked = messages::mark_read_by_staff(conn, &t, id)?;
-                    Ok((marked, messages::staff_unread_count(conn, &t)?))
-                }
-            })
-        })
-        .await
-        .map_err(storage)?;
+        } else {
+            self.mark_read_in_room_or_inbox(room, t, reader, id).await?
+        };
         self.hub.publish(event(
             &topic_name,
             "read",
@@ -374,6 +364,38 @@ impl Chat {
             &json!({"topic": topic_name, "count": count}),
         ));
         Ok(marked)
+    }
+
+    /// A room member's read cursor, or staff reading a visitor's support messages:
+    /// returns how many it marked and what stays unread.
+    async fn mark_read_in_room_or_inbox(
+        &self,
+        room: Option<String>,
+        topic: String,
+        reader: String,
+        up_to: i64,
+    ) -> Result<(usize, i64), Reason> {
+        store::blocking(&self.pool, move |conn| {
+            use diesel::Connection;
+            conn.transaction(|conn| {
+                if messages::find_in_topic(conn, &topic, up_to)?.is_none() {
+                    return Err(store::Error::NotFound);
+                }
+                if let Some(room) = &room {
+                    let marked = rooms::advance_read_cursor(conn, room, &reader, up_to)?;
+                    let count =
+                        rooms::unread_for_members(conn, room, std::slice::from_ref(&reader))?
+                            .remove(&reader)
+                            .unwrap_or(0);
+                    Ok((marked, count))
+                } else {
+                    let marked = messages::mark_read_by_staff(conn, &topic, up_to)?;
+                    Ok((marked, messages::staff_unread_count(conn, &topic)?))
+                }
+            })
+        })
+        .await
+        .map_err(storage)
     }
 
     /// Tells the others in the conversation that `actor` is (or stopped) typing.

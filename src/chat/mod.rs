@@ -25,6 +25,7 @@ use utoipa::ToSchema;
 
 use crate::hub::{Hub, HubEvent, Presence};
 use crate::metrics::Metrics;
+use crate::store::receipts::Receipts;
 use crate::store::writer::OnCommit;
 use crate::store::{self, Change, PgPool, Writer};
 use presence_diffs::PresenceDiffs;
@@ -102,6 +103,7 @@ pub struct Chat {
     limiter: RateLimiter,
     presence_refs: AtomicU64,
     presence_diffs: Arc<PresenceDiffs>,
+    receipts: Receipts,
 }
 
 /// Storage failures as the client sees them; the cause goes to the log.
@@ -134,6 +136,7 @@ impl Chat {
         let limiter = RateLimiter::new(config.messages_per_second, config.burst);
         Chat {
             presence_diffs: PresenceDiffs::new(hub.clone(), PRESENCE_WINDOW),
+            receipts: Receipts::start(pool.clone()),
             pool,
             writer,
             hub,

@@ -133,53 +133,6 @@ pub fn find_in_topic(
         .optional()?)
 }
 
-/// Marks what `reader` was sent in `topic` up to `up_to` as seen, in one statement;
-/// returns how many it marked and how many stay unread, or None when `up_to` is not a
-/// message of `topic`.
-pub fn mark_read(
-    conn: &mut PgConnection,
-    topic: &str,
-    reader: &str,
-    up_to: i64,
-) -> Result<Option<(usize, i64)>, Error> {
-    use diesel::sql_types::{BigInt, Text};
-    #[derive(QueryableByName)]
-    struct Marked {
-        #[diesel(sql_type = BigInt)]
-        found: i64,
-        #[diesel(sql_type = BigInt)]
-        marked: i64,
-        #[diesel(sql_type = BigInt)]
-        unread_before: i64,
-    }
-    // The outer SELECT sees the table as it was before the UPDATE (one snapshot), so
-    // what stays unread is the count before less what was marked.
-    let row: Marked = diesel::sql_query(
-        "WITH target AS ( \
-             SELECT 1 FROM messages WHERE id = $3 AND topic = $1 AND deleted_at IS NULL), \
-         marked AS ( \
-             UPDATE messages SET is_delivered = true \
-             WHERE recipient_id = $2 AND topic = $1 AND id <= $3 AND NOT is_delivered \
-               AND deleted_at IS NULL AND EXISTS (SELECT 1 FROM target) \
-             RETURNING 1) \
-         SELECT (SELECT count(*) FROM target) AS found, \
-                (SELECT count(*) FROM marked) AS marked, \
-                (SELECT count(*) FROM messages WHERE recipient_id = $2 AND topic = $1 \
-                   AND NOT is_delivered AND deleted_at IS NULL) AS unread_before",
-    )
-    .bind::<Text, _>(topic)
-    .bind::<Text, _>(reader)
-    .bind::<BigInt, _>(up_to)
-    .get_result(conn)?;
-    if row.found == 0 {
-        return Ok(None);
-    }
-    Ok(Some((
-        usize::try_from(row.marked).unwrap_or(0),
-        row.unread_before - row.marked,
-    )))
-}
-
 /// How many messages `recipient` has not seen in `topic`.
 pub fn unread_count(conn: &mut PgConnection, topic: &str, recipient: &str) -> Result<i64, Error> {
     Ok(messages::table

@@ -14,6 +14,7 @@ mod host_api;
 mod migrations;
 mod observability;
 mod query_plans;
+mod receipts;
 mod replicas;
 mod rooms;
 mod shutdown;
