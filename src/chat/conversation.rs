@@ -207,6 +207,9 @@ impl Chat {
         if meta.to_string().len() > self.config.max_body_bytes {
             return Err(Reason::TooLarge);
         }
+        if !super::ids::storable_json(&meta) {
+            return Err(Reason::InvalidPayload);
+        }
         let recipient = post.topic.recipient_of(&post.sender);
         let stored = self
             .writer

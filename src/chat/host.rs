@@ -121,6 +121,14 @@ impl Chat {
         {
             return Err(Reason::TooLarge);
         }
+        let unstorable_meta = meta.as_ref().is_some_and(|m| !super::ids::storable_json(m));
+        let unstorable_append = patch
+            .append
+            .as_deref()
+            .is_some_and(|a| !super::ids::storable(a));
+        if unstorable_meta || unstorable_append {
+            return Err(Reason::InvalidPayload);
+        }
         let edit = MessageEdit {
             id: id.get(),
             body,

@@ -93,7 +93,24 @@ pub struct Actor {
     pub role: Role,
 }
 
-/// A message body: UTF-8, trimmed, 1 to `max_bytes` bytes.
+/// Whether `text` can be stored: Postgres text and jsonb refuse the NUL character, and a
+/// refused row would fail the writer's whole batch.
+pub fn storable(text: &str) -> bool {
+    !text.contains('\0')
+}
+
+/// Whether every string in `value`, keys included, can be stored (see `storable`).
+pub fn storable_json(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => storable(s),
+        Value::Array(items) => items.iter().all(storable_json),
+        Value::Object(map) => map.iter().all(|(k, v)| storable(k) && storable_json(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => true,
+    }
+}
+
+/// A message body: UTF-8 without NUL, trimmed, 1 to `max_bytes` bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Body(String);
 
@@ -105,6 +122,9 @@ impl Body {
         }
         if trimmed.len() > max_bytes {
             return Err(BodyError::TooLarge);
+        }
+        if !storable(trimmed) {
+            return Err(BodyError::Unstorable);
         }
         Ok(Body(trimmed.to_owned()))
     }
@@ -120,6 +140,8 @@ impl Body {
 pub enum BodyError {
     Empty,
     TooLarge,
+    /// Holds a character Postgres cannot store (NUL).
+    Unstorable,
 }
 
 /// The longest `client_ref`; a UUID needs 36.
@@ -185,6 +207,12 @@ mod tests {
         assert_eq!(Body::parse(" \t ", 10), Err(BodyError::Empty));
         // Four bytes of UTF-8 in one character: the limit counts bytes.
         assert_eq!(Body::parse("😀😀😀", 11), Err(BodyError::TooLarge));
+        assert_eq!(Body::parse("a\0b", 11), Err(BodyError::Unstorable));
+        assert!(storable_json(
+            &serde_json::json!({"a": ["b", 1, null, {"c": "d"}]})
+        ));
+        assert!(!storable_json(&serde_json::json!({"a": ["b\0"]})));
+        assert!(!storable_json(&serde_json::json!({"a\0": 1})));
         assert!(Body::parse("😀😀😀", 12).is_ok());
     }
 

@@ -56,6 +56,7 @@ impl From<super::BodyError> for Reason {
         match e {
             super::BodyError::Empty => Reason::InvalidPayload,
             super::BodyError::TooLarge => Reason::TooLarge,
+            super::BodyError::Unstorable => Reason::InvalidPayload,
         }
     }
 }

@@ -263,6 +263,17 @@ impl WriterLoop {
                     let _ = reply.send(outcome);
                 }
             }
+            Err(e) if replies.len() > 1 && self.connection_alive() => {
+                // The database is there, so one request may have failed the batch with
+                // what it carries: apply each on its own, and only that one fails.
+                log::warn!(
+                    "writer: batch of {} failed ({e}); applying one by one",
+                    replies.len()
+                );
+                for request in mutations.into_iter().zip(replies) {
+                    self.process(vec![request]);
+                }
+            }
             Err(e) => {
                 log::error!("writer: batch of {} failed: {e}", replies.len());
                 // The connection may be broken; open a fresh one for the next batch.
@@ -272,6 +283,14 @@ impl WriterLoop {
                 }
             }
         }
+    }
+
+    /// Whether the open connection still answers (after a failed transaction).
+    fn connection_alive(&mut self) -> bool {
+        use diesel::RunQueryDsl;
+        self.conn
+            .as_mut()
+            .is_some_and(|conn| diesel::sql_query("SELECT 1").execute(conn).is_ok())
     }
 
     /// The open connection, or a new one unless the last attempt failed too recently.

@@ -394,6 +394,11 @@ impl Client {
             .expect("send frame");
     }
 
+    /// Sends any WebSocket message, raw frames included.
+    pub async fn send_message(&mut self, message: WsMessage) {
+        self.ws.send(message).await.expect("send frame");
+    }
+
     /// Reads the next frame, failing the test after `WAIT`.
     async fn read_frame(&mut self) -> Result<Value, Closed> {
         loop {

@@ -11,6 +11,7 @@ mod chat_flow;
 mod errors;
 mod health;
 mod host_api;
+mod hostile;
 mod migrations;
 mod observability;
 mod query_plans;
