@@ -8,6 +8,7 @@ mod helpers;
 mod actioncable;
 mod architecture;
 mod chat_flow;
+mod crash;
 mod errors;
 mod health;
 mod host_api;
