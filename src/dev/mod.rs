@@ -162,6 +162,32 @@ impl PgCluster {
         Ok(())
     }
 
+    /// Stops the server as an outage would (fast mode: open sessions are ended) and
+    /// keeps its data for `resume`.
+    pub fn pause(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let data = self.data_dir.display().to_string();
+        let _ = self
+            .command("pg_ctl", &["stop", "-D", &data, "-m", "fast", "-w"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Starts a paused server again, on the same port.
+    pub fn resume(&mut self) -> anyhow::Result<()> {
+        if !self.stopped {
+            return Ok(());
+        }
+        self.pg_ctl_start()?;
+        self.stopped = false;
+        // The old watchdog knows the old postmaster only.
+        self.spawn_watchdog()
+    }
+
     /// Stops the server (fast mode: open sessions are ended).
     pub fn stop(&mut self) {
         if self.stopped {

@@ -276,7 +276,6 @@ async fn subscriber(shared: Arc<Shared>, client: redis::Client) {
             Ok(pubsub) => {
                 let (mut sink, mut stream) = pubsub.split();
                 let mut subscribed: HashSet<String> = HashSet::new();
-                shared.connected.store(true, Ordering::Relaxed);
                 loop {
                     let wanted: HashSet<String> = shared.wanted().clone();
                     let add: Vec<String> = wanted
@@ -293,6 +292,8 @@ async fn subscriber(shared: Arc<Shared>, client: redis::Client) {
                         break;
                     }
                     subscribed = wanted;
+                    // Connected means events flow again: only once resubscribed.
+                    shared.connected.store(true, Ordering::Relaxed);
                     tokio::select! {
                         _ = shared.wanted_changed.notified() => {}
                         message = stream.next() => match message {

@@ -10,6 +10,7 @@ mod architecture;
 mod chat_flow;
 mod crash;
 mod errors;
+mod faults;
 mod health;
 mod host_api;
 mod hostile;

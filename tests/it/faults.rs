@@ -1,0 +1,184 @@
+//! Faults of the parts around the service: Postgres stops and comes back; Redis
+//! restarts. The service keeps its sockets, refuses clearly while a part is gone, and
+//! recovers by itself.
+
+use serde_json::json;
+use sidechat::dev::{ClusterOptions, PgCluster};
+use sidechat::settings::Secret;
+
+use crate::helpers::*;
+
+/// Pushes `new_msg` until it is stored: each push is one attempt of the writer's
+/// reconnection, answered at once while the database is away.
+async fn send_once_back(client: &mut Client, topic: &str, client_ref: &str) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let reply = client
+            .push(
+                topic,
+                "new_msg",
+                json!({"body": client_ref, "client_ref": client_ref}),
+            )
+            .await;
+        if reply["status"] == "ok" {
+            return reply["response"]["message"].clone();
+        }
+        assert_eq!(reply["response"]["reason"], "unavailable", "{reply}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not back within the wait"
+        );
+    }
+}
+
+#[tokio::test]
+async fn postgres_stopping_and_returning_needs_no_restart_and_no_reconnect() {
+    // A cluster of this test's own: stopping the shared one would fail the others.
+    let data_dir =
+        std::env::temp_dir().join(format!("sidechat-outage-{}", uuid::Uuid::new_v4().simple()));
+    let mut pg = PgCluster::start(ClusterOptions {
+        data_dir: data_dir.clone(),
+        fast_unsafe: true,
+        remove_on_stop: true,
+    })
+    .unwrap();
+    pg.create_database("sidechat").unwrap();
+    let db_url = pg.url("sidechat");
+    let app = spawn_app_with(|s| s.database.url = Secret::new(db_url.clone())).await;
+    let mut alice = app.connect("alice").await;
+    alice.join_ok("chat:alice:bob", json!({})).await;
+    alice.send_msg("chat:alice:bob", "before").await;
+
+    pg.pause();
+    for body in ["during-1", "during-2"] {
+        let reply = alice
+            .push("chat:alice:bob", "new_msg", json!({"body": body}))
+            .await;
+        assert_eq!(reply["response"]["reason"], "unavailable", "{reply}");
+    }
+    let ready = reqwest::get(app.http("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    // Presence and typing need no database: the socket is still useful.
+    alice
+        .push("chat:alice:bob", "typing", json!({"typing": true}))
+        .await;
+
+    pg.resume().unwrap();
+    let after = send_once_back(&mut alice, "chat:alice:bob", "after").await;
+    assert_eq!(after["body"], "after");
+    let ready = reqwest::get(app.http("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let history = alice.push("chat:alice:bob", "history", json!({})).await;
+    let bodies: Vec<&str> = history["response"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        ["before", "after"],
+        "nothing from the outage was stored"
+    );
+    drop(app);
+    pg.stop();
+}
+
+/// A redis-server of this test's own on `port`, killed on drop.
+struct OwnRedis(std::process::Child);
+
+impl OwnRedis {
+    fn start(port: u16) -> OwnRedis {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::yield_now();
+        }
+        OwnRedis(child)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until every replica's `/readyz` answers `wanted` (200 once its broker has
+/// subscribed again, 503 while it is away).
+async fn all_readyz(replicas: &[TestApp], wanted: u16) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for replica in replicas {
+        loop {
+            let status = reqwest::get(replica.http("/readyz"))
+                .await
+                .unwrap()
+                .status();
+            if status == wanted {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a replica stayed {status}"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_redis_restart_heals_by_itself_and_replicas_keep_serving_meanwhile() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let redis = OwnRedis::start(port);
+    let redis_url = format!("redis://127.0.0.1:{port}/");
+    let replicas = spawn_replicas(2, |s| s.broker.redis_url = Secret::new(redis_url.clone())).await;
+    let (a, b) = (&replicas[0], &replicas[1]);
+    let mut alice = a.connect("alice").await;
+    let mut carol = a.connect("carol").await;
+    let mut bob = b.connect("bob").await;
+    alice.join_ok("chat:alice:bob", json!({})).await;
+    alice.join_ok("chat:alice:carol", json!({})).await;
+    carol.join_ok("chat:alice:carol", json!({})).await;
+    bob.join_ok("chat:alice:bob", json!({})).await;
+    let first = alice.send_msg("chat:alice:bob", "across").await;
+    assert_eq!(bob.expect_event("chat:alice:bob", "new_msg").await, first);
+
+    drop(redis);
+    all_readyz(&replicas, 503).await;
+    // While Redis is away: messages are stored, and delivered within a replica.
+    let local = alice.send_msg("chat:alice:carol", "same replica").await;
+    assert_eq!(
+        carol.expect_event("chat:alice:carol", "new_msg").await,
+        local
+    );
+    let stored = alice.send_msg("chat:alice:bob", "while away").await;
+    assert!(stored["id"].as_i64().unwrap() > first["id"].as_i64().unwrap());
+
+    let _redis = OwnRedis::start(port);
+    all_readyz(&replicas, 200).await;
+    let again = alice.send_msg("chat:alice:bob", "across again").await;
+    // Bob may or may not have heard "while away" (at-most-once between replicas);
+    // what comes after the heal reaches him.
+    let heard = bob
+        .expect(|f| f[3] == "new_msg" && f[4]["body"] == "across again")
+        .await;
+    assert_eq!(heard[4], again);
+    // And recovery with `after` finds what the broker may have dropped.
+    let missed = bob
+        .push("chat:alice:bob", "history", json!({"after": first["id"]}))
+        .await;
+    assert_eq!(missed["response"]["messages"][0], stored);
+}
