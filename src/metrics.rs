@@ -51,6 +51,8 @@ pub struct Metrics {
     pub writer_batch_seconds: Histogram,
     /// Requests waiting for the writer, read when scraped.
     pub writer_queue_depth: Gauge,
+    /// Topics with a listener on this replica, read when scraped.
+    pub hub_topics: Gauge,
     /// Error replies and API errors, by reason.
     pub errors: Family<ReasonLabel, Counter>,
     /// Sockets the server closed, by close code.
@@ -78,6 +80,7 @@ impl Metrics {
             // 0.25 ms to about 4 s per batch transaction.
             writer_batch_seconds: Histogram::new(exponential_buckets(0.00025, 2.0, 15)),
             writer_queue_depth: Gauge::default(),
+            hub_topics: Gauge::default(),
             errors: Family::default(),
             disconnects: Family::default(),
             registry: Registry::default(),
@@ -118,6 +121,11 @@ impl Metrics {
             "writer_queue_depth",
             "Requests waiting for the writer",
             metrics.writer_queue_depth.clone(),
+        );
+        registry.register(
+            "hub_topics",
+            "Topics with a listener on this replica",
+            metrics.hub_topics.clone(),
         );
         registry.register(
             "errors",

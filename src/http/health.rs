@@ -49,6 +49,9 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .connections
         .set(i64::try_from(state.connections.total()).unwrap_or(i64::MAX));
     metrics
+        .hub_topics
+        .set(i64::try_from(state.chat.hub().topic_count()).unwrap_or(i64::MAX));
+    metrics
         .writer_queue_depth
         .set(i64::try_from(state.chat.writer().queue_depth()).unwrap_or(i64::MAX));
     HttpResponse::Ok()

@@ -179,6 +179,14 @@ impl Hub {
         self.broker.is_connected()
     }
 
+    /// Topics with a listener on this replica (each holds a broker subscription).
+    pub fn topic_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
     /// How many sockets on this replica listen on `topic`.
     pub fn local_subscribers(&self, topic: &str) -> usize {
         self.shard(topic).get(topic).map_or(0, Vec::len)
@@ -268,7 +276,9 @@ mod tests {
         hub.subscribe("t", a.clone());
         hub.subscribe("t", a);
         assert_eq!(hub.local_subscribers("t"), 1);
+        assert_eq!(hub.topic_count(), 1);
         hub.unsubscribe("t", ConnId(1));
         assert_eq!(hub.local_subscribers("t"), 0);
+        assert_eq!(hub.topic_count(), 0);
     }
 }

@@ -17,7 +17,7 @@ use crate::stats::summarize;
 const PER_SOURCE: usize = 20_000;
 
 /// A host API call, as the host's backend would make it.
-async fn api(server: &Server, method: &str, path: &str, body: &Value) -> anyhow::Result<u16> {
+pub async fn api(server: &Server, method: &str, path: &str, body: &Value) -> anyhow::Result<u16> {
     let body = body.to_string();
     let mut stream = tokio::net::TcpStream::connect(&server.address).await?;
     let request = format!(

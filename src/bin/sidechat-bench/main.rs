@@ -13,6 +13,7 @@ mod messages;
 mod procfs;
 mod server;
 mod server_metrics;
+mod soak;
 mod stats;
 
 use std::process::ExitCode;
@@ -72,6 +73,13 @@ enum Scenario {
         #[arg(long, default_value_t = 200)]
         concurrency: usize,
     },
+    /// Users come and go for a while: fails if connections, descriptors or memory leak.
+    Soak {
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
+        #[arg(long, default_value_t = 50)]
+        users: usize,
+    },
     /// Joins with history and lobby summaries over a pre-filled table.
     History {
         #[arg(long, default_value_t = 10_000_000)]
@@ -124,6 +132,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 messages,
                 concurrency,
             } => fanout::run(&server, members, messages, concurrency).await,
+            Scenario::Soak { seconds, users } => soak::run(&server, seconds, users).await,
             Scenario::History {
                 rows,
                 conversations,

@@ -70,3 +70,8 @@ pub fn children(parent: u32) -> Vec<u32> {
         .filter(|pid| parent_of(*pid) == Some(parent))
         .collect()
 }
+
+/// Open file descriptors of `pid` (sockets, database connections, files).
+pub fn open_fds(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count() as u64)
+}
