@@ -25,7 +25,10 @@ fn gauge(metrics: &str, name: &str) -> Option<f64> {
 
 /// One user's visit: everything a browser tab does, then the tab closes.
 async fn visit(address: &str, user: &str, peer: &str, messages: &AtomicU64) -> anyhow::Result<()> {
-    let url = format!("ws://{address}/socket/websocket?vsn=2.0.0&token={}", token(user)?);
+    let url = format!(
+        "ws://{address}/socket/websocket?vsn=2.0.0&token={}",
+        token(user)?
+    );
     let mut ws = client::connect(address, &url, Ipv4Addr::LOCALHOST).await?;
     client::ok(client::join(&mut ws, &format!("user:{user}"), json!({}), "1").await?)?;
     let chat = format!("chat:{user}:{peer}");
@@ -34,22 +37,49 @@ async fn visit(address: &str, user: &str, peer: &str, messages: &AtomicU64) -> a
     let mut last = 0;
     for n in 0..3 {
         let msg_ref = format!("m{n}");
-        ws.send(client::frame("2", &msg_ref, &chat, "new_msg", json!({"body": format!("soak {n}")})))
-            .await?;
+        ws.send(client::frame(
+            "2",
+            &msg_ref,
+            &chat,
+            "new_msg",
+            json!({"body": format!("soak {n}")}),
+        ))
+        .await?;
         let reply = client::ok(client::reply_to(&mut ws, &msg_ref).await?)?;
         last = reply["message"]["id"].as_i64().context("a message id")?;
         messages.fetch_add(1, Ordering::Relaxed);
     }
-    ws.send(client::frame("3", "r", "room:soak", "new_msg", json!({"body": "hello room"})))
-        .await?;
+    ws.send(client::frame(
+        "3",
+        "r",
+        "room:soak",
+        "new_msg",
+        json!({"body": "hello room"}),
+    ))
+    .await?;
     client::ok(client::reply_to(&mut ws, "r").await?)?;
-    ws.send(client::frame("2", "t", &chat, "typing", json!({"typing": true}))).await?;
+    ws.send(client::frame(
+        "2",
+        "t",
+        &chat,
+        "typing",
+        json!({"typing": true}),
+    ))
+    .await?;
     client::ok(client::reply_to(&mut ws, "t").await?)?;
     // The peer's receipt is theirs to send; reading our own last message is refused
     // politely or marks nothing, either way a round trip through the receipt path.
-    ws.send(client::frame("2", "rd", &chat, "read", json!({"message_id": last}))).await?;
+    ws.send(client::frame(
+        "2",
+        "rd",
+        &chat,
+        "read",
+        json!({"message_id": last}),
+    ))
+    .await?;
     client::reply_to(&mut ws, "rd").await?;
-    ws.send(client::frame("2", "l", &chat, "phx_leave", json!({}))).await?;
+    ws.send(client::frame("2", "l", &chat, "phx_leave", json!({})))
+        .await?;
     client::reply_to(&mut ws, "l").await?;
     ws.close(None).await?;
     Ok(())
@@ -63,9 +93,17 @@ struct Sample {
 }
 
 pub async fn run(server: &Server, seconds: u64, users: usize) -> anyhow::Result<Value> {
-    let pid = server.pid.context("soak needs the server's pid (--server-pid)")?;
+    let pid = server
+        .pid
+        .context("soak needs the server's pid (--server-pid)")?;
     let members: Vec<String> = (0..users).map(|i| format!("k{i}")).collect();
-    let status = fanout::api(server, "PUT", "/api/v1/rooms/soak", &json!({"members": members})).await?;
+    let status = fanout::api(
+        server,
+        "PUT",
+        "/api/v1/rooms/soak",
+        &json!({"members": members}),
+    )
+    .await?;
     if status != 200 && status != 201 {
         bail!("creating the room answered {status}");
     }
@@ -124,7 +162,8 @@ pub async fn run(server: &Server, seconds: u64, users: usize) -> anyhow::Result<
 
     // Memory after warm-up (the second quarter of the run) against the last quarter.
     let quarter = samples.len() / 4;
-    let mean = |s: &[Sample]| s.iter().map(|x| x.rss_kib as f64).sum::<f64>() / s.len().max(1) as f64;
+    let mean =
+        |s: &[Sample]| s.iter().map(|x| x.rss_kib as f64).sum::<f64>() / s.len().max(1) as f64;
     let warm = mean(samples.get(quarter..2 * quarter).unwrap_or(&[]));
     let late = mean(samples.get(samples.len() - quarter..).unwrap_or(&[]));
     let growth = if warm > 0.0 { late / warm - 1.0 } else { 0.0 };
