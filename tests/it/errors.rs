@@ -358,3 +358,144 @@ async fn a_client_pipelining_many_requests_gets_every_reply_in_time() {
     }
     assert_eq!(app.message_count().await, 150);
 }
+
+/// One member of a room stops reading: the service cuts that member off, and the others
+/// receive every message, in order, without being held back or disconnected.
+#[tokio::test]
+async fn a_stalled_member_is_cut_off_while_the_rest_of_the_room_keeps_up() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    // The default queue: one writer batch can bring hundreds of events of a busy room
+    // at once, which a queue of a few would take for a stalled reader.
+    let app = spawn_app_with(|s| s.limits.messages_per_second = 0).await;
+    let (status, _) = app
+        .api(
+            "PUT",
+            "/api/v1/rooms/r",
+            Some(json!({"members": ["alice", "bob", "carol"]})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let join = |topic: &str| {
+        Message::Text(
+            json!(["1", "join", topic, "phx_join", {}])
+                .to_string()
+                .into(),
+        )
+    };
+    // Bob reads as little as the kernel allows, and after his join reply nothing.
+    let bob_socket = tokio::net::TcpSocket::new_v4().unwrap();
+    bob_socket.set_recv_buffer_size(4096).unwrap();
+    let stream = bob_socket
+        .connect(format!("127.0.0.1:{}", app.port).parse().unwrap())
+        .await
+        .unwrap();
+    let (mut bob, _) =
+        tokio_tungstenite::client_async(app.socket_url(&hmac_token("bob", 600)), stream)
+            .await
+            .unwrap();
+    bob.send(join("room:r")).await.unwrap();
+    while !bob
+        .next()
+        .await
+        .unwrap()
+        .unwrap()
+        .to_text()
+        .unwrap()
+        .contains("phx_reply")
+    {}
+
+    // Carol reads everything, as it comes, and keeps the message ids in order.
+    let (carol, _) = tokio_tungstenite::connect_async(app.socket_url(&hmac_token("carol", 600)))
+        .await
+        .unwrap();
+    let (mut carol_tx, mut carol_rx) = carol.split();
+    carol_tx.send(join("room:r")).await.unwrap();
+    let (carol_ids_tx, mut carol_ids) = tokio::sync::mpsc::unbounded_channel::<Option<i64>>();
+    let (carol_joined_tx, carol_joined) = tokio::sync::oneshot::channel();
+    let mut carol_joined_tx = Some(carol_joined_tx);
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = carol_rx.next().await {
+            match frame {
+                Message::Text(text) => {
+                    let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    if frame[1] == "join" {
+                        let _ = carol_joined_tx.take().map(|tx| tx.send(()));
+                    }
+                    if frame[3] == "new_msg" {
+                        let _ = carol_ids_tx.send(frame[4]["id"].as_i64());
+                    }
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = carol_ids_tx.send(None); // carol's socket ended
+    });
+
+    // Alice pipelines large messages until the service has cut bob off.
+    let (alice, _) = tokio_tungstenite::connect_async(app.socket_url(&hmac_token("alice", 600)))
+        .await
+        .unwrap();
+    let (mut alice_tx, mut alice_rx) = alice.split();
+    alice_tx.send(join("room:r")).await.unwrap();
+    let (acked_tx, mut acked) = tokio::sync::mpsc::unbounded_channel::<i64>();
+    let (alice_joined_tx, alice_joined) = tokio::sync::oneshot::channel();
+    let mut alice_joined_tx = Some(alice_joined_tx);
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = alice_rx.next().await {
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if frame[1] == "join" {
+                let _ = alice_joined_tx.take().map(|tx| tx.send(()));
+            }
+            if frame[3] == "phx_reply" && frame[4]["response"]["message"]["id"].is_i64() {
+                let _ = acked_tx.send(frame[4]["response"]["message"]["id"].as_i64().unwrap());
+            }
+        }
+    });
+    tokio::time::timeout(WAIT, carol_joined)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(WAIT, alice_joined)
+        .await
+        .unwrap()
+        .unwrap();
+    let body = "x".repeat(3500);
+    let mut sent = 0;
+    while open_sockets(&app).await > 2 {
+        assert!(sent < 20_000, "bob was never disconnected");
+        for _ in 0..100 {
+            sent += 1;
+            let frame = json!(["1", sent.to_string(), "room:r", "new_msg", {"body": body}]);
+            alice_tx
+                .send(Message::Text(frame.to_string().into()))
+                .await
+                .unwrap();
+        }
+    }
+    // Every message alice sent is acknowledged, and carol has each, in order.
+    let mut ids = Vec::new();
+    for _ in 0..sent {
+        let Ok(Some(id)) = tokio::time::timeout(WAIT, acked.recv()).await else {
+            panic!("{} of {sent} acked", ids.len());
+        };
+        ids.push(id);
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let got = tokio::time::timeout(WAIT, carol_ids.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, Some(*id), "carol's message {n}");
+    }
+    assert_eq!(
+        open_sockets(&app).await,
+        2,
+        "alice and carol are still connected"
+    );
+}
