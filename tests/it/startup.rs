@@ -268,6 +268,10 @@ fn serve_stops_cleanly_on_sigterm() {
         !log.iter().any(|l| l.contains(&token)),
         "a token reached the log"
     );
+    assert!(
+        !log.iter().any(|l| l.contains(SECRET)),
+        "the HMAC secret reached the log"
+    );
 }
 
 /// `sidechat dev` in `dir`; returns the child and its port once the banner is out.
