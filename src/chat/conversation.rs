@@ -284,35 +284,47 @@ impl Chat {
         });
     }
 
+    /// Tells the room's absent members, in their lobbies. Counting each member's unread
+    /// costs a query over the room, so a room has at most one such round in flight:
+    /// messages that arrive meanwhile are told together, in one more round for the
+    /// newest of them (its counts include the others).
     fn notify_room(&self, topic: &Topic, room: String, sender: &UserId, row: &MessageRow) {
         let topic_name = topic.to_string();
+        let newest = (sender.to_string(), Message::from(row.clone()));
+        {
+            let mut in_flight = self.room_rounds();
+            match in_flight.entry(topic_name.clone()) {
+                std::collections::hash_map::Entry::Occupied(mut waiting) => {
+                    *waiting.get_mut() = Some(newest);
+                    return;
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(None);
+                }
+            }
+        }
         let (pool, hub, presence) = (self.pool.clone(), self.hub.clone(), self.presence.clone());
-        let (sender, message) = (sender.to_string(), Message::from(row.clone()));
+        let rounds = self.room_rounds.clone();
         tokio::spawn(async move {
-            let present: HashSet<String> = presence
-                .list(&topic_name)
-                .await
-                .into_iter()
-                .map(|(user, _)| user)
-                .collect();
-            let counts = store::blocking(&pool, move |c| {
-                let away: Vec<String> = rooms::members(c, &room)?
-                    .into_iter()
-                    .filter(|m| *m != sender && !present.contains(m))
-                    .collect();
-                rooms::unread_for_members(c, &room, &away)
-            })
-            .await;
-            match counts {
-                Ok(counts) => {
-                    for (member, count) in counts {
-                        let lobby = UserId::parse(&member).map(Topic::Lobby);
-                        if let Ok(lobby) = lobby {
-                            hub.publish(notification(&lobby, &topic_name, &message, count));
-                        }
+            let mut next = Some(newest);
+            while let Some((sender, message)) = next.take() {
+                notify_room_round(
+                    &pool,
+                    &hub,
+                    presence.as_ref(),
+                    &topic_name,
+                    &room,
+                    sender,
+                    message,
+                )
+                .await;
+                let mut in_flight = rounds.lock().unwrap_or_else(|p| p.into_inner());
+                match in_flight.get_mut(&topic_name).and_then(Option::take) {
+                    Some(waiting) => next = Some(waiting),
+                    None => {
+                        in_flight.remove(&topic_name);
                     }
                 }
-                Err(e) => log::warn!("room notifications for {topic_name} dropped: {e}"),
             }
         });
     }
@@ -484,5 +496,43 @@ impl Chat {
             self.presence_diffs
                 .announce(&topic_name, Change::Leave, &user, &meta);
         }
+    }
+}
+
+/// One round of a room's lobby notifications: every member who is in the room on no
+/// replica hears of `message` with their unread count.
+async fn notify_room_round(
+    pool: &store::PgPool,
+    hub: &crate::hub::Hub,
+    presence: &dyn crate::hub::Presence,
+    topic_name: &str,
+    room: &str,
+    sender: String,
+    message: Message,
+) {
+    let present: HashSet<String> = presence
+        .list(topic_name)
+        .await
+        .into_iter()
+        .map(|(user, _)| user)
+        .collect();
+    let room = room.to_owned();
+    let counts = store::blocking(pool, move |c| {
+        let away: Vec<String> = rooms::members(c, &room)?
+            .into_iter()
+            .filter(|m| *m != sender && !present.contains(m))
+            .collect();
+        rooms::unread_for_members(c, &room, &away)
+    })
+    .await;
+    match counts {
+        Ok(counts) => {
+            for (member, count) in counts {
+                if let Ok(lobby) = UserId::parse(&member).map(Topic::Lobby) {
+                    hub.publish(notification(&lobby, topic_name, &message, count));
+                }
+            }
+        }
+        Err(e) => log::warn!("room notifications for {topic_name} dropped: {e}"),
     }
 }

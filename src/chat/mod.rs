@@ -104,7 +104,12 @@ pub struct Chat {
     presence_refs: AtomicU64,
     presence_diffs: Arc<PresenceDiffs>,
     receipts: Receipts,
+    /// Rooms with lobby notifications in flight, and the newest message waiting for the
+    /// next round (`conversation::notify_room`).
+    room_rounds: Arc<std::sync::Mutex<RoomRounds>>,
 }
+
+type RoomRounds = std::collections::HashMap<String, Option<(String, Message)>>;
 
 /// Storage failures as the client sees them; the cause goes to the log.
 fn storage(e: store::Error) -> Reason {
@@ -137,6 +142,7 @@ impl Chat {
         Chat {
             presence_diffs: PresenceDiffs::new(hub.clone(), PRESENCE_WINDOW),
             receipts: Receipts::start(pool.clone()),
+            room_rounds: Arc::default(),
             pool,
             writer,
             hub,
@@ -190,6 +196,11 @@ impl Chat {
                 }
             }
         })
+    }
+
+    fn room_rounds(&self) -> std::sync::MutexGuard<'_, RoomRounds> {
+        // Each update is one insert, replacement or removal: still consistent if poisoned.
+        self.room_rounds.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn hub(&self) -> &Arc<Hub> {

@@ -231,3 +231,22 @@ async fn a_large_room_keeps_presence_to_itself() {
         })
         .await;
 }
+
+/// A burst in a busy room: an absent member's lobby hears of the newest message with
+/// the count of everything unread (rounds for one room never pile up behind each other).
+#[tokio::test]
+async fn a_burst_in_a_room_ends_with_the_newest_message_and_the_full_count() {
+    let app = spawn_app().await;
+    room(&app, "busy", &["alice", "bob"]).await;
+    let mut bob = app.connect("bob").await;
+    bob.join_ok("user:bob", json!({})).await;
+    let mut alice = app.connect("alice").await;
+    alice.join_ok("room:busy", json!({})).await;
+    let mut newest = json!(null);
+    for n in 0..30 {
+        newest = alice.send_msg("room:busy", &format!("m{n}")).await;
+    }
+    let told = bob.expect_notification("user:bob", &newest).await;
+    assert_eq!(told["count"], 30);
+    assert_eq!(told["message"], newest);
+}
