@@ -163,6 +163,11 @@ async fn a_battery_of_malformed_frames_harms_only_its_sender() {
             Expect::Reason("invalid_payload"),
         ),
         (
+            "a NUL in meta",
+            push("new_msg", json!({"body": "hi", "meta": {"k": ["a\u{0}"]}})),
+            Expect::Reason("invalid_payload"),
+        ),
+        (
             "meta that is not an object",
             push("new_msg", json!({"body": "hi", "meta": [1, 2]})),
             Expect::Reason("invalid_payload"),
@@ -277,4 +282,50 @@ async fn a_request_postgres_refuses_fails_alone_in_its_batch() {
     .await
     .unwrap();
     assert_eq!(app_rows, 49);
+}
+
+/// The host API refuses what Postgres cannot store, with a clear error.
+#[tokio::test]
+async fn the_host_api_refuses_nul_in_bodies_appends_and_meta() {
+    let app = spawn_app().await;
+    let post = |body: Value| {
+        let app = &app;
+        async move { app.api("POST", "/api/v1/messages", Some(body)).await }
+    };
+    let base = json!({"topic": "chat:alice:bot", "user_id": "bot", "kind": "bot"});
+    let with = |extra: Value| {
+        let mut body = base.clone();
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let (status, error) = post(with(json!({"body": "a\u{0}b"}))).await;
+    assert_eq!(
+        (status, error["reason"].as_str()),
+        (400, Some("invalid_payload")),
+        "{error}"
+    );
+    let (status, error) = post(with(json!({"body": "ok", "meta": {"a\u{0}": 1}}))).await;
+    assert_eq!(
+        (status, error["reason"].as_str()),
+        (400, Some("invalid_payload")),
+        "{error}"
+    );
+    let (status, opened) = post(with(json!({"body": "", "status": "streaming"}))).await;
+    assert_eq!(status, 201, "{opened}");
+    let id = opened["id"].as_i64().unwrap();
+    let (status, error) = app
+        .api(
+            "PATCH",
+            &format!("/api/v1/messages/{id}"),
+            Some(json!({"append": "x\u{0}"})),
+        )
+        .await;
+    assert_eq!(
+        (status, error["reason"].as_str()),
+        (400, Some("invalid_payload")),
+        "{error}"
+    );
+    assert_eq!(app.message_count().await, 1);
 }
