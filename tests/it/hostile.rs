@@ -329,3 +329,43 @@ async fn the_host_api_refuses_nul_in_bodies_appends_and_meta() {
     );
     assert_eq!(app.message_count().await, 1);
 }
+
+/// Should the writer thread ever die (a bug), its callers are answered, not left
+/// waiting, and the exit is signalled: `Application` then stops the process so the
+/// orchestrator restarts it, rather than accepting sends it cannot store.
+#[tokio::test]
+async fn a_dying_writer_answers_its_callers_and_signals_its_exit() {
+    let url = fresh_database();
+    let migrate_url = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn =
+            sidechat::store::connect(&migrate_url, std::time::Duration::from_secs(5)).unwrap();
+        sidechat::store::run_migrations(&mut conn).unwrap();
+    })
+    .await
+    .unwrap();
+    let (writer, exit, thread) = sidechat::store::Writer::start(
+        url,
+        std::time::Duration::from_secs(5),
+        std::sync::Arc::new(sidechat::metrics::Metrics::new()),
+        Box::new(|_| panic!("a bug in what runs after COMMIT")),
+    )
+    .unwrap();
+    let answer = tokio::time::timeout(WAIT, writer.write(new_message(1, "hello")))
+        .await
+        .expect("answered, not left waiting");
+    assert!(
+        matches!(answer, Err(sidechat::store::Error::Unavailable(_))),
+        "{answer:?}"
+    );
+    tokio::time::timeout(WAIT, exit)
+        .await
+        .expect("the exit is signalled")
+        .expect("by the thread's end");
+    assert!(thread.join().is_err(), "the thread panicked");
+    let after = writer.write(new_message(2, "again")).await;
+    assert!(
+        matches!(after, Err(sidechat::store::Error::Unavailable(_))),
+        "{after:?}"
+    );
+}
