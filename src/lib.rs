@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod settings;
 pub mod store;
 pub mod transport;
+pub mod webhooks;
 
 use std::net::TcpListener;
 use std::sync::Arc;
