@@ -180,6 +180,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(health::metrics))
         .route("/v1/me/unread", web::get().to(user_api::my_unread))
         .route(
+            "/v1/me/push-subscriptions",
+            web::post().to(user_api::subscribe_push),
+        )
+        .route(
+            "/v1/me/push-subscriptions",
+            web::delete().to(user_api::unsubscribe_push),
+        )
+        .route(
             "/v1/conversations/{topic}/messages",
             web::get().to(user_api::conversation_messages),
         )

@@ -27,6 +27,8 @@ use super::{demo, health, host_api, socket, user_api};
         host_api::erase_user,
         user_api::my_unread,
         user_api::conversation_messages,
+        user_api::subscribe_push,
+        user_api::unsubscribe_push,
         health::healthz,
         health::readyz,
         health::metrics,

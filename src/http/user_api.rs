@@ -4,12 +4,13 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use futures_util::future::{Ready, ready};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::ApiError;
 use super::host_api::{ErrorBody, PageQuery};
 use crate::auth::{AuthError, Identity};
-use crate::chat::{HistoryPage, Reason, Topic, UnreadSummary};
+use crate::chat::{HistoryPage, NewPushSubscription, Reason, Topic, UnreadSummary};
 
 /// The user behind `Authorization: Bearer <token>` (or `?token=`).
 pub struct AuthedUser(pub Identity);
@@ -83,4 +84,83 @@ pub async fn conversation_messages(
         .history(&identity.actor(), &topic, query.params()?)
         .await?;
     Ok(HttpResponse::Ok().json(page))
+}
+
+/// The browser's keys, as `PushSubscription.toJSON()` gives them.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PushKeys {
+    /// The browser's P-256 public key, base64url (65 bytes decoded).
+    pub p256dh: String,
+    /// The browser's auth secret, base64url (16 bytes decoded).
+    pub auth: String,
+}
+
+/// A browser's Web Push subscription: pass `PushSubscription.toJSON()` as it is.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PushSubscriptionBody {
+    /// The push service's URL (https; http only to this machine).
+    pub endpoint: String,
+    pub keys: PushKeys,
+}
+
+/// Which browser to unsubscribe.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PushEndpoint {
+    pub endpoint: String,
+}
+
+#[utoipa::path(
+    post, path = "/v1/me/push-subscriptions", tag = "user",
+    request_body = PushSubscriptionBody,
+    responses(
+        (status = 201, description = "Registered"),
+        (status = 200, description = "Already registered; the user and keys are now these"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    ),
+    security(("user_token" = []))
+)]
+pub async fn subscribe_push(
+    state: web::Data<AppState>,
+    AuthedUser(identity): AuthedUser,
+    body: web::Json<PushSubscriptionBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let created = state
+        .chat
+        .subscribe_push(
+            &identity.user_id,
+            NewPushSubscription {
+                endpoint: body.endpoint,
+                p256dh: body.keys.p256dh,
+                auth: body.keys.auth,
+            },
+        )
+        .await?;
+    Ok(if created {
+        HttpResponse::Created().finish()
+    } else {
+        HttpResponse::Ok().finish()
+    })
+}
+
+#[utoipa::path(
+    delete, path = "/v1/me/push-subscriptions", tag = "user",
+    request_body = PushEndpoint,
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    security(("user_token" = []))
+)]
+pub async fn unsubscribe_push(
+    state: web::Data<AppState>,
+    AuthedUser(identity): AuthedUser,
+    body: web::Json<PushEndpoint>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .chat
+        .unsubscribe_push(&identity.user_id, body.into_inner().endpoint)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }

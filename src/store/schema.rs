@@ -19,6 +19,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    push_subscriptions (endpoint) {
+        endpoint -> Text,
+        user_id -> Text,
+        p256dh -> Text,
+        auth -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     room_members (room_id, user_id) {
         room_id -> Text,
         user_id -> Text,
@@ -38,4 +48,4 @@ diesel::table! {
 
 diesel::joinable!(room_members -> rooms (room_id));
 
-diesel::allow_tables_to_appear_in_same_query!(messages, room_members, rooms,);
+diesel::allow_tables_to_appear_in_same_query!(messages, push_subscriptions, room_members, rooms,);

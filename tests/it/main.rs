@@ -16,6 +16,7 @@ mod host_api;
 mod hostile;
 mod migrations;
 mod observability;
+mod push;
 mod query_plans;
 mod receipts;
 mod replicas;
