@@ -49,9 +49,52 @@ pub async fn join(
     payload: Value,
     join_ref: &str,
 ) -> anyhow::Result<Value> {
-    ws.send(frame(join_ref, join_ref, topic, "phx_join", payload))
+    request(ws, join_ref, join_ref, topic, "phx_join", payload).await
+}
+
+/// Pushes `event` and waits for its reply, dropping whatever else arrives meanwhile.
+pub async fn request(
+    ws: &mut Ws,
+    join_ref: &str,
+    msg_ref: &str,
+    topic: &str,
+    event: &str,
+    payload: Value,
+) -> anyhow::Result<Value> {
+    ws.send(frame(join_ref, msg_ref, topic, event, payload))
         .await?;
-    reply_to(ws, join_ref).await
+    reply_to(ws, msg_ref).await
+}
+
+/// The socket URL of the server at `address` for `token`.
+pub fn socket_url(address: &str, token: &str) -> String {
+    format!("ws://{address}/socket/websocket?vsn=2.0.0&token={token}")
+}
+
+/// One HTTP/1.1 request on its own connection; returns the status and the body.
+pub async fn http(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(address).await?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: bench\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("an HTTP status")?;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    Ok((status, body.to_owned()))
 }
 
 /// Reads until the reply to `msg_ref`.

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::client;
@@ -16,22 +15,12 @@ use crate::stats::summarize;
 
 const PER_SOURCE: usize = 20_000;
 
-/// A host API call, as the host's backend would make it.
+/// A host API call, as the host's backend would make it; returns the status.
 pub async fn api(server: &Server, method: &str, path: &str, body: &Value) -> anyhow::Result<u16> {
-    let body = body.to_string();
-    let mut stream = tokio::net::TcpStream::connect(&server.address).await?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("an HTTP status")
+    let headers = format!("Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n");
+    let (status, _) =
+        client::http(&server.address, method, path, &headers, &body.to_string()).await?;
+    Ok(status)
 }
 
 /// The payload fields a member looks at; the rest is skipped unparsed.

@@ -101,10 +101,7 @@ impl Server {
     }
 
     pub fn socket_url(&self, token: &str) -> String {
-        format!(
-            "ws://{}/socket/websocket?vsn=2.0.0&token={token}",
-            self.address
-        )
+        crate::client::socket_url(&self.address, token)
     }
 
     pub fn rss_kib(&self) -> Option<u64> {

@@ -1,22 +1,19 @@
 //! The server's own view: quantiles estimated from a histogram of its `/metrics`, as
 //! Prometheus's `histogram_quantile` does (linear within a bucket).
 
-use anyhow::Context;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The OpenMetrics text of the server at `address`.
 pub async fn scrape(address: &str) -> anyhow::Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(address).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (_, body) = response
-        .split_once("\r\n\r\n")
-        .context("an HTTP response")?;
-    Ok(body.to_owned())
+    let (status, body) = crate::client::http(address, "GET", "/metrics", "", "").await?;
+    anyhow::ensure!(status == 200, "/metrics answered {status}");
+    Ok(body)
+}
+
+/// The gauge or counter `name` (without labels), as scraped.
+pub fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Cumulative (upper bound in seconds, count) of `name` with `label`, e.g.

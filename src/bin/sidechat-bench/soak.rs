@@ -9,26 +9,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures_util::SinkExt;
 use serde_json::{Value, json};
 
 use crate::server::{Server, token};
-use crate::server_metrics::scrape;
+use crate::server_metrics::{gauge, scrape};
 use crate::{client, fanout, procfs};
-
-/// The server's own gauge `name`, as scraped.
-fn gauge(metrics: &str, name: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
 
 /// One user's visit: everything a browser tab does, then the tab closes.
 async fn visit(address: &str, user: &str, peer: &str, messages: &AtomicU64) -> anyhow::Result<()> {
-    let url = format!(
-        "ws://{address}/socket/websocket?vsn=2.0.0&token={}",
-        token(user)?
-    );
+    let url = client::socket_url(address, &token(user)?);
     let mut ws = client::connect(address, &url, Ipv4Addr::LOCALHOST).await?;
     client::ok(client::join(&mut ws, &format!("user:{user}"), json!({}), "1").await?)?;
     let chat = format!("chat:{user}:{peer}");
@@ -36,51 +25,30 @@ async fn visit(address: &str, user: &str, peer: &str, messages: &AtomicU64) -> a
     client::ok(client::join(&mut ws, "room:soak", json!({"limit": 5}), "3").await?)?;
     let mut last = 0;
     for n in 0..3 {
-        let msg_ref = format!("m{n}");
-        ws.send(client::frame(
-            "2",
-            &msg_ref,
-            &chat,
-            "new_msg",
-            json!({"body": format!("soak {n}")}),
-        ))
-        .await?;
-        let reply = client::ok(client::reply_to(&mut ws, &msg_ref).await?)?;
+        let body = json!({"body": format!("soak {n}")});
+        let reply = client::ok(
+            client::request(&mut ws, "2", &format!("m{n}"), &chat, "new_msg", body).await?,
+        )?;
         last = reply["message"]["id"].as_i64().context("a message id")?;
         messages.fetch_add(1, Ordering::Relaxed);
     }
-    ws.send(client::frame(
-        "3",
-        "r",
-        "room:soak",
-        "new_msg",
-        json!({"body": "hello room"}),
-    ))
-    .await?;
-    client::ok(client::reply_to(&mut ws, "r").await?)?;
-    ws.send(client::frame(
-        "2",
-        "t",
-        &chat,
-        "typing",
-        json!({"typing": true}),
-    ))
-    .await?;
-    client::ok(client::reply_to(&mut ws, "t").await?)?;
+    let hello = json!({"body": "hello room"});
+    client::ok(client::request(&mut ws, "3", "r", "room:soak", "new_msg", hello).await?)?;
+    client::ok(
+        client::request(&mut ws, "2", "t", &chat, "typing", json!({"typing": true})).await?,
+    )?;
     // The peer's receipt is theirs to send; reading our own last message is refused
     // politely or marks nothing, either way a round trip through the receipt path.
-    ws.send(client::frame(
+    client::request(
+        &mut ws,
         "2",
         "rd",
         &chat,
         "read",
         json!({"message_id": last}),
-    ))
+    )
     .await?;
-    client::reply_to(&mut ws, "rd").await?;
-    ws.send(client::frame("2", "l", &chat, "phx_leave", json!({})))
-        .await?;
-    client::reply_to(&mut ws, "l").await?;
+    client::request(&mut ws, "2", "l", &chat, "phx_leave", json!({})).await?;
     ws.close(None).await?;
     Ok(())
 }
