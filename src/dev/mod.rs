@@ -188,18 +188,10 @@ impl PgCluster {
         self.spawn_watchdog()
     }
 
-    /// Stops the server (fast mode: open sessions are ended).
+    /// Stops the server (fast mode: open sessions are ended), and removes its data if
+    /// it was started with `remove_on_stop`.
     pub fn stop(&mut self) {
-        if self.stopped {
-            return;
-        }
-        self.stopped = true;
-        let data = self.data_dir.display().to_string();
-        let _ = self
-            .command("pg_ctl", &["stop", "-D", &data, "-m", "fast", "-w"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        self.pause();
         if self.remove_on_stop {
             let _ = std::fs::remove_dir_all(&self.data_dir);
         }

@@ -2,7 +2,6 @@
 //! after a restart, and clients resending with their `client_ref` create no duplicates.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -24,22 +23,7 @@ fn serve(db_url: &str) -> (Child, u16) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(port) = line
-                .split("listening on port ")
-                .nth(1)
-                .and_then(|p| p.trim().parse::<u16>().ok())
-            {
-                let _ = port_tx.send(port);
-            }
-        }
-    });
-    let port = port_rx
-        .recv_timeout(WAIT)
-        .expect("the service logs its port");
+    let port = announced_port(child.stderr.take().unwrap(), "listening on port ", WAIT);
     (child, port)
 }
 

@@ -2,6 +2,8 @@
 
 use serde_json::json;
 
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
 use crate::helpers::*;
 
 #[tokio::test]
@@ -250,6 +252,64 @@ async fn open_sockets(app: &TestApp) -> u64 {
         .expect("sidechat_connections in /metrics")
 }
 
+/// A socket of `user` that joins `topic`, reads the join reply, and then reads nothing,
+/// through as small a TCP window as the kernel allows.
+async fn stalled_reader(
+    app: &TestApp,
+    user: &str,
+    topic: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    use futures_util::{SinkExt, StreamExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket
+        .connect(format!("127.0.0.1:{}", app.port).parse().unwrap())
+        .await
+        .unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(app.socket_url(&hmac_token(user, 600)), stream)
+            .await
+            .unwrap();
+    let join = json!(["1", "join", topic, "phx_join", {}]).to_string();
+    ws.send(WsMessage::Text(join.into())).await.unwrap();
+    while !ws
+        .next()
+        .await
+        .unwrap()
+        .unwrap()
+        .to_text()
+        .unwrap()
+        .contains("phx_reply")
+    {}
+    ws
+}
+
+/// Pipelines large `new_msg` frames into `topic` until only `open` sockets remain (the
+/// service has cut a stalled reader off); returns how many were sent.
+async fn flood_until_open(
+    app: &TestApp,
+    sink: &mut (
+             impl futures_util::Sink<WsMessage, Error = tokio_tungstenite::tungstenite::Error> + Unpin
+         ),
+    topic: &str,
+    open: u64,
+) -> usize {
+    use futures_util::SinkExt;
+    let body = "x".repeat(3500);
+    let mut sent = 0;
+    while open_sockets(app).await > open {
+        assert!(sent < 20_000, "the stalled reader was never disconnected");
+        for _ in 0..100 {
+            sent += 1;
+            let frame = json!(["1", sent.to_string(), topic, "new_msg", {"body": body}]);
+            sink.send(WsMessage::Text(frame.to_string().into()))
+                .await
+                .unwrap();
+        }
+    }
+    sent
+}
+
 #[tokio::test]
 async fn a_client_that_stops_reading_is_disconnected_instead_of_growing_memory() {
     use futures_util::{SinkExt, StreamExt};
@@ -260,31 +320,7 @@ async fn a_client_that_stops_reading_is_disconnected_instead_of_growing_memory()
         s.limits.messages_per_second = 0;
     })
     .await;
-    // Bob's socket reads as little as the kernel allows and then not at all.
-    let bob_socket = tokio::net::TcpSocket::new_v4().unwrap();
-    bob_socket.set_recv_buffer_size(4096).unwrap();
-    let stream = bob_socket
-        .connect(format!("127.0.0.1:{}", app.port).parse().unwrap())
-        .await
-        .unwrap();
-    let (mut bob, _) =
-        tokio_tungstenite::client_async(app.socket_url(&hmac_token("bob", 600)), stream)
-            .await
-            .unwrap();
-    bob.send(Message::Text(
-        json!(["1", "1", "chat:alice:bob", "phx_join", {}])
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
-    // Wait for the join reply, then stop reading.
-    loop {
-        let frame = bob.next().await.unwrap().unwrap();
-        if frame.to_text().unwrap().contains("phx_reply") {
-            break;
-        }
-    }
+    let mut bob = stalled_reader(&app, "bob", "chat:alice:bob").await;
 
     // Alice sends until the service has cut bob off; her own frames are drained.
     let (alice, _) = tokio_tungstenite::connect_async(app.socket_url(&hmac_token("alice", 600)))
@@ -300,19 +336,7 @@ async fn a_client_that_stops_reading_is_disconnected_instead_of_growing_memory()
         ))
         .await
         .unwrap();
-    let body = "x".repeat(3500);
-    let mut sent = 0;
-    while open_sockets(&app).await > 1 {
-        assert!(sent < 20_000, "bob was never disconnected");
-        for _ in 0..100 {
-            sent += 1;
-            let frame = json!(["1", sent.to_string(), "chat:alice:bob", "new_msg", {"body": body}]);
-            alice_tx
-                .send(Message::Text(frame.to_string().into()))
-                .await
-                .unwrap();
-        }
-    }
+    flood_until_open(&app, &mut alice_tx, "chat:alice:bob", 1).await;
 
     // Bob now reads what made it out: a close with 4002, or the end of the stream if
     // even the close frame could not get past his backlog. That backlog is megabytes,
@@ -390,27 +414,7 @@ async fn a_stalled_member_is_cut_off_while_the_rest_of_the_room_keeps_up() {
                 .into(),
         )
     };
-    // Bob reads as little as the kernel allows, and after his join reply nothing.
-    let bob_socket = tokio::net::TcpSocket::new_v4().unwrap();
-    bob_socket.set_recv_buffer_size(4096).unwrap();
-    let stream = bob_socket
-        .connect(format!("127.0.0.1:{}", app.port).parse().unwrap())
-        .await
-        .unwrap();
-    let (mut bob, _) =
-        tokio_tungstenite::client_async(app.socket_url(&hmac_token("bob", 600)), stream)
-            .await
-            .unwrap();
-    bob.send(join("room:r")).await.unwrap();
-    while !bob
-        .next()
-        .await
-        .unwrap()
-        .unwrap()
-        .to_text()
-        .unwrap()
-        .contains("phx_reply")
-    {}
+    let _bob = stalled_reader(&app, "bob", "room:r").await;
 
     // Carol reads everything, as it comes, and keeps the message ids in order.
     let (carol, _) = tokio_tungstenite::connect_async(app.socket_url(&hmac_token("carol", 600)))
@@ -471,19 +475,7 @@ async fn a_stalled_member_is_cut_off_while_the_rest_of_the_room_keeps_up() {
         .await
         .unwrap()
         .unwrap();
-    let body = "x".repeat(3500);
-    let mut sent = 0;
-    while open_sockets(&app).await > 2 {
-        assert!(sent < 20_000, "bob was never disconnected");
-        for _ in 0..100 {
-            sent += 1;
-            let frame = json!(["1", sent.to_string(), "room:r", "new_msg", {"body": body}]);
-            alice_tx
-                .send(Message::Text(frame.to_string().into()))
-                .await
-                .unwrap();
-        }
-    }
+    let sent = flood_until_open(&app, &mut alice_tx, "room:r", 2).await;
     // Every message alice sent is acknowledged, and carol has each, in order.
     let mut ids = Vec::new();
     for _ in 0..sent {

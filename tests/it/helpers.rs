@@ -124,6 +124,35 @@ pub fn redis_url() -> &'static str {
     })
 }
 
+/// The port a child process announces on `output` right after `marker` (e.g.
+/// "listening on port "), within `wait`. Keeps reading afterwards, so the child never
+/// blocks on a full pipe.
+pub fn announced_port(
+    output: impl std::io::Read + Send + 'static,
+    marker: &'static str,
+    wait: Duration,
+) -> u16 {
+    use std::io::BufRead;
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(output)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let port = line.split(marker).nth(1).and_then(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse::<u16>().ok()
+            });
+            if let Some(port) = port {
+                let _ = port_tx.send(port);
+            }
+        }
+    });
+    port_rx
+        .recv_timeout(wait)
+        .expect("the process announces its port")
+}
+
 pub fn test_settings() -> Settings {
     Settings::load(&Sources {
         overlays: vec![TEST_TOML],

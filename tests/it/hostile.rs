@@ -229,6 +229,35 @@ async fn a_battery_of_malformed_frames_harms_only_its_sender() {
     assert_eq!(health.status(), 200);
 }
 
+/// The writer on its own, over a fresh migrated database: (its URL, what `start` gives).
+async fn writer_alone(
+    on_commit: sidechat::store::writer::OnCommit,
+) -> (
+    String,
+    (
+        sidechat::store::Writer,
+        sidechat::store::WriterExit,
+        std::thread::JoinHandle<()>,
+    ),
+) {
+    let url = fresh_database();
+    let migrate_url = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = sidechat::store::connect(&migrate_url, WAIT).unwrap();
+        sidechat::store::run_migrations(&mut conn).unwrap();
+    })
+    .await
+    .unwrap();
+    let started = sidechat::store::Writer::start(
+        url.clone(),
+        WAIT,
+        std::sync::Arc::new(sidechat::metrics::Metrics::new()),
+        on_commit,
+    )
+    .unwrap();
+    (url, started)
+}
+
 fn new_message(n: usize, body: &str) -> sidechat::store::NewMessage {
     sidechat::store::NewMessage {
         topic: "chat:alice:bob".into(),
@@ -246,22 +275,7 @@ fn new_message(n: usize, body: &str) -> sidechat::store::NewMessage {
 /// alone: the others in its batch are stored and acknowledged.
 #[tokio::test]
 async fn a_request_postgres_refuses_fails_alone_in_its_batch() {
-    let url = fresh_database();
-    let migrate_url = url.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut conn =
-            sidechat::store::connect(&migrate_url, std::time::Duration::from_secs(5)).unwrap();
-        sidechat::store::run_migrations(&mut conn).unwrap();
-    })
-    .await
-    .unwrap();
-    let (writer, _exit, _thread) = sidechat::store::Writer::start(
-        url.clone(),
-        std::time::Duration::from_secs(5),
-        std::sync::Arc::new(sidechat::metrics::Metrics::new()),
-        Box::new(|_| {}),
-    )
-    .unwrap();
+    let (url, (writer, _exit, _thread)) = writer_alone(Box::new(|_| {})).await;
     // Queued together, so most land in one batch with the bad one in the middle.
     let writes = (0..50).map(|n| {
         let body = if n == 25 { "nul \0 inside" } else { "fine" };
@@ -335,22 +349,8 @@ async fn the_host_api_refuses_nul_in_bodies_appends_and_meta() {
 /// orchestrator restarts it, rather than accepting sends it cannot store.
 #[tokio::test]
 async fn a_dying_writer_answers_its_callers_and_signals_its_exit() {
-    let url = fresh_database();
-    let migrate_url = url.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut conn =
-            sidechat::store::connect(&migrate_url, std::time::Duration::from_secs(5)).unwrap();
-        sidechat::store::run_migrations(&mut conn).unwrap();
-    })
-    .await
-    .unwrap();
-    let (writer, exit, thread) = sidechat::store::Writer::start(
-        url,
-        std::time::Duration::from_secs(5),
-        std::sync::Arc::new(sidechat::metrics::Metrics::new()),
-        Box::new(|_| panic!("a bug in what runs after COMMIT")),
-    )
-    .unwrap();
+    let (_, (writer, exit, thread)) =
+        writer_alone(Box::new(|_| panic!("a bug in what runs after COMMIT"))).await;
     let answer = tokio::time::timeout(WAIT, writer.write(new_message(1, "hello")))
         .await
         .expect("answered, not left waiting");

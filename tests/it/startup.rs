@@ -284,24 +284,13 @@ fn start_dev(dir: &std::path::Path) -> (std::process::Child, u16) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    // Keeps reading so the child never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let port = line
-                .split("http://127.0.0.1:")
-                .nth(1)
-                .and_then(|rest| rest.split('/').next())
-                .and_then(|p| p.parse::<u16>().ok());
-            if let Some(port) = port {
-                let _ = port_tx.send(port);
-            }
-        }
-    });
-    let port = port_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("sidechat dev prints its address within 60 s");
+    // The dev banner's addresses carry the port: "http://127.0.0.1:<port>/...".
+    // Its own Postgres starts first (initdb on the first run).
+    let port = announced_port(
+        child.stdout.take().unwrap(),
+        "http://127.0.0.1:",
+        Duration::from_secs(60),
+    );
     (child, port)
 }
 
