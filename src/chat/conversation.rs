@@ -47,6 +47,48 @@ pub struct Entered {
     pub announced: bool,
 }
 
+/// The sender and the message a round of room notifications tells of.
+type Newest = (String, Message);
+
+/// Rooms with a round of lobby notifications in flight, each with the newest message
+/// that arrived meanwhile, waiting for the next round (`Chat::notify_room`).
+#[derive(Default)]
+pub(super) struct RoomRounds(std::sync::Mutex<std::collections::HashMap<String, Option<Newest>>>);
+
+impl RoomRounds {
+    fn rooms(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Option<Newest>>> {
+        // Each update is one insert, replacement or removal: still consistent if poisoned.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `newest` back when `topic` has no round in flight (the caller runs one now); None
+    /// when one is, and `newest` waits for the next.
+    fn start(&self, topic: &str, newest: Newest) -> Option<Newest> {
+        match self.rooms().entry(topic.to_owned()) {
+            std::collections::hash_map::Entry::Occupied(mut waiting) => {
+                *waiting.get_mut() = Some(newest);
+                None
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(None);
+                Some(newest)
+            }
+        }
+    }
+
+    /// After a round of `topic`: what waits for the next, or None, and the room is done.
+    fn next(&self, topic: &str) -> Option<Newest> {
+        let mut rooms = self.rooms();
+        let waiting = rooms.get_mut(topic).and_then(Option::take);
+        if waiting.is_none() {
+            rooms.remove(topic);
+        }
+        waiting
+    }
+}
+
 /// Conversations the inbox lists on join.
 const INBOX_LIMIT: i64 = 200;
 
@@ -291,23 +333,14 @@ impl Chat {
     fn notify_room(&self, topic: &Topic, room: String, sender: &UserId, row: &MessageRow) {
         let topic_name = topic.to_string();
         let newest = (sender.to_string(), Message::from(row.clone()));
-        {
-            let mut in_flight = self.room_rounds();
-            match in_flight.entry(topic_name.clone()) {
-                std::collections::hash_map::Entry::Occupied(mut waiting) => {
-                    *waiting.get_mut() = Some(newest);
-                    return;
-                }
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(None);
-                }
-            }
-        }
+        let Some(first) = self.room_rounds.start(&topic_name, newest) else {
+            return;
+        };
         let (pool, hub, presence) = (self.pool.clone(), self.hub.clone(), self.presence.clone());
         let rounds = self.room_rounds.clone();
         tokio::spawn(async move {
-            let mut next = Some(newest);
-            while let Some((sender, message)) = next.take() {
+            let mut next = Some(first);
+            while let Some((sender, message)) = next {
                 notify_room_round(
                     &pool,
                     &hub,
@@ -318,13 +351,7 @@ impl Chat {
                     message,
                 )
                 .await;
-                let mut in_flight = rounds.lock().unwrap_or_else(|p| p.into_inner());
-                match in_flight.get_mut(&topic_name).and_then(Option::take) {
-                    Some(waiting) => next = Some(waiting),
-                    None => {
-                        in_flight.remove(&topic_name);
-                    }
-                }
+                next = rounds.next(&topic_name);
             }
         });
     }
@@ -534,5 +561,57 @@ async fn notify_room_round(
             }
         }
         Err(e) => log::warn!("room notifications for {topic_name} dropped: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn newest(id: i64) -> Newest {
+        let row = MessageRow {
+            id,
+            topic: "room:r".into(),
+            sender_id: "a".into(),
+            recipient_id: None,
+            body: "hi".into(),
+            kind: "user".into(),
+            status: "complete".into(),
+            meta: json!({}),
+            client_ref: None,
+            sent_at: chrono::Utc::now(),
+            edited_at: None,
+            deleted_at: None,
+            is_delivered: false,
+        };
+        ("a".into(), Message::from(row))
+    }
+
+    #[test]
+    fn a_room_has_one_round_in_flight_and_the_newest_waits_for_the_next() {
+        let rounds = RoomRounds::default();
+        assert!(
+            rounds.start("room:r", newest(1)).is_some(),
+            "a round starts"
+        );
+        assert!(
+            rounds.start("room:r", newest(2)).is_none(),
+            "one is in flight"
+        );
+        assert!(rounds.start("room:r", newest(3)).is_none());
+        assert!(
+            rounds.start("room:s", newest(4)).is_some(),
+            "rooms are apart"
+        );
+        let next = rounds.next("room:r").expect("the newest waits");
+        assert_eq!(next.1.id, 3);
+        assert!(
+            rounds.next("room:r").is_none(),
+            "nothing more: the room is done"
+        );
+        assert!(
+            rounds.start("room:r", newest(5)).is_some(),
+            "so the next starts at once"
+        );
     }
 }

@@ -106,12 +106,8 @@ pub struct Chat {
     presence_refs: AtomicU64,
     presence_diffs: Arc<PresenceDiffs>,
     receipts: Receipts,
-    /// Rooms with lobby notifications in flight, and the newest message waiting for the
-    /// next round (`conversation::notify_room`).
-    room_rounds: Arc<std::sync::Mutex<RoomRounds>>,
+    room_rounds: Arc<conversation::RoomRounds>,
 }
-
-type RoomRounds = std::collections::HashMap<String, Option<(String, Message)>>;
 
 /// Storage failures as the client sees them; the cause goes to the log.
 fn storage(e: store::Error) -> Reason {
@@ -198,11 +194,6 @@ impl Chat {
                 }
             }
         })
-    }
-
-    fn room_rounds(&self) -> std::sync::MutexGuard<'_, RoomRounds> {
-        // Each update is one insert, replacement or removal: still consistent if poisoned.
-        self.room_rounds.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
