@@ -10,10 +10,10 @@ pub mod dev;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod notify;
 pub mod settings;
 pub mod store;
 pub mod transport;
-pub mod webhooks;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -33,8 +33,10 @@ use crate::http::{AppState, Connections};
 use crate::hub::redis::{RedisBackend, RedisConfig};
 use crate::hub::{Hub, MemoryBroker, MemoryPresence, Presence};
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::settings::Settings;
-use crate::store::{Writer, WriterExit};
+use crate::store::writer::OnCommit;
+use crate::store::{Change, Writer, WriterExit};
 
 /// A built, bound service, not yet running.
 pub struct Application {
@@ -44,6 +46,8 @@ pub struct Application {
     writer: Writer,
     writer_exit: WriterExit,
     writer_thread: JoinHandle<()>,
+    /// Webhooks and Web Push, when configured.
+    notifier: Option<Arc<Notifier>>,
     /// Kept for the life of the service when the broker is Redis.
     redis: Option<RedisBackend>,
 }
@@ -122,13 +126,29 @@ impl Application {
                 (Arc::new(Hub::new(Arc::new(MemoryBroker))), presence, None)
             }
         };
-        let (writer, writer_exit, writer_thread) = Writer::start(
-            url,
-            timeout,
-            metrics.clone(),
-            Chat::broadcast_on_commit(hub.clone()),
-        )
-        .context("starting the writer thread")?;
+        let notifier =
+            Notifier::from_settings(&settings, pool.clone(), presence.clone(), metrics.clone())
+                .map_err(|e| anyhow::anyhow!(e))?
+                .map(Arc::new);
+        let broadcast = Chat::broadcast_on_commit(hub.clone());
+        let on_commit: OnCommit = match notifier.as_ref().map(|n| n.waker()) {
+            Some(wake) => Box::new(move |changes: &[Change]| {
+                broadcast(changes);
+                if changes.iter().any(|c| matches!(c, Change::Created(_))) {
+                    wake.notify_one();
+                }
+            }),
+            None => broadcast,
+        };
+        let outbox_delay = notifier
+            .is_some()
+            .then(|| Duration::from_secs(settings.webhooks.delay_s));
+        let (writer, writer_exit, writer_thread) =
+            Writer::start(url, timeout, outbox_delay, metrics.clone(), on_commit)
+                .context("starting the writer thread")?;
+        if notifier.is_some() {
+            log::info!("telling offline users by {}", notify::sinks(&settings));
+        }
         let chat = Arc::new(Chat::new(
             pool,
             writer.clone(),
@@ -188,6 +208,7 @@ impl Application {
             writer,
             writer_exit,
             writer_thread,
+            notifier,
             redis,
         })
     }
@@ -212,11 +233,14 @@ impl Application {
             writer,
             mut writer_exit,
             writer_thread,
+            notifier,
             redis,
             ..
         } = self;
         let handle = server.handle();
         let mut server_task = actix_web::rt::spawn(server);
+        let notifier_stop = CancellationToken::new();
+        let notifier_task = notifier.map(|n| actix_web::rt::spawn(n.run(notifier_stop.clone())));
         let shutdown = state.shutdown.clone();
         tokio::select! {
             _ = shutdown.cancelled() => {}
@@ -246,6 +270,11 @@ impl Application {
             state.sockets.wait().await;
             writer.stop().await;
             let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+            // After the writer: what it committed last is in the outbox for the next start.
+            notifier_stop.cancel();
+            if let Some(task) = notifier_task {
+                let _ = task.await;
+            }
         };
         if tokio::time::timeout(deadline, drain).await.is_err() {
             log::warn!("shutdown deadline passed; stopping with work in flight");

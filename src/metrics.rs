@@ -25,6 +25,13 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+/// An offline notification's sink (`webhook`, `push`) and what its attempt came to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabel {
+    pub sink: &'static str,
+    pub outcome: &'static str,
+}
+
 /// Fine where joins should land (a few milliseconds), coarse beyond.
 const JOIN_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0,
@@ -57,6 +64,12 @@ pub struct Metrics {
     pub errors: Family<ReasonLabel, Counter>,
     /// Sockets the server closed, by close code.
     pub disconnects: Family<CodeLabel, Counter>,
+    /// Offline notification attempts, by sink and outcome.
+    pub deliveries: Family<DeliveryLabel, Counter>,
+    /// Messages in the outbox waiting to fall due (counted every few seconds).
+    pub outbox_waiting: Gauge,
+    /// Deliveries waiting to be made or retried (counted every few seconds).
+    pub outbox_deliveries: Gauge,
 }
 
 impl Default for Metrics {
@@ -83,6 +96,9 @@ impl Metrics {
             hub_topics: Gauge::default(),
             errors: Family::default(),
             disconnects: Family::default(),
+            deliveries: Family::default(),
+            outbox_waiting: Gauge::default(),
+            outbox_deliveries: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open sockets", metrics.connections.clone());
@@ -136,6 +152,21 @@ impl Metrics {
             "disconnects",
             "Sockets closed by the server, by close code",
             metrics.disconnects.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Offline notification attempts (webhook, push) by outcome: delivered, failed (to be retried), abandoned, refused, gone (push subscription removed), skipped_read, skipped_present, skipped_unsubscribed",
+            metrics.deliveries.clone(),
+        );
+        registry.register(
+            "outbox_waiting",
+            "Messages in the outbox not yet due",
+            metrics.outbox_waiting.clone(),
+        );
+        registry.register(
+            "outbox_deliveries",
+            "Offline notifications waiting to be made or retried",
+            metrics.outbox_deliveries.clone(),
         );
         Metrics {
             registry,

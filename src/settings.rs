@@ -149,6 +149,9 @@ pub struct WebhookSettings {
     pub url: String,
     pub secret: Secret,
     pub delay_s: u64,
+    pub retry_initial_ms: u64,
+    pub retry_for_s: u64,
+    pub concurrency: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -271,6 +274,50 @@ impl Settings {
         if self.broker.presence_ttl_s < 3 {
             return invalid("broker.presence_ttl_s: must be at least 3".into());
         }
+        self.validate_offline()
+    }
+
+    /// `[webhooks]` and `[push]`: either off, or complete.
+    fn validate_offline(&self) -> Result<(), SettingsError> {
+        let invalid = |msg: &str| Err(SettingsError::Invalid(msg.to_owned()));
+        let hooks = &self.webhooks;
+        if !hooks.url.is_empty() {
+            let scheme_ok = hooks.url.starts_with("https://") || hooks.url.starts_with("http://");
+            if !scheme_ok || hooks.url.parse::<reqwest::Url>().is_err() {
+                return invalid("webhooks.url: must be an absolute http:// or https:// URL");
+            }
+            if hooks.secret.is_empty() {
+                return invalid(
+                    "webhooks.secret: required when webhooks.url is set (the host verifies calls with it)",
+                );
+            }
+        }
+        if hooks.delay_s > 3600 {
+            return invalid("webhooks.delay_s: must be at most 3600");
+        }
+        if hooks.retry_initial_ms == 0 {
+            return invalid("webhooks.retry_initial_ms: must be at least 1");
+        }
+        if hooks.retry_for_s == 0 {
+            return invalid("webhooks.retry_for_s: must be at least 1");
+        }
+        if hooks.concurrency == 0 {
+            return invalid("webhooks.concurrency: must be at least 1");
+        }
+        let push = &self.push;
+        let any_push = !push.vapid_private_key_file.is_empty()
+            || !push.vapid_public_key.is_empty()
+            || !push.subject.is_empty();
+        if any_push {
+            if push.vapid_private_key_file.is_empty() {
+                return invalid("push.vapid_private_key_file: required to send Web Push");
+            }
+            if !(push.subject.starts_with("mailto:") || push.subject.starts_with("https://")) {
+                return invalid(
+                    "push.subject: required to send Web Push, a mailto: or https:// URL push services can reach you at",
+                );
+            }
+        }
         Ok(())
     }
 
@@ -311,6 +358,11 @@ impl Settings {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.server.shutdown_timeout_s)
+    }
+
+    /// Whether offline notifications are on: a webhook, Web Push, or both.
+    pub fn notifies_offline(&self) -> bool {
+        !self.webhooks.url.is_empty() || !self.push.vapid_private_key_file.is_empty()
     }
 
     pub fn connect_timeout(&self) -> Duration {

@@ -248,7 +248,8 @@ pub fn tombstone(conn: &mut PgConnection, id: i64) -> Result<Result<MessageRow, 
     Ok(row.ok_or(Error::NotFound))
 }
 
-/// Removes every message `user_id` sent and every room membership they hold.
+/// Removes every message `user_id` sent, every room membership they hold, and every
+/// notification waiting for them or their browsers' push subscriptions.
 pub fn erase_user(conn: &mut PgConnection, user_id: &str) -> Result<super::writer::Erasure, Error> {
     use super::schema::room_members;
     let mut removed: Vec<(i64, String)> =
@@ -260,6 +261,7 @@ pub fn erase_user(conn: &mut PgConnection, user_id: &str) -> Result<super::write
         diesel::delete(room_members::table.filter(room_members::user_id.eq(user_id)))
             .returning(room_members::room_id)
             .get_results(conn)?;
+    super::outbox::forget_user(conn, user_id)?;
     Ok(super::writer::Erasure {
         user_id: user_id.to_owned(),
         messages: removed,

@@ -5,6 +5,7 @@
 
 pub mod messages;
 pub mod models;
+pub mod outbox;
 pub mod push;
 pub mod receipts;
 pub mod rooms;

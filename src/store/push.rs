@@ -62,3 +62,15 @@ pub fn for_user(conn: &mut PgConnection, user_id: &str) -> Result<Vec<PushSubscr
         .order(push_subscriptions::endpoint)
         .load(conn)?)
 }
+
+/// The subscription at `endpoint`, if it is still registered.
+pub fn by_endpoint(
+    conn: &mut PgConnection,
+    endpoint: &str,
+) -> Result<Option<PushSubscriptionRow>, Error> {
+    Ok(push_subscriptions::table
+        .find(endpoint)
+        .select(PushSubscriptionRow::as_select())
+        .first(conn)
+        .optional()?)
+}

@@ -1,6 +1,21 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    deliveries (id) {
+        id -> Text,
+        sink -> Text,
+        target -> Text,
+        recipient_id -> Text,
+        topic -> Text,
+        message_ids -> Array<Int8>,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     messages (id) {
         id -> Int8,
         topic -> Text,
@@ -15,6 +30,15 @@ diesel::table! {
         edited_at -> Nullable<Timestamptz>,
         deleted_at -> Nullable<Timestamptz>,
         is_delivered -> Bool,
+    }
+}
+
+diesel::table! {
+    outbox (message_id) {
+        message_id -> Int8,
+        topic -> Text,
+        recipient_id -> Nullable<Text>,
+        due_at -> Timestamptz,
     }
 }
 
@@ -46,6 +70,14 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(outbox -> messages (message_id));
 diesel::joinable!(room_members -> rooms (room_id));
 
-diesel::allow_tables_to_appear_in_same_query!(messages, push_subscriptions, room_members, rooms,);
+diesel::allow_tables_to_appear_in_same_query!(
+    deliveries,
+    messages,
+    outbox,
+    push_subscriptions,
+    room_members,
+    rooms,
+);

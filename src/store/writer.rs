@@ -126,10 +126,13 @@ impl Drop for ExitSignal {
 }
 
 impl Writer {
-    /// Starts the writer thread. `connect_url` is opened on the thread, lazily.
+    /// Starts the writer thread. `connect_url` is opened on the thread, lazily. With
+    /// `outbox` set, each new message someone may have to be told of offline enters the
+    /// outbox in its own transaction, due after that delay (`store::outbox`).
     pub fn start(
         connect_url: String,
         connect_timeout: Duration,
+        outbox: Option<Duration>,
         metrics: Arc<Metrics>,
         on_commit: OnCommit,
     ) -> std::io::Result<(Writer, WriterExit, thread::JoinHandle<()>)> {
@@ -146,6 +149,7 @@ impl Writer {
                     conn: None,
                     retry_at: Instant::now(),
                     backoff: MIN_BACKOFF,
+                    outbox,
                     metrics,
                     on_commit,
                 }
@@ -192,6 +196,7 @@ struct WriterLoop {
     conn: Option<PgConnection>,
     retry_at: Instant,
     backoff: Duration,
+    outbox: Option<Duration>,
     metrics: Arc<Metrics>,
     on_commit: OnCommit,
 }
@@ -227,8 +232,9 @@ impl WriterLoop {
     fn process(&mut self, batch: Vec<(Mutation, Reply)>) {
         let started = Instant::now();
         let (mutations, replies): (Vec<Mutation>, Vec<Reply>) = batch.into_iter().unzip();
+        let outbox = self.outbox;
         let result = match self.connection() {
-            Ok(conn) => apply_batch(conn, &mutations),
+            Ok(conn) => apply_batch(conn, &mutations, outbox),
             Err(e) => Err(e),
         };
         match result {
@@ -324,8 +330,25 @@ type BatchResult = Result<Vec<Result<Outcome, Error>>, Error>;
 /// Applies one batch in one transaction, in order. Another replica's writer inserting
 /// the same client_ref at the same moment is no error: the insert waits for it, skips
 /// the row, and the lookup then finds theirs.
-fn apply_batch(conn: &mut PgConnection, batch: &[Mutation]) -> BatchResult {
-    conn.transaction(|conn| apply_batch_once(conn, batch))
+fn apply_batch(
+    conn: &mut PgConnection,
+    batch: &[Mutation],
+    outbox: Option<Duration>,
+) -> BatchResult {
+    conn.transaction(|conn| {
+        let outcomes = apply_batch_once(conn, batch)?;
+        if let Some(delay) = outbox {
+            let created: Vec<&MessageRow> = outcomes
+                .iter()
+                .filter_map(|outcome| match outcome {
+                    Ok(Outcome::Inserted(stored)) if stored.created => Some(&stored.row),
+                    _ => None,
+                })
+                .collect();
+            super::outbox::enqueue(conn, &created, delay)?;
+        }
+        Ok(outcomes)
+    })
 }
 
 fn apply_batch_once(conn: &mut PgConnection, batch: &[Mutation]) -> BatchResult {

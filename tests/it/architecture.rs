@@ -48,8 +48,8 @@ fn lower_layers_never_import_higher_ones() {
             .as_slice(),
         ),
         (
-            "webhooks",
-            ["actix", "crate::chat", "crate::transport", "crate::http"].as_slice(),
+            "notify",
+            ["actix", "crate::transport", "crate::http"].as_slice(),
         ),
         (
             "auth",

@@ -376,7 +376,7 @@ async fn the_user_api_serves_unread_and_history_to_the_users_own_token() {
     let mut alice = app.connect("alice").await;
     alice.join_ok("chat:alice:bob", json!({})).await;
     let sent = alice.send_msg("chat:alice:bob", "over http").await;
-    let client = reqwest::Client::new();
+    let client = http_client();
 
     let unread: Value = client
         .get(app.http("/v1/me/unread"))

@@ -142,7 +142,7 @@ async fn storage_down_answers_unavailable_and_stores_nothing() {
     }
     let history = alice.push("chat:alice:bob", "history", json!({})).await;
     assert_eq!(history["response"]["reason"], "unavailable");
-    let ready = reqwest::get(app.http("/readyz")).await.unwrap();
+    let ready = http_get(app.http("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 503);
 
     // Storage comes back: the writer reconnects and nothing from the outage was kept.
@@ -240,7 +240,7 @@ async fn disconnect_on_expiry_can_be_turned_off() {
 
 /// The open sockets the service reports in /metrics.
 async fn open_sockets(app: &TestApp) -> u64 {
-    let text = reqwest::get(app.http("/metrics"))
+    let text = http_get(app.http("/metrics"))
         .await
         .unwrap()
         .text()

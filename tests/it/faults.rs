@@ -56,7 +56,7 @@ async fn postgres_stopping_and_returning_needs_no_restart_and_no_reconnect() {
             .await;
         assert_eq!(reply["response"]["reason"], "unavailable", "{reply}");
     }
-    let ready = reqwest::get(app.http("/readyz")).await.unwrap();
+    let ready = http_get(app.http("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 503);
     // Presence and typing need no database: the socket is still useful.
     alice
@@ -66,7 +66,7 @@ async fn postgres_stopping_and_returning_needs_no_restart_and_no_reconnect() {
     pg.resume().unwrap();
     let after = send_once_back(&mut alice, "chat:alice:bob", "after").await;
     assert_eq!(after["body"], "after");
-    let ready = reqwest::get(app.http("/readyz")).await.unwrap();
+    let ready = http_get(app.http("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
     let history = alice.push("chat:alice:bob", "history", json!({})).await;
     let bodies: Vec<&str> = history["response"]["messages"]
@@ -120,10 +120,7 @@ async fn all_readyz(replicas: &[TestApp], wanted: u16) {
     let deadline = tokio::time::Instant::now() + WAIT;
     for replica in replicas {
         loop {
-            let status = reqwest::get(replica.http("/readyz"))
-                .await
-                .unwrap()
-                .status();
+            let status = http_get(replica.http("/readyz")).await.unwrap().status();
             if status == wanted {
                 break;
             }

@@ -6,7 +6,7 @@ use crate::helpers::*;
 async fn healthz_and_readyz_answer_ok_on_a_running_service() {
     let app = spawn_app().await;
     for path in ["/healthz", "/readyz"] {
-        let response = reqwest::get(app.http(path)).await.unwrap();
+        let response = http_get(app.http(path)).await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["status"], "ok", "{path}");
@@ -16,7 +16,7 @@ async fn healthz_and_readyz_answer_ok_on_a_running_service() {
 #[tokio::test]
 async fn unknown_routes_answer_a_json_404() {
     let app = spawn_app().await;
-    let response = reqwest::get(app.http("/nope")).await.unwrap();
+    let response = http_get(app.http("/nope")).await.unwrap();
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["reason"], "not_found");
@@ -25,16 +25,16 @@ async fn unknown_routes_answer_a_json_404() {
 #[tokio::test]
 async fn the_demo_page_is_served_only_when_turned_on() {
     let on = spawn_app_with(|s| s.server.demo = true).await;
-    let page = reqwest::get(on.http("/demo")).await.unwrap();
+    let page = http_get(on.http("/demo")).await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("/demo/phoenix.min.js"));
-    let client = reqwest::get(on.http("/demo/phoenix.min.js")).await.unwrap();
+    let client = http_get(on.http("/demo/phoenix.min.js")).await.unwrap();
     assert_eq!(client.status(), 200);
     assert!(client.text().await.unwrap().contains("Phoenix"));
 
     let off = spawn_app().await;
     for path in ["/demo", "/demo/phoenix.min.js"] {
-        let response = reqwest::get(off.http(path)).await.unwrap();
+        let response = http_get(off.http(path)).await.unwrap();
         assert_eq!(response.status(), 404, "{path}");
     }
 }

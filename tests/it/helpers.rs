@@ -153,6 +153,17 @@ pub fn announced_port(
         .expect("the process announces its port")
 }
 
+/// An HTTP client for the tests. reqwest's TLS stack wants its crypto chosen before a
+/// client is built, even one that only speaks plain HTTP.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+pub async fn http_get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    http_client().get(url).send().await
+}
+
 pub fn test_settings() -> Settings {
     Settings::load(&Sources {
         overlays: vec![TEST_TOML],
@@ -178,6 +189,15 @@ pub async fn spawn_app() -> TestApp {
 /// Starts the service on its own thread and actix system, against a fresh database.
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let db_url = fresh_database();
+    let mut settings = test_settings();
+    settings.database.url = Secret::new(db_url.clone());
+    customize(&mut settings);
+    spawn_with_settings(settings, db_url).await
+}
+
+/// Starts the service against an existing database (a restart: what the last run left
+/// there is still there).
+pub async fn spawn_app_on(db_url: String, customize: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings();
     settings.database.url = Secret::new(db_url.clone());
     customize(&mut settings);
@@ -308,7 +328,7 @@ impl TestApp {
         key: Option<&str>,
     ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = reqwest::Client::new().request(method, self.http(path));
+        let mut request = http_client().request(method, self.http(path));
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }

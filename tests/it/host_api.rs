@@ -459,7 +459,7 @@ async fn bad_requests_get_a_clear_error_and_change_nothing() {
     }
 
     // Malformed JSON, the wrong content type, an oversized body, no key, a wrong key.
-    let client = reqwest::Client::new();
+    let client = http_client();
     let raw = |body: &'static str, content_type: &'static str| {
         client
             .post(app.http("/api/v1/messages"))

@@ -225,7 +225,7 @@ async fn a_battery_of_malformed_frames_harms_only_its_sender() {
     // Stored: one message from the friend per case, one "after" per answered case;
     // nothing from any malformed frame.
     assert_eq!(app.message_count().await, stored_expected);
-    let health = reqwest::get(app.http("/healthz")).await.unwrap();
+    let health = http_get(app.http("/healthz")).await.unwrap();
     assert_eq!(health.status(), 200);
 }
 
@@ -251,6 +251,7 @@ async fn writer_alone(
     let started = sidechat::store::Writer::start(
         url.clone(),
         WAIT,
+        None,
         std::sync::Arc::new(sidechat::metrics::Metrics::new()),
         on_commit,
     )

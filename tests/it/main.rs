@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod helpers;
+mod receiver;
 
 mod actioncable;
 mod architecture;
@@ -25,3 +26,4 @@ mod shutdown;
 mod startup;
 mod support;
 mod tokens;
+mod webhooks;

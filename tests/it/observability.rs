@@ -28,7 +28,7 @@ fn registered_routes() -> Vec<(String, String)> {
 #[tokio::test]
 async fn the_openapi_document_lists_every_route() {
     let app = spawn_app().await;
-    let response = reqwest::get(app.http("/api/openapi.json")).await.unwrap();
+    let response = http_get(app.http("/api/openapi.json")).await.unwrap();
     assert_eq!(response.status(), 200);
     let doc: Value = response.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
@@ -67,7 +67,7 @@ async fn metrics_count_connections_joins_messages_batches_and_errors() {
     let refused = alice.join("chat:bob:carol", json!({})).await;
     assert_eq!(refused["response"]["reason"], "unauthorized");
 
-    let response = reqwest::get(app.http("/metrics")).await.unwrap();
+    let response = http_get(app.http("/metrics")).await.unwrap();
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     let value = |name: &str| -> f64 {

@@ -22,7 +22,7 @@ async fn call(
     token: Option<&str>,
     body: Value,
 ) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
+    let mut request = http_client()
         .request(method, app.http("/v1/me/push-subscriptions"))
         .json(&body);
     if let Some(token) = token {

@@ -80,7 +80,7 @@ async fn non_members_are_refused() {
     assert_eq!(reply["response"]["reason"], "unauthorized");
     let reply = carol.join("room:nowhere", json!({})).await;
     assert_eq!(reply["response"]["reason"], "unauthorized");
-    let response = reqwest::Client::new()
+    let response = http_client()
         .get(app.http("/v1/conversations/room:private/messages"))
         .bearer_auth(hmac_token("carol", 60))
         .send()

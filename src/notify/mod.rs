@@ -1,0 +1,431 @@
+//! Offline notifications: webhooks to the host (PROTOCOL.md §8) and Web Push to
+//! browsers, for messages that reached a user with no connection in that conversation.
+//!
+//! The writer puts each such message in the outbox in the message's own transaction
+//! (`store::outbox`). This worker, one per replica, turns due outbox groups into
+//! deliveries and makes them: before each attempt it checks again that something is
+//! still unread and that the recipient has not joined the conversation meanwhile, then
+//! calls, and on failure retries with exponential backoff. Replicas share the work
+//! through row locks, so each delivery is made once in the normal case; after a crash
+//! mid-call it may be made twice, with the same event id, for the host to drop.
+
+pub mod push;
+pub mod signature;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::chat::Message;
+use crate::hub::{Presence, is_present};
+use crate::metrics::{DeliveryLabel, Metrics};
+use crate::settings::Settings;
+use crate::store::outbox::{self, Delivery, Sink};
+use crate::store::{self, MessageRow, PgPool};
+use push::WebPush;
+use webhook::Webhook;
+
+/// How often a worker looks for due work when nothing wakes it (other replicas' messages,
+/// retries and delays fall due on the clock).
+const POLL: Duration = Duration::from_millis(500);
+/// Due groups formed per round.
+const GROUPS_PER_ROUND: i64 = 200;
+/// A taken delivery is another worker's again after this: longer than a call may take.
+const LEASE: Duration = Duration::from_secs(30);
+/// Retries wait at most this long.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// Outbox depth is counted this often, not every round.
+const DEPTH_EVERY: Duration = Duration::from_secs(5);
+/// A push message body longer than this is cut: push services take about 4 KB in all.
+const PUSH_BODY_BYTES: usize = 1000;
+
+/// What one call came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Delivered,
+    /// Try again later.
+    Failed(String),
+    /// The push service says the subscription no longer exists.
+    Gone,
+    /// Will never succeed as it is: drop it.
+    Refused(String),
+}
+
+pub struct Notifier {
+    pool: PgPool,
+    presence: Arc<dyn Presence>,
+    metrics: Arc<Metrics>,
+    webhook: Option<Webhook>,
+    push: Option<WebPush>,
+    wake: Arc<Notify>,
+    retry_initial: Duration,
+    retry_for: Duration,
+    concurrency: i64,
+}
+
+impl Notifier {
+    /// The notifier `settings` ask for, or `None` when both webhooks and Web Push are
+    /// off. Errors are one line naming the setting.
+    pub fn from_settings(
+        settings: &Settings,
+        pool: PgPool,
+        presence: Arc<dyn Presence>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Option<Notifier>, String> {
+        if !settings.notifies_offline() {
+            return Ok(None);
+        }
+        let client = http_client()?;
+        let hooks = &settings.webhooks;
+        let webhook = match hooks.url.as_str() {
+            "" => None,
+            url => Some(Webhook::new(
+                url.parse()
+                    .map_err(|e| format!("webhooks.url: not a URL: {e}"))?,
+                hooks.secret.clone(),
+                client.clone(),
+            )),
+        };
+        let push = match settings.push.vapid_private_key_file.as_str() {
+            "" => None,
+            _ => Some(WebPush::new(&settings.push, client)?),
+        };
+        Ok(Some(Notifier {
+            pool,
+            presence,
+            metrics,
+            webhook,
+            push,
+            wake: Arc::new(Notify::new()),
+            retry_initial: Duration::from_millis(hooks.retry_initial_ms),
+            retry_for: Duration::from_secs(hooks.retry_for_s),
+            concurrency: i64::from(hooks.concurrency),
+        }))
+    }
+
+    /// Wakes the worker: the writer just enqueued something.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// The VAPID public key, when Web Push is on.
+    pub fn vapid_public_key(&self) -> Option<&str> {
+        self.push.as_ref().map(WebPush::public_key)
+    }
+
+    /// Works until `stop` is cancelled; a round under way finishes first (its calls take
+    /// at most the 10 s timeout), so nothing is left leased by a clean stop.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut depth_at = Instant::now();
+        while !stop.is_cancelled() {
+            let worked = self.round().await;
+            if depth_at.elapsed() >= DEPTH_EVERY {
+                self.count_depth().await;
+                depth_at = Instant::now();
+            }
+            if !worked {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+        }
+    }
+
+    /// Forms what is due and makes what can be made now; true if there was any.
+    async fn round(&self) -> bool {
+        let (webhook, push) = (self.webhook.is_some(), self.push.is_some());
+        let formed = store::blocking(&self.pool, move |c| {
+            outbox::form(c, GROUPS_PER_ROUND, webhook, push)
+        })
+        .await;
+        if let Err(e) = &formed {
+            log::warn!("notifications: cannot form deliveries: {e}");
+        }
+        let (limit, lease) = (self.concurrency, LEASE);
+        let taken = match store::blocking(&self.pool, move |c| outbox::take(c, limit, lease)).await
+        {
+            Ok(taken) => taken,
+            Err(e) => {
+                log::warn!("notifications: cannot take deliveries: {e}");
+                return false;
+            }
+        };
+        let worked = !taken.is_empty() || formed.is_ok_and(|made| made > 0);
+        join_all(taken.into_iter().map(|d| self.deliver(d))).await;
+        worked
+    }
+
+    /// One attempt at one delivery, and its bookkeeping. A database error leaves the
+    /// delivery leased: it is tried again when the lease runs out.
+    async fn deliver(&self, delivery: Delivery) {
+        let sink = if delivery.sink == Sink::Push.as_str() {
+            Sink::Push
+        } else {
+            Sink::Webhook
+        };
+        let wanted = delivery.clone();
+        let context = store::blocking(&self.pool, move |c| {
+            let (messages, count) = outbox::still_unread(c, &wanted)?;
+            let subscription = match sink {
+                Sink::Push => crate::store::push::by_endpoint(c, &wanted.target)?,
+                Sink::Webhook => None,
+            };
+            Ok((messages, count, subscription))
+        })
+        .await;
+        let (messages, count, subscription) = match context {
+            Ok(context) => context,
+            Err(e) => return log::warn!("notifications: delivery {}: {e}", delivery.id),
+        };
+        let skip = if messages.is_empty() {
+            Some("read")
+        } else if is_present(
+            self.presence.as_ref(),
+            &delivery.topic,
+            &delivery.recipient_id,
+        )
+        .await
+        {
+            Some("present")
+        } else if sink == Sink::Push && subscription.is_none() {
+            Some("unsubscribed")
+        } else {
+            None
+        };
+        let attempt = match (skip, sink) {
+            (Some(_), _) => Attempt::Delivered,
+            (None, Sink::Webhook) => match &self.webhook {
+                Some(hook) => {
+                    let body = webhook_body(&delivery, messages, count);
+                    hook.send(&delivery.id, body).await
+                }
+                None => Attempt::Refused("webhooks are off".into()),
+            },
+            (None, Sink::Push) => match (&self.push, &subscription) {
+                (Some(push), Some(subscription)) => {
+                    push.send(subscription, push_payload(&delivery, messages, count))
+                        .await
+                }
+                _ => Attempt::Refused("Web Push is off".into()),
+            },
+        };
+        let outcome = self.settle(&delivery, attempt).await;
+        let outcome = skip.map_or(outcome, |why| match why {
+            "read" => "skipped_read",
+            "present" => "skipped_present",
+            _ => "skipped_unsubscribed",
+        });
+        self.metrics
+            .deliveries
+            .get_or_create(&DeliveryLabel {
+                sink: sink.as_str(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Records what an attempt came to; returns the outcome's metric label.
+    async fn settle(&self, delivery: &Delivery, attempt: Attempt) -> &'static str {
+        let id = delivery.id.clone();
+        let (outcome, result) = match attempt {
+            Attempt::Delivered => (
+                "delivered",
+                store::blocking(&self.pool, move |c| outbox::finish(c, &id)).await,
+            ),
+            Attempt::Gone => {
+                let endpoint = delivery.target.clone();
+                log::info!("notifications: push subscription gone; removing it");
+                (
+                    "gone",
+                    store::blocking(&self.pool, move |c| {
+                        outbox::forget_subscription(c, &endpoint)
+                    })
+                    .await,
+                )
+            }
+            Attempt::Refused(why) => {
+                log::warn!(
+                    "notifications: {} {} refused for good: {why}",
+                    delivery.sink,
+                    delivery.id
+                );
+                (
+                    "refused",
+                    store::blocking(&self.pool, move |c| outbox::finish(c, &id)).await,
+                )
+            }
+            Attempt::Failed(why) => {
+                let waited = chrono::Utc::now()
+                    .signed_duration_since(delivery.created_at)
+                    .to_std()
+                    .unwrap_or_default();
+                if waited >= self.retry_for {
+                    log::warn!(
+                        "notifications: giving up on {} {} after {} attempts: {why}",
+                        delivery.sink,
+                        delivery.id,
+                        delivery.attempts + 1
+                    );
+                    (
+                        "abandoned",
+                        store::blocking(&self.pool, move |c| outbox::finish(c, &id)).await,
+                    )
+                } else {
+                    let after = backoff(self.retry_initial, delivery.attempts);
+                    log::info!(
+                        "notifications: {} {} failed ({why}); retrying in {:?}",
+                        delivery.sink,
+                        delivery.id,
+                        after
+                    );
+                    (
+                        "failed",
+                        store::blocking(&self.pool, move |c| outbox::retry(c, &id, after, &why))
+                            .await,
+                    )
+                }
+            }
+        };
+        if let Err(e) = result {
+            log::warn!("notifications: cannot record delivery {}: {e}", delivery.id);
+        }
+        outcome
+    }
+
+    async fn count_depth(&self) {
+        match store::blocking(&self.pool, outbox::depth).await {
+            Ok((waiting, delivering)) => {
+                self.metrics.outbox_waiting.set(waiting);
+                self.metrics.outbox_deliveries.set(delivering);
+            }
+            Err(e) => log::debug!("notifications: cannot count the outbox: {e}"),
+        }
+    }
+}
+
+/// The wait before the next attempt after `attempts` failed ones before this one:
+/// doubling from `initial`, at most an hour.
+fn backoff(initial: Duration, attempts: i32) -> Duration {
+    let doublings = u32::try_from(attempts).unwrap_or(0).min(20);
+    initial.saturating_mul(1u32 << doublings).min(MAX_BACKOFF)
+}
+
+/// One client for every call: connections to the host are kept alive between events.
+fn http_client() -> Result<reqwest::Client, String> {
+    // The process's TLS crypto; a second install (tests start several services) is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("sidechat/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(webhook::TIMEOUT)
+        .build()
+        .map_err(|e| format!("webhooks: cannot build the HTTP client: {e}"))
+}
+
+/// The `message.unread` event of PROTOCOL.md §8.
+fn webhook_body(delivery: &Delivery, messages: Vec<MessageRow>, count: i64) -> Vec<u8> {
+    let messages: Vec<Message> = messages.into_iter().map(Message::from).collect();
+    json!({
+        "id": delivery.id,
+        "type": "message.unread",
+        "recipient": delivery.recipient_id,
+        "messages": messages,
+        "unread": {"topic": delivery.topic, "count": count},
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// What a service worker's `push` event reads: the same event, with only the newest
+/// message, its body cut to fit a push message.
+fn push_payload(delivery: &Delivery, messages: Vec<MessageRow>, count: i64) -> Vec<u8> {
+    let newest = messages.into_iter().last().map(|row| {
+        let mut message = Message::from(row);
+        if message.body.len() > PUSH_BODY_BYTES {
+            let mut cut = PUSH_BODY_BYTES;
+            while !message.body.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.body.truncate(cut);
+        }
+        message
+    });
+    json!({
+        "id": delivery.id,
+        "type": "message.unread",
+        "recipient": delivery.recipient_id,
+        "message": newest,
+        "unread": {"topic": delivery.topic, "count": count},
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// What offline users are told by, for the start-up log: "webhooks and Web Push".
+pub fn sinks(settings: &Settings) -> String {
+    let mut sinks = Vec::new();
+    if !settings.webhooks.url.is_empty() {
+        sinks.push("webhooks");
+    }
+    if !settings.push.vapid_private_key_file.is_empty() {
+        sinks.push("Web Push");
+    }
+    sinks.join(" and ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_first_wait_up_to_an_hour() {
+        let first = Duration::from_secs(2);
+        assert_eq!(backoff(first, 0), Duration::from_secs(2));
+        assert_eq!(backoff(first, 1), Duration::from_secs(4));
+        assert_eq!(backoff(first, 5), Duration::from_secs(64));
+        assert_eq!(backoff(first, 20), MAX_BACKOFF);
+        assert_eq!(backoff(first, 10_000), MAX_BACKOFF);
+        assert_eq!(backoff(first, -1), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_push_payload_cuts_a_long_body_at_a_character_boundary() {
+        let delivery = Delivery {
+            id: "e1".into(),
+            sink: "push".into(),
+            target: "https://push.example/1".into(),
+            recipient_id: "bob".into(),
+            topic: "chat:alice:bob".into(),
+            message_ids: vec![1],
+            attempts: 0,
+            created_at: chrono::Utc::now(),
+        };
+        let row = MessageRow {
+            id: 1,
+            topic: "chat:alice:bob".into(),
+            sender_id: "alice".into(),
+            recipient_id: Some("bob".into()),
+            body: "é".repeat(PUSH_BODY_BYTES),
+            kind: "user".into(),
+            status: "complete".into(),
+            meta: json!({}),
+            client_ref: None,
+            sent_at: chrono::Utc::now(),
+            edited_at: None,
+            deleted_at: None,
+            is_delivered: false,
+        };
+        let payload: serde_json::Value =
+            serde_json::from_slice(&push_payload(&delivery, vec![row], 3)).unwrap();
+        let body = payload["message"]["body"].as_str().unwrap();
+        assert_eq!(body.len(), PUSH_BODY_BYTES);
+        assert_eq!(payload["unread"]["count"], 3);
+        assert_eq!(payload["id"], "e1");
+    }
+}

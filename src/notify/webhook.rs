@@ -1,0 +1,60 @@
+//! The host's webhook: one signed POST per event (PROTOCOL.md §8).
+
+use std::time::Duration;
+
+use super::{Attempt, signature};
+use crate::settings::Secret;
+
+/// PROTOCOL.md §8: no answer in this long is a failure, retried later.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Webhook {
+    url: reqwest::Url,
+    secret: Secret,
+    client: reqwest::Client,
+}
+
+impl Webhook {
+    pub fn new(url: reqwest::Url, secret: Secret, client: reqwest::Client) -> Webhook {
+        Webhook {
+            url,
+            secret,
+            client,
+        }
+    }
+
+    /// POSTs `body` as event `event_id`, signed now.
+    pub async fn send(&self, event_id: &str, body: Vec<u8>) -> Attempt {
+        let signed = signature::sign(&self.secret, chrono::Utc::now().timestamp(), &body);
+        let sent = self
+            .client
+            .post(self.url.clone())
+            .timeout(TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("X-Sidechat-Event-Id", event_id)
+            .header(signature::HEADER, signed)
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(answer) if answer.status().is_success() => Attempt::Delivered,
+            Ok(answer) => Attempt::Failed(format!("the host answered {}", answer.status())),
+            Err(e) => Attempt::Failed(describe(&e)),
+        }
+    }
+}
+
+/// A client error without the URL (it may carry credentials), with its cause.
+pub(super) fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "no answer in time"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "the request failed"
+    };
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{what}: {cause}"),
+        None => what.to_owned(),
+    }
+}
