@@ -72,6 +72,8 @@ impl Application {
     pub fn build(settings: Settings) -> anyhow::Result<Application> {
         let settings = Arc::new(settings);
         let verifier = Verifier::new(&settings.auth)?;
+        let offline_sinks =
+            notify::Sinks::from_settings(&settings).map_err(|e| anyhow::anyhow!(e))?;
         let url = settings.database.url.expose().to_owned();
         if url.is_empty() {
             anyhow::bail!("database.url: not set (set DATABASE_URL or database.url)");
@@ -126,10 +128,15 @@ impl Application {
                 (Arc::new(Hub::new(Arc::new(MemoryBroker))), presence, None)
             }
         };
-        let notifier =
-            Notifier::from_settings(&settings, pool.clone(), presence.clone(), metrics.clone())
-                .map_err(|e| anyhow::anyhow!(e))?
-                .map(Arc::new);
+        let notifier = offline_sinks.map(|sinks| {
+            Arc::new(Notifier::new(
+                sinks,
+                &settings,
+                pool.clone(),
+                presence.clone(),
+                metrics.clone(),
+            ))
+        });
         let broadcast = Chat::broadcast_on_commit(hub.clone());
         let on_commit: OnCommit = match notifier.as_ref().map(|n| n.waker()) {
             Some(wake) => Box::new(move |changes: &[Change]| {
@@ -172,6 +179,9 @@ impl Application {
             connections: Arc::new(Connections::default()),
             next_conn: AtomicU64::new(1),
             writer_alive: Arc::new(AtomicBool::new(true)),
+            vapid_public_key: notifier
+                .as_ref()
+                .and_then(|n| n.vapid_public_key().map(str::to_owned)),
         });
 
         let address = format!("{}:{}", settings.server.host, settings.server.port);

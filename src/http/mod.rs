@@ -36,6 +36,8 @@ pub struct AppState {
     pub connections: Arc<Connections>,
     pub next_conn: AtomicU64,
     pub writer_alive: Arc<AtomicBool>,
+    /// Browsers' `applicationServerKey`, when Web Push is on.
+    pub vapid_public_key: Option<String>,
 }
 
 impl AppState {
@@ -179,6 +181,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
         .route("/v1/me/unread", web::get().to(user_api::my_unread))
+        .route(
+            "/v1/push/public-key",
+            web::get().to(user_api::push_public_key),
+        )
         .route(
             "/v1/me/push-subscriptions",
             web::post().to(user_api::subscribe_push),

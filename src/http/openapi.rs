@@ -29,6 +29,7 @@ use super::{demo, health, host_api, socket, user_api};
         user_api::conversation_messages,
         user_api::subscribe_push,
         user_api::unsubscribe_push,
+        user_api::push_public_key,
         health::healthz,
         health::readyz,
         health::metrics,

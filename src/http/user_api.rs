@@ -164,3 +164,24 @@ pub async fn unsubscribe_push(
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// The key browsers subscribe with.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct VapidKey {
+    /// base64url, for `pushManager.subscribe({applicationServerKey})`.
+    pub vapid_public_key: String,
+}
+
+#[utoipa::path(
+    get, path = "/v1/push/public-key", tag = "user",
+    responses(
+        (status = 200, body = VapidKey),
+        (status = 404, description = "Web Push is not configured", body = ErrorBody),
+    )
+)]
+pub async fn push_public_key(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let key = state.vapid_public_key.clone().ok_or(Reason::NotFound)?;
+    Ok(HttpResponse::Ok().json(VapidKey {
+        vapid_public_key: key,
+    }))
+}

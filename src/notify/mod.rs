@@ -68,15 +68,17 @@ pub struct Notifier {
     concurrency: i64,
 }
 
-impl Notifier {
-    /// The notifier `settings` ask for, or `None` when both webhooks and Web Push are
-    /// off. Errors are one line naming the setting.
-    pub fn from_settings(
-        settings: &Settings,
-        pool: PgPool,
-        presence: Arc<dyn Presence>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Option<Notifier>, String> {
+/// Where offline users are told: checked and loaded at start-up, before anything else
+/// starts, so a bad key is one line and no half-started service.
+pub struct Sinks {
+    webhook: Option<Webhook>,
+    push: Option<WebPush>,
+}
+
+impl Sinks {
+    /// The sinks `settings` ask for, or `None` when webhooks and Web Push are both off.
+    /// Errors are one line naming the setting.
+    pub fn from_settings(settings: &Settings) -> Result<Option<Sinks>, String> {
         if !settings.notifies_offline() {
             return Ok(None);
         }
@@ -95,17 +97,30 @@ impl Notifier {
             "" => None,
             _ => Some(WebPush::new(&settings.push, client)?),
         };
-        Ok(Some(Notifier {
+        Ok(Some(Sinks { webhook, push }))
+    }
+}
+
+impl Notifier {
+    pub fn new(
+        sinks: Sinks,
+        settings: &Settings,
+        pool: PgPool,
+        presence: Arc<dyn Presence>,
+        metrics: Arc<Metrics>,
+    ) -> Notifier {
+        let hooks = &settings.webhooks;
+        Notifier {
             pool,
             presence,
             metrics,
-            webhook,
-            push,
+            webhook: sinks.webhook,
+            push: sinks.push,
             wake: Arc::new(Notify::new()),
             retry_initial: Duration::from_millis(hooks.retry_initial_ms),
             retry_for: Duration::from_secs(hooks.retry_for_s),
             concurrency: i64::from(hooks.concurrency),
-        }))
+        }
     }
 
     /// Wakes the worker: the writer just enqueued something.

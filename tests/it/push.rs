@@ -125,3 +125,190 @@ async fn bad_subscriptions_are_refused_and_store_nothing() {
     assert_eq!(status, 401);
     assert!(endpoints_of(&app, "alice").await.is_empty());
 }
+
+/// A browser's side of a subscription: its own key pair and auth secret (RFC 8291).
+struct Browser {
+    secret: web_push_native::p256::SecretKey,
+    auth: [u8; 16],
+    endpoint: String,
+}
+
+impl Browser {
+    fn new(endpoint: String) -> Browser {
+        let random: Vec<u8> = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()]
+            .iter()
+            .flat_map(|u| *u.as_bytes())
+            .collect();
+        Browser {
+            secret: web_push_native::p256::SecretKey::from_slice(&random).unwrap(),
+            auth: *uuid::Uuid::new_v4().as_bytes(),
+            endpoint,
+        }
+    }
+
+    /// What `PushSubscription.toJSON()` gives.
+    fn subscription(&self) -> Value {
+        use web_push_native::p256::elliptic_curve::sec1::ToEncodedPoint;
+        let public = self.secret.public_key().to_encoded_point(false);
+        json!({
+            "endpoint": self.endpoint,
+            "keys": {"p256dh": b64url(public.as_bytes()), "auth": b64url(&self.auth)},
+        })
+    }
+
+    /// Decrypts a push message as the browser would.
+    fn open(&self, body: &[u8]) -> Value {
+        let plain = web_push_native::decrypt(
+            body.to_vec(),
+            &self.secret,
+            &web_push_native::Auth::from(self.auth),
+        )
+        .expect("the payload decrypts with the subscription's keys");
+        serde_json::from_slice(&plain).unwrap()
+    }
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Web Push on, with a fresh VAPID key; returns the key pair.
+fn with_push() -> (
+    web_push_native::jwt_simple::algorithms::ES256KeyPair,
+    impl Fn(&mut sidechat::settings::Settings),
+) {
+    let key = web_push_native::jwt_simple::algorithms::ES256KeyPair::generate();
+    let path = std::env::temp_dir().join(format!("vapid-{}.pem", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, key.to_pem().unwrap()).unwrap();
+    let path = path.display().to_string();
+    (key, move |settings: &mut sidechat::settings::Settings| {
+        settings.push.vapid_private_key_file = path.clone();
+        settings.push.subject = "mailto:ops@example.com".into();
+        settings.webhooks.retry_initial_ms = 100;
+    })
+}
+
+#[tokio::test]
+async fn an_offline_user_gets_an_encrypted_push_signed_with_the_vapid_key() {
+    use web_push_native::jwt_simple::algorithms::ECDSAP256PublicKeyLike;
+    let mut service = crate::receiver::Receiver::start().await;
+    let (vapid, configure) = with_push();
+    let app = spawn_app_with(configure).await;
+    let public_key = b64url(&vapid.public_key().public_key().to_bytes_uncompressed());
+    let (status, key) = app
+        .api_with_key("GET", "/v1/push/public-key", None, None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(key["vapid_public_key"], public_key.as_str());
+
+    let browser = Browser::new(service.url("/push/bob-laptop"));
+    let bob = hmac_token("bob", 600);
+    let (status, _) = call(
+        &app,
+        reqwest::Method::POST,
+        Some(&bob),
+        browser.subscription(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, message) = app
+        .api(
+            "POST",
+            "/api/v1/messages",
+            Some(json!({"topic": "chat:alice:bob", "user_id": "alice", "body": "lunch?"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    let push = service.next().await;
+    assert_eq!(push.path, "/push/bob-laptop");
+    assert_eq!(push.header("content-encoding"), "aes128gcm");
+    assert!(push.header("ttl").parse::<u64>().unwrap() > 0);
+    // RFC 8292: "vapid t=<JWT signed with our key>, k=<our public key>".
+    let authorization = push.header("authorization");
+    let (token, k) = authorization
+        .strip_prefix("vapid t=")
+        .and_then(|rest| rest.split_once(", k="))
+        .expect("a VAPID authorization");
+    assert_eq!(k, public_key);
+    vapid
+        .public_key()
+        .verify_token::<web_push_native::jwt_simple::claims::NoCustomClaims>(token, None)
+        .expect("the VAPID JWT verifies with our key");
+
+    let payload = browser.open(&push.body);
+    assert_eq!(payload["type"], "message.unread");
+    assert_eq!(payload["recipient"], "bob");
+    assert_eq!(payload["message"], message);
+    assert_eq!(
+        payload["unread"],
+        json!({"topic": "chat:alice:bob", "count": 1})
+    );
+}
+
+#[tokio::test]
+async fn a_subscription_the_push_service_calls_gone_is_removed() {
+    let mut service = crate::receiver::Receiver::start().await;
+    service.answer_with(|request| {
+        if request.path == "/push/old" {
+            410
+        } else {
+            201
+        }
+    });
+    let (_, configure) = with_push();
+    let app = spawn_app_with(configure).await;
+    let bob = hmac_token("bob", 600);
+    let (old, current) = (
+        Browser::new(service.url("/push/old")),
+        Browser::new(service.url("/push/current")),
+    );
+    for browser in [&old, &current] {
+        let (status, _) = call(
+            &app,
+            reqwest::Method::POST,
+            Some(&bob),
+            browser.subscription(),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    app.api(
+        "POST",
+        "/api/v1/messages",
+        Some(json!({"topic": "chat:alice:bob", "user_id": "alice", "body": "ping"})),
+    )
+    .await;
+    let mut paths = vec![service.next().await.path, service.next().await.path];
+    paths.sort();
+    assert_eq!(paths, ["/push/current", "/push/old"]);
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while endpoints_of(&app, "bob").await != [current.endpoint.clone()] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gone subscription is removed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Removed means no retry to it either.
+    let (status, _) = call(
+        &app,
+        reqwest::Method::DELETE,
+        Some(&bob),
+        json!({"endpoint": old.endpoint}),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn without_web_push_there_is_no_public_key() {
+    let app = spawn_app().await;
+    let (status, error) = app
+        .api_with_key("GET", "/v1/push/public-key", None, None)
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(error["reason"], "not_found");
+}

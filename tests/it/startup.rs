@@ -96,6 +96,54 @@ fn start_up_problems_are_one_line_naming_the_key() {
         ),
         (
             vec![
+                ("DATABASE_URL", "postgres://x@127.0.0.1:1/x".into()),
+                ("SIDECHAT__AUTH__HMAC_SECRETS", SECRET.into()),
+                (
+                    "SIDECHAT__PUSH__VAPID_PRIVATE_KEY_FILE",
+                    "/nonexistent/vapid.pem".into(),
+                ),
+                ("SIDECHAT__PUSH__SUBJECT", "mailto:ops@example.com".into()),
+            ],
+            vec!["serve".into()],
+            "push.vapid_private_key_file: cannot read /nonexistent/vapid.pem",
+        ),
+        (
+            vec![
+                ("DATABASE_URL", "postgres://x@127.0.0.1:1/x".into()),
+                ("SIDECHAT__AUTH__HMAC_SECRETS", SECRET.into()),
+                (
+                    "SIDECHAT__PUSH__VAPID_PRIVATE_KEY_FILE",
+                    "/etc/hostname".into(),
+                ),
+                ("SIDECHAT__PUSH__SUBJECT", "mailto:ops@example.com".into()),
+            ],
+            vec!["serve".into()],
+            "push.vapid_private_key_file: /etc/hostname holds no P-256 private key",
+        ),
+        (
+            vec![
+                ("DATABASE_URL", "postgres://x@127.0.0.1:1/x".into()),
+                ("SIDECHAT__AUTH__HMAC_SECRETS", SECRET.into()),
+                (
+                    "SIDECHAT__WEBHOOKS__URL",
+                    "https://host.example/hooks".into(),
+                ),
+            ],
+            vec!["serve".into()],
+            "webhooks.secret: required when webhooks.url is set",
+        ),
+        (
+            vec![
+                ("DATABASE_URL", "postgres://x@127.0.0.1:1/x".into()),
+                ("SIDECHAT__AUTH__HMAC_SECRETS", SECRET.into()),
+                ("SIDECHAT__WEBHOOKS__URL", "host.example/hooks".into()),
+                ("SIDECHAT__WEBHOOKS__SECRET", SECRET.into()),
+            ],
+            vec!["serve".into()],
+            "webhooks.url: must be an absolute http:// or https:// URL",
+        ),
+        (
+            vec![
                 ("SIDECHAT__AUTH__HMAC_SECRETS", SECRET.into()),
                 ("SIDECHAT__AUTH__LEEWAY_S", "9999".into()),
             ],
@@ -192,7 +240,7 @@ fn migrate_applies_the_schema_and_exits() {
         .env("DATABASE_URL", &url)
         .env("SIDECHAT__AUTH__HMAC_SECRETS", SECRET));
     assert!(ok, "{stderr:?}");
-    assert!(stdout.contains("applied 4 migration"), "{stdout}");
+    assert!(stdout.contains("applied 5 migration"), "{stdout}");
     let (ok, _, stdout) = run(sidechat()
         .args(["migrate"])
         .env("DATABASE_URL", &url)
