@@ -45,7 +45,9 @@ export function uid(name) {
 }
 
 export class Server {
-  constructor() {
+  /// `env`: settings for this server, e.g. { SIDECHAT__WEBHOOKS__URL: "..." }.
+  constructor(env = {}) {
+    this.env = env;
     // The postgres user must reach the cluster when this runs as root.
     this.dir = mkdtempSync(join(tmpdir(), "sidechat-e2e-"));
     chmodSync(this.dir, 0o755);
@@ -65,7 +67,7 @@ export class Server {
     this.port ??= await freePort();
     this.child = spawn(binary(), ["dev", "--port", String(this.port)], {
       cwd: this.dir,
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn", SIDECHAT__API__KEYS: API_KEY },
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn", SIDECHAT__API__KEYS: API_KEY, ...this.env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let output = "";

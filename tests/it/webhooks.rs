@@ -326,3 +326,34 @@ async fn erasing_a_user_drops_what_waits_for_them() {
         .await;
     assert_eq!(left, vec![Some("carol".to_owned())]);
 }
+
+#[tokio::test]
+async fn replicas_share_the_outbox_and_send_each_event_once() {
+    let mut host = Receiver::start().await;
+    let configure = hooked(&host);
+    let replicas = spawn_replicas(2, configure).await;
+    let recipients: Vec<String> = (0..30).map(|n| format!("reader{n}")).collect();
+    for (n, recipient) in recipients.iter().enumerate() {
+        let replica = &replicas[n % 2];
+        post(replica, &format!("chat:alice:{recipient}"), "alice", "news").await;
+    }
+    let mut told = Vec::new();
+    for _ in &recipients {
+        told.push(
+            host.next().await.json()["recipient"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    drained(&replicas[0]).await;
+    told.extend(
+        host.pending()
+            .iter()
+            .map(|r| r.json()["recipient"].as_str().unwrap().to_owned()),
+    );
+    told.sort();
+    let mut expected = recipients.clone();
+    expected.sort();
+    assert_eq!(told, expected, "every recipient told exactly once");
+}
