@@ -156,12 +156,28 @@ impl Notifier {
     /// Forms what is due and makes what can be made now; true if there was any.
     async fn round(&self) -> bool {
         let (webhook, push) = (self.webhook.is_some(), self.push.is_some());
+        // Whoever is in a due conversation now makes no delivery at all: in a busy chat
+        // most recipients are, and a delivery made only to be skipped costs two writes.
+        let present =
+            match store::blocking(&self.pool, |c| outbox::due_topics(c, GROUPS_PER_ROUND)).await {
+                Ok(topics) => self.present_in(topics).await,
+                Err(e) => {
+                    log::warn!("notifications: cannot read the outbox: {e}");
+                    return false;
+                }
+            };
         let formed = store::blocking(&self.pool, move |c| {
-            outbox::form(c, GROUPS_PER_ROUND, webhook, push)
+            outbox::form(c, GROUPS_PER_ROUND, webhook, push, &present)
         })
         .await;
-        if let Err(e) = &formed {
-            log::warn!("notifications: cannot form deliveries: {e}");
+        match &formed {
+            Ok(formed) if formed.present > 0 => {
+                for sink in self.sinks() {
+                    self.count(sink, "skipped_present", formed.present);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("notifications: cannot form deliveries: {e}"),
         }
         let (limit, lease) = (self.concurrency, LEASE);
         let taken = match store::blocking(&self.pool, move |c| outbox::take(c, limit, lease)).await
@@ -172,9 +188,24 @@ impl Notifier {
                 return false;
             }
         };
-        let worked = !taken.is_empty() || formed.is_ok_and(|made| made > 0);
+        let worked = !taken.is_empty() || formed.is_ok_and(|f| f.made > 0);
         join_all(taken.into_iter().map(|d| self.deliver(d))).await;
         worked
+    }
+
+    /// Every (user, topic) pair of someone joined to one of `topics`, on any replica.
+    async fn present_in(&self, topics: Vec<String>) -> Vec<(String, String)> {
+        let lists = join_all(topics.into_iter().map(|topic| async move {
+            let users = self.presence.list(&topic).await;
+            users
+                .into_iter()
+                .map(move |(user, _)| (user, topic.clone()))
+        }))
+        .await;
+        let mut pairs: Vec<(String, String)> = lists.into_iter().flatten().collect();
+        pairs.sort();
+        pairs.dedup();
+        pairs
     }
 
     /// One attempt at one delivery, and its bookkeeping. A database error leaves the
@@ -237,13 +268,23 @@ impl Notifier {
             "present" => "skipped_present",
             _ => "skipped_unsubscribed",
         });
+        self.count(sink, outcome, 1);
+    }
+
+    fn sinks(&self) -> impl Iterator<Item = Sink> {
+        let webhook = self.webhook.as_ref().map(|_| Sink::Webhook);
+        let push = self.push.as_ref().map(|_| Sink::Push);
+        webhook.into_iter().chain(push)
+    }
+
+    fn count(&self, sink: Sink, outcome: &'static str, n: u64) {
         self.metrics
             .deliveries
             .get_or_create(&DeliveryLabel {
                 sink: sink.as_str(),
                 outcome,
             })
-            .inc();
+            .inc_by(n);
     }
 
     /// Records what an attempt came to; returns the outcome's metric label.

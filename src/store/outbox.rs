@@ -81,11 +81,39 @@ pub fn enqueue(
     Ok(())
 }
 
+/// What `form` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Formed {
+    /// Deliveries made.
+    pub made: u64,
+    /// (user, topic) groups left out because the user was in the conversation.
+    pub present: u64,
+}
+
+/// The topics of up to `groups` due groups, in the order `form` takes them: the worker
+/// asks who is in them before forming.
+pub fn due_topics(conn: &mut PgConnection, groups: i64) -> Result<Vec<String>, Error> {
+    #[derive(QueryableByName)]
+    struct Due {
+        #[diesel(sql_type = Text)]
+        topic: String,
+    }
+    let due: Vec<Due> = diesel::sql_query(
+        "SELECT DISTINCT topic FROM ( \
+             SELECT topic FROM outbox WHERE due_at <= now() \
+             GROUP BY topic, recipient_id ORDER BY min(due_at) LIMIT $1) d",
+    )
+    .bind::<BigInt, _>(groups)
+    .load(conn)?;
+    Ok(due.into_iter().map(|d| d.topic).collect())
+}
+
 /// Turns up to `groups` due (topic, recipient) groups into deliveries, in one
 /// transaction: the webhook's when `webhook`, and one per Web Push subscription of the
 /// recipient when `push`. A room's messages become one group per member who has not
-/// read them. What was read or deleted meanwhile is left out; a group with nothing left
-/// makes no delivery. Returns how many deliveries were made.
+/// read them. What was read or deleted meanwhile is left out, and so are the
+/// (user, topic) pairs in `present` (joined there: they saw it); a group with nothing
+/// left makes no delivery.
 ///
 /// `SKIP LOCKED`: replicas forming at once take different groups.
 pub fn form(
@@ -93,11 +121,14 @@ pub fn form(
     groups: i64,
     webhook: bool,
     push: bool,
-) -> Result<usize, Error> {
+    present: &[(String, String)],
+) -> Result<Formed, Error> {
     #[derive(QueryableByName)]
     struct Made {
         #[diesel(sql_type = BigInt)]
         made: i64,
+        #[diesel(sql_type = BigInt)]
+        present: i64,
     }
     let made: Made = conn.transaction(|conn| {
         diesel::sql_query(
@@ -125,7 +156,10 @@ pub fn form(
                  WHERE c.recipient_id IS NULL AND m.deleted_at IS NULL \
              ), grouped AS ( \
                  SELECT user_id, topic, array_agg(id ORDER BY id) AS ids \
-                 FROM unread GROUP BY user_id, topic \
+                 FROM unread \
+                 WHERE (user_id, topic) NOT IN ( \
+                     SELECT * FROM unnest($4::text[], $5::text[])) \
+                 GROUP BY user_id, topic \
              ), made AS ( \
                  INSERT INTO deliveries (id, sink, target, recipient_id, topic, message_ids, \
                                          next_attempt_at) \
@@ -138,14 +172,23 @@ pub fn form(
                  WHERE $3 \
                  RETURNING 1 \
              ) \
-             SELECT count(*) AS made FROM made",
+             SELECT (SELECT count(*) FROM made) AS made, \
+                    (SELECT count(*) FROM ( \
+                         SELECT DISTINCT u.user_id, u.topic FROM unread u \
+                         JOIN unnest($4::text[], $5::text[]) AS p(user_id, topic) \
+                           ON p.user_id = u.user_id AND p.topic = u.topic) s) AS present",
         )
         .bind::<BigInt, _>(groups)
         .bind::<Bool, _>(webhook)
         .bind::<Bool, _>(push)
+        .bind::<Array<Text>, _>(present.iter().map(|(user, _)| user).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(present.iter().map(|(_, topic)| topic).collect::<Vec<_>>())
         .get_result(conn)
     })?;
-    Ok(usize::try_from(made.made).unwrap_or(0))
+    Ok(Formed {
+        made: u64::try_from(made.made).unwrap_or(0),
+        present: u64::try_from(made.present).unwrap_or(0),
+    })
 }
 
 /// Takes up to `limit` deliveries whose time has come, leasing each for `lease` (longer

@@ -354,6 +354,18 @@ async fn a_client_that_stops_reading_is_disconnected_instead_of_growing_memory()
     .await
     .expect("bob's stream ends");
     assert!(matches!(ended, None | Some(4002)), "closed with {ended:?}");
+    // Whether or not the close frame got through, the service closed it as full.
+    let metrics = http_get(app.http("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let full_closes: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("sidechat_disconnects_total{code=\"4002\"} "))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    assert!(full_closes >= 1, "a 4002 close is counted:\n{metrics}");
 }
 
 #[tokio::test]
