@@ -313,6 +313,24 @@ async fn erasing_a_user_drops_what_waits_for_them() {
     post(&app, "chat:bob:carol", "bob", "from bob").await;
     post(&app, "chat:alice:carol", "alice", "for carol").await;
     assert_eq!(waiting(&app).await, (3, 0));
+    // The backlog shows in /metrics (recounted every few seconds).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = http_get(app.http("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.lines().any(|line| line == "sidechat_outbox_waiting 3") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outbox depth in /metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (status, _) = app.api("DELETE", "/api/v1/users/bob", None).await;
     assert_eq!(status, 200);
     // Bob's own message went with its row; the one waiting to tell him went too.
