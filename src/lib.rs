@@ -153,8 +153,8 @@ impl Application {
         let (writer, writer_exit, writer_thread) =
             Writer::start(url, timeout, outbox_delay, metrics.clone(), on_commit)
                 .context("starting the writer thread")?;
-        if notifier.is_some() {
-            log::info!("telling offline users by {}", notify::sinks(&settings));
+        if let Some(notifier) = &notifier {
+            log::info!("telling offline users by {}", notifier.describe());
         }
         let chat = Arc::new(Chat::new(
             pool,

@@ -569,21 +569,7 @@ mod tests {
     use super::*;
 
     fn newest(id: i64) -> Newest {
-        let row = MessageRow {
-            id,
-            topic: "room:r".into(),
-            sender_id: "a".into(),
-            recipient_id: None,
-            body: "hi".into(),
-            kind: "user".into(),
-            status: "complete".into(),
-            meta: json!({}),
-            client_ref: None,
-            sent_at: chrono::Utc::now(),
-            edited_at: None,
-            deleted_at: None,
-            is_delivered: false,
-        };
+        let row = MessageRow::sample(id, "room:r", "a", "hi");
         ("a".into(), Message::from(row))
     }
 

@@ -26,6 +26,7 @@ use crate::hub::{Presence, is_present};
 use crate::metrics::{DeliveryLabel, Metrics};
 use crate::settings::Settings;
 use crate::store::outbox::{self, Delivery, Sink};
+use crate::store::push::PushSubscriptionRow;
 use crate::store::{self, MessageRow, PgPool};
 use push::WebPush;
 use webhook::Webhook;
@@ -43,6 +44,8 @@ const LEASE: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// Outbox depth is counted this often, not every round.
 const DEPTH_EVERY: Duration = Duration::from_secs(5);
+/// No answer in this long is a failed call, retried later (PROTOCOL.md §8).
+const TIMEOUT: Duration = Duration::from_secs(10);
 /// A push message body longer than this is cut: push services take about 4 KB in all.
 const PUSH_BODY_BYTES: usize = 1000;
 
@@ -217,11 +220,7 @@ impl Notifier {
     /// One attempt at one delivery, and its bookkeeping. A database error leaves the
     /// delivery leased: it is tried again when the lease runs out.
     async fn deliver(&self, delivery: Delivery) {
-        let sink = if delivery.sink == Sink::Push.as_str() {
-            Sink::Push
-        } else {
-            Sink::Webhook
-        };
+        let sink = delivery.sink;
         let wanted = delivery.clone();
         let context = store::blocking(&self.pool, move |c| {
             let (messages, count) = outbox::still_unread(c, &wanted)?;
@@ -236,8 +235,8 @@ impl Notifier {
             Ok(context) => context,
             Err(e) => return log::warn!("notifications: delivery {}: {e}", delivery.id),
         };
-        let skip = if messages.is_empty() {
-            Some("read")
+        let skipped = if messages.is_empty() {
+            Some("skipped_read")
         } else if is_present(
             self.presence.as_ref(),
             &delivery.topic,
@@ -245,36 +244,51 @@ impl Notifier {
         )
         .await
         {
-            Some("present")
+            Some("skipped_present")
         } else if sink == Sink::Push && subscription.is_none() {
-            Some("unsubscribed")
+            Some("skipped_unsubscribed")
         } else {
             None
         };
-        let attempt = match (skip, sink) {
-            (Some(_), _) => Attempt::Delivered,
-            (None, Sink::Webhook) => match &self.webhook {
-                Some(hook) => {
-                    let body = webhook_body(&delivery, messages, count);
-                    hook.send(&delivery.id, body).await
-                }
-                None => Attempt::Refused("webhooks are off".into()),
-            },
-            (None, Sink::Push) => match (&self.push, &subscription) {
-                (Some(push), Some(subscription)) => {
-                    push.send(subscription, push_payload(&delivery, messages, count))
-                        .await
-                }
-                _ => Attempt::Refused("Web Push is off".into()),
-            },
+        let attempt = match skipped {
+            // Nothing to send: done.
+            Some(_) => Attempt::Delivered,
+            None => {
+                self.send(&delivery, messages, count, subscription.as_ref())
+                    .await
+            }
         };
-        let outcome = self.settle(&delivery, attempt).await;
-        let outcome = skip.map_or(outcome, |why| match why {
-            "read" => "skipped_read",
-            "present" => "skipped_present",
-            _ => "skipped_unsubscribed",
-        });
-        self.count(sink, outcome, 1);
+        let settled = self.settle(&delivery, attempt).await;
+        self.count(sink, skipped.unwrap_or(settled), 1);
+    }
+
+    /// The call itself, to the sink the delivery names.
+    async fn send(
+        &self,
+        delivery: &Delivery,
+        messages: Vec<MessageRow>,
+        count: i64,
+        subscription: Option<&PushSubscriptionRow>,
+    ) -> Attempt {
+        match (delivery.sink, &self.webhook, &self.push, subscription) {
+            (Sink::Webhook, Some(hook), _, _) => {
+                let body = webhook_body(delivery, messages, count);
+                hook.send(&delivery.id, body).await
+            }
+            (Sink::Push, _, Some(push), Some(subscription)) => {
+                let payload = push_payload(delivery, messages, count);
+                push.send(subscription, payload).await
+            }
+            (sink, ..) => Attempt::Refused(format!("{sink} is off on this replica")),
+        }
+    }
+
+    /// What offline users are told by, for the start-up log: "webhook, push".
+    pub fn describe(&self) -> String {
+        self.sinks()
+            .map(Sink::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn sinks(&self) -> impl Iterator<Item = Sink> {
@@ -385,9 +399,24 @@ fn http_client() -> Result<reqwest::Client, String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .user_agent(concat!("sidechat/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(webhook::TIMEOUT)
+        .connect_timeout(TIMEOUT)
         .build()
         .map_err(|e| format!("webhooks: cannot build the HTTP client: {e}"))
+}
+
+/// A client error without the URL (it may carry credentials), with its cause.
+fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "no answer in time"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "the request failed"
+    };
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{what}: {cause}"),
+        None => what.to_owned(),
+    }
 }
 
 /// The `message.unread` event of PROTOCOL.md §8.
@@ -429,18 +458,6 @@ fn push_payload(delivery: &Delivery, messages: Vec<MessageRow>, count: i64) -> V
     .into_bytes()
 }
 
-/// What offline users are told by, for the start-up log: "webhooks and Web Push".
-pub fn sinks(settings: &Settings) -> String {
-    let mut sinks = Vec::new();
-    if !settings.webhooks.url.is_empty() {
-        sinks.push("webhooks");
-    }
-    if !settings.push.vapid_private_key_file.is_empty() {
-        sinks.push("Web Push");
-    }
-    sinks.join(" and ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,7 +477,7 @@ mod tests {
     fn a_push_payload_cuts_a_long_body_at_a_character_boundary() {
         let delivery = Delivery {
             id: "e1".into(),
-            sink: "push".into(),
+            sink: Sink::Push,
             target: "https://push.example/1".into(),
             recipient_id: "bob".into(),
             topic: "chat:alice:bob".into(),
@@ -468,21 +485,7 @@ mod tests {
             attempts: 0,
             created_at: chrono::Utc::now(),
         };
-        let row = MessageRow {
-            id: 1,
-            topic: "chat:alice:bob".into(),
-            sender_id: "alice".into(),
-            recipient_id: Some("bob".into()),
-            body: "é".repeat(PUSH_BODY_BYTES),
-            kind: "user".into(),
-            status: "complete".into(),
-            meta: json!({}),
-            client_ref: None,
-            sent_at: chrono::Utc::now(),
-            edited_at: None,
-            deleted_at: None,
-            is_delivered: false,
-        };
+        let row = MessageRow::sample(1, "chat:alice:bob", "alice", &"é".repeat(PUSH_BODY_BYTES));
         let payload: serde_json::Value =
             serde_json::from_slice(&push_payload(&delivery, vec![row], 3)).unwrap();
         let body = payload["message"]["body"].as_str().unwrap();

@@ -6,8 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use web_push_native::jwt_simple::algorithms::{ECDSAP256PublicKeyLike, ES256KeyPair};
 use web_push_native::{Auth, WebPushBuilder, p256};
 
-use super::Attempt;
-use super::webhook::{TIMEOUT, describe};
+use super::{Attempt, TIMEOUT, describe};
 use crate::settings::PushSettings;
 use crate::store::push::PushSubscriptionRow;
 

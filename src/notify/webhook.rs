@@ -1,12 +1,7 @@
 //! The host's webhook: one signed POST per event (PROTOCOL.md §8).
 
-use std::time::Duration;
-
-use super::{Attempt, signature};
+use super::{Attempt, TIMEOUT, describe, signature};
 use crate::settings::Secret;
-
-/// PROTOCOL.md §8: no answer in this long is a failure, retried later.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Webhook {
     url: reqwest::Url,
@@ -41,20 +36,5 @@ impl Webhook {
             Ok(answer) => Attempt::Failed(format!("the host answered {}", answer.status())),
             Err(e) => Attempt::Failed(describe(&e)),
         }
-    }
-}
-
-/// A client error without the URL (it may carry credentials), with its cause.
-pub(super) fn describe(e: &reqwest::Error) -> String {
-    let what = if e.is_timeout() {
-        "no answer in time"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "the request failed"
-    };
-    match std::error::Error::source(e) {
-        Some(cause) => format!("{what}: {cause}"),
-        None => what.to_owned(),
     }
 }

@@ -25,6 +25,28 @@ pub struct MessageRow {
     pub is_delivered: bool,
 }
 
+#[cfg(test)]
+impl MessageRow {
+    /// A live, unread, complete user message sent now: for unit tests.
+    pub fn sample(id: i64, topic: &str, sender: &str, body: &str) -> MessageRow {
+        MessageRow {
+            id,
+            topic: topic.into(),
+            sender_id: sender.into(),
+            recipient_id: None,
+            body: body.into(),
+            kind: "user".into(),
+            status: "complete".into(),
+            meta: serde_json::json!({}),
+            client_ref: None,
+            sent_at: Utc::now(),
+            edited_at: None,
+            deleted_at: None,
+            is_delivered: false,
+        }
+    }
+}
+
 /// A message to insert; the writer inserts a slice of these in one statement
 /// (`messages::insert_all`, as column arrays).
 #[derive(Debug, Clone)]

@@ -32,13 +32,17 @@ impl Sink {
     }
 }
 
+impl std::fmt::Display for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A delivery taken by a worker.
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
-#[diesel(table_name = deliveries)]
-#[diesel(check_for_backend(diesel::pg::Pg))]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
     pub id: String,
-    pub sink: String,
+    pub sink: Sink,
     /// The push endpoint; empty for the webhook.
     pub target: String,
     pub recipient_id: String,
@@ -227,7 +231,12 @@ impl From<DeliveryByName> for Delivery {
     fn from(d: DeliveryByName) -> Self {
         Delivery {
             id: d.id,
-            sink: d.sink,
+            // The column's CHECK allows only these two.
+            sink: if d.sink == Sink::Push.as_str() {
+                Sink::Push
+            } else {
+                Sink::Webhook
+            },
             target: d.target,
             recipient_id: d.recipient_id,
             topic: d.topic,
