@@ -164,6 +164,23 @@ pub async fn http_get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Re
     http_client().get(url).send().await
 }
 
+/// Waits until `holds` is true, checking it every 50 ms: for state that changes with
+/// no event to wait for (rows, gauges). Fails the test after `WAIT`.
+pub async fn eventually<F, Fut>(what: &str, mut holds: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !holds().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub fn test_settings() -> Settings {
     Settings::load(&Sources {
         overlays: vec![TEST_TOML],
@@ -372,6 +389,54 @@ impl TestApp {
         })
         .await
         .expect("query task")
+    }
+
+    /// Posts `body` from `from` in `topic` through the host API; returns the Message.
+    pub async fn post_message(&self, topic: &str, from: &str, body: &str) -> Value {
+        let (status, message) = self
+            .api(
+                "POST",
+                "/api/v1/messages",
+                Some(json!({"topic": topic, "user_id": from, "body": body})),
+            )
+            .await;
+        assert_eq!(status, 201, "{message}");
+        message
+    }
+
+    /// The value of one series in `/metrics` (`name{labels}` as printed), if present.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = http_get(self.http("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let prefix = format!("{series} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map(|value| value.trim().parse().unwrap())
+    }
+
+    /// Rows in the outbox and deliveries: what is left to tell offline users.
+    pub async fn outbox_rows(&self) -> (i64, i64) {
+        self.db(|conn| {
+            use diesel::prelude::*;
+            use sidechat::store::schema::{deliveries, outbox};
+            let waiting: i64 = outbox::table.count().get_result(conn).unwrap();
+            let pending: i64 = deliveries::table.count().get_result(conn).unwrap();
+            (waiting, pending)
+        })
+        .await
+    }
+
+    /// Waits until nothing is left to tell offline users (the worker finished what it
+    /// took).
+    pub async fn outbox_drained(&self) {
+        eventually("the outbox drains", || async {
+            self.outbox_rows().await == (0, 0)
+        })
+        .await;
     }
 
     /// How many rows `messages` holds.

@@ -156,6 +156,13 @@ impl Browser {
         })
     }
 
+    /// Registers this browser for `token`'s user.
+    async fn subscribe(&self, app: &TestApp, token: &str) {
+        let (status, error) =
+            call(app, reqwest::Method::POST, Some(token), self.subscription()).await;
+        assert_eq!(status, 201, "{error}");
+    }
+
     /// Decrypts a push message as the browser would.
     fn open(&self, body: &[u8]) -> Value {
         let plain = web_push_native::decrypt(
@@ -185,7 +192,6 @@ fn with_push() -> (
     (key, move |settings: &mut sidechat::settings::Settings| {
         settings.push.vapid_private_key_file = path.clone();
         settings.push.subject = "mailto:ops@example.com".into();
-        settings.webhooks.retry_initial_ms = 100;
     })
 }
 
@@ -203,23 +209,8 @@ async fn an_offline_user_gets_an_encrypted_push_signed_with_the_vapid_key() {
     assert_eq!(key["vapid_public_key"], public_key.as_str());
 
     let browser = Browser::new(service.url("/push/bob-laptop"));
-    let bob = hmac_token("bob", 600);
-    let (status, _) = call(
-        &app,
-        reqwest::Method::POST,
-        Some(&bob),
-        browser.subscription(),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let (status, message) = app
-        .api(
-            "POST",
-            "/api/v1/messages",
-            Some(json!({"topic": "chat:alice:bob", "user_id": "alice", "body": "lunch?"})),
-        )
-        .await;
-    assert_eq!(status, 201);
+    browser.subscribe(&app, &hmac_token("bob", 600)).await;
+    let message = app.post_message("chat:alice:bob", "alice", "lunch?").await;
 
     let push = service.next().await;
     assert_eq!(push.path, "/push/bob-laptop");
@@ -265,34 +256,18 @@ async fn a_subscription_the_push_service_calls_gone_is_removed() {
         Browser::new(service.url("/push/current")),
     );
     for browser in [&old, &current] {
-        let (status, _) = call(
-            &app,
-            reqwest::Method::POST,
-            Some(&bob),
-            browser.subscription(),
-        )
-        .await;
-        assert_eq!(status, 201);
+        browser.subscribe(&app, &bob).await;
     }
-    app.api(
-        "POST",
-        "/api/v1/messages",
-        Some(json!({"topic": "chat:alice:bob", "user_id": "alice", "body": "ping"})),
-    )
-    .await;
+    app.post_message("chat:alice:bob", "alice", "ping").await;
     let mut paths = vec![service.next().await.path, service.next().await.path];
     paths.sort();
     assert_eq!(paths, ["/push/current", "/push/old"]);
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while endpoints_of(&app, "bob").await != [current.endpoint.clone()] {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the gone subscription is removed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    // Removed means no retry to it either.
+    eventually("the gone subscription is removed", || async {
+        endpoints_of(&app, "bob").await == [current.endpoint.clone()]
+    })
+    .await;
+    // Its owner can no longer remove it, and nothing is retried to it.
     let (status, _) = call(
         &app,
         reqwest::Method::DELETE,
@@ -301,6 +276,8 @@ async fn a_subscription_the_push_service_calls_gone_is_removed() {
     )
     .await;
     assert_eq!(status, 404);
+    app.outbox_drained().await;
+    assert!(service.pending().is_empty(), "no call after 201 or 410");
 }
 
 #[tokio::test]

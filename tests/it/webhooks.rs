@@ -1,7 +1,5 @@
 //! Signed webhooks from the outbox (PROTOCOL.md §8), against a local host endpoint.
 
-use std::time::Duration;
-
 use diesel::prelude::*;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -13,31 +11,20 @@ use crate::receiver::{Received, Receiver};
 
 const SECRET: &str = "webhook-secret-0123456789abcdef0123";
 
-fn hooked(receiver: &Receiver) -> impl Fn(&mut Settings) + use<> {
+/// Webhooks to `receiver`, told after `delay_s`, retried after 100 ms.
+fn hooked(receiver: &Receiver, delay_s: u64) -> impl Fn(&mut Settings) + use<> {
     let url = receiver.url("/hooks/sidechat");
     move |settings: &mut Settings| {
         settings.webhooks.url = url.clone();
         settings.webhooks.secret = Secret::new(SECRET);
+        settings.webhooks.delay_s = delay_s;
         settings.webhooks.retry_initial_ms = 100;
     }
 }
 
-/// Posts `body` from `from` in `topic` through the host API; returns the Message.
-async fn post(app: &TestApp, topic: &str, from: &str, body: &str) -> Value {
-    let (status, reply) = app
-        .api(
-            "POST",
-            "/api/v1/messages",
-            Some(json!({"topic": topic, "user_id": from, "body": body})),
-        )
-        .await;
-    assert_eq!(status, 201, "{reply}");
-    reply
-}
-
 /// Checks the signature as a host would, with nothing of sidechat's: HMAC-SHA256 over
-/// "<t>.<raw body>", hex. Returns the timestamp.
-fn verify_signature(request: &Received) -> i64 {
+/// "<t>.<raw body>", hex; then with sidechat's own verifier.
+fn verify_signature(request: &Received) {
     let header = request.header("x-sidechat-signature");
     let mut parts = header.split(',');
     let t = parts.next().unwrap().strip_prefix("t=").unwrap();
@@ -62,51 +49,22 @@ fn verify_signature(request: &Received) -> i64 {
         300,
     )
     .unwrap();
-    t
 }
 
-/// Rows waiting in the outbox and deliveries of this test's database.
-async fn waiting(app: &TestApp) -> (i64, i64) {
-    app.db(|conn| {
-        let queued: i64 = outbox::table.count().get_result(conn).unwrap();
-        let pending: i64 = deliveries::table.count().get_result(conn).unwrap();
-        (queued, pending)
-    })
-    .await
-}
-
-/// Waits until nothing is left to deliver (the worker finished what it took).
-async fn drained(app: &TestApp) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while waiting(app).await != (0, 0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the outbox drains in time"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The value of a `sidechat_deliveries_total` series.
+/// How many `sink` deliveries came to `outcome`.
 async fn deliveries_metric(app: &TestApp, sink: &str, outcome: &str) -> u64 {
-    let text = http_get(app.http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let series = format!("sidechat_deliveries_total{{sink=\"{sink}\",outcome=\"{outcome}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&series))
-        .map_or(0, |v| v.trim().parse().unwrap())
+    let series = format!("sidechat_deliveries_total{{sink=\"{sink}\",outcome=\"{outcome}\"}}");
+    app.metric(&series).await.unwrap_or(0.0) as u64
 }
 
 #[tokio::test]
 async fn an_offline_recipient_gets_a_signed_event_once() {
     let mut host = Receiver::start().await;
-    let app = spawn_app_with(hooked(&host)).await;
+    let app = spawn_app_with(hooked(&host, 0)).await;
 
-    let first = post(&app, "chat:alice:bob", "alice", "are you there?").await;
+    let first = app
+        .post_message("chat:alice:bob", "alice", "are you there?")
+        .await;
     let call = host.next().await;
     assert_eq!(call.path, "/hooks/sidechat");
     assert_eq!(call.header("content-type"), "application/json");
@@ -122,13 +80,13 @@ async fn an_offline_recipient_gets_a_signed_event_once() {
     );
 
     // Delivered is done: nothing is left to send again.
-    drained(&app).await;
-    let second = post(&app, "chat:alice:bob", "alice", "hello?").await;
+    app.outbox_drained().await;
+    let second = app.post_message("chat:alice:bob", "alice", "hello?").await;
     let next = host.next().await.json();
     assert_ne!(next["id"], event["id"], "each event has its own id");
     assert_eq!(next["messages"], json!([second]));
     assert_eq!(next["unread"]["count"], 2);
-    drained(&app).await;
+    app.outbox_drained().await;
     assert!(host.pending().is_empty(), "no event came twice");
     assert_eq!(deliveries_metric(&app, "webhook", "delivered").await, 2);
 }
@@ -136,17 +94,20 @@ async fn an_offline_recipient_gets_a_signed_event_once() {
 #[tokio::test]
 async fn a_recipient_in_the_conversation_or_the_sender_gets_no_event() {
     let mut host = Receiver::start().await;
-    let app = spawn_app_with(hooked(&host)).await;
+    let app = spawn_app_with(hooked(&host, 0)).await;
     let mut bob = app.connect("bob").await;
     bob.join_ok("chat:alice:bob", json!({})).await;
 
-    let seen = post(&app, "chat:alice:bob", "alice", "you are here").await;
+    let seen = app
+        .post_message("chat:alice:bob", "alice", "you are here")
+        .await;
     bob.expect_event("chat:alice:bob", "new_msg").await;
     // Carol is away: her event shows the worker has gone past bob's.
-    post(&app, "chat:alice:carol", "alice", "you are not").await;
+    app.post_message("chat:alice:carol", "alice", "you are not")
+        .await;
     let call = host.next().await.json();
     assert_eq!(call["recipient"], "carol");
-    drained(&app).await;
+    app.outbox_drained().await;
     assert!(host.pending().is_empty(), "bob was in the chat: {seen}");
     assert_eq!(
         deliveries_metric(&app, "webhook", "skipped_present").await,
@@ -166,8 +127,9 @@ async fn a_failing_host_is_retried_with_the_same_event() {
             200
         }
     });
-    let app = spawn_app_with(hooked(&host)).await;
-    post(&app, "chat:alice:bob", "alice", "knock knock").await;
+    let app = spawn_app_with(hooked(&host, 0)).await;
+    app.post_message("chat:alice:bob", "alice", "knock knock")
+        .await;
 
     let calls = [host.next().await, host.next().await, host.next().await];
     for call in &calls {
@@ -180,7 +142,7 @@ async fn a_failing_host_is_retried_with_the_same_event() {
     assert!(ids.iter().all(|id| *id == ids[0]), "one event id: {ids:?}");
     let [first, .., last] = &calls;
     assert_eq!(first.json(), last.json(), "the same event each time");
-    drained(&app).await;
+    app.outbox_drained().await;
     assert!(host.pending().is_empty(), "no call after the 2xx");
     assert_eq!(deliveries_metric(&app, "webhook", "failed").await, 2);
     assert_eq!(deliveries_metric(&app, "webhook", "delivered").await, 1);
@@ -190,12 +152,13 @@ async fn a_failing_host_is_retried_with_the_same_event() {
 async fn a_restart_between_failures_resumes_the_same_event() {
     let mut host = Receiver::start().await;
     host.answer_with(|_| 503);
-    let mut before = spawn_app_with(hooked(&host)).await;
-    post(&before, "chat:alice:bob", "alice", "still there?").await;
+    let mut before = spawn_app_with(hooked(&host, 0)).await;
+    before
+        .post_message("chat:alice:bob", "alice", "still there?")
+        .await;
     let failed = host.next().await;
     // The failure is on record before the restart.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    eventually("the failed attempt is recorded", || async {
         let attempts: Vec<i32> = before
             .db(|conn| {
                 deliveries::table
@@ -204,58 +167,45 @@ async fn a_restart_between_failures_resumes_the_same_event() {
                     .unwrap()
             })
             .await;
-        if attempts.first().is_some_and(|a| *a >= 1) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "attempt recorded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        attempts.first().is_some_and(|a| *a >= 1)
+    })
+    .await;
     before.shutdown.cancel();
     before.stopped().await.unwrap();
     host.pending();
 
     host.answer_with(|_| 200);
-    let after = spawn_app_on(before.db_url.clone(), hooked(&host)).await;
+    let after = spawn_app_on(before.db_url.clone(), hooked(&host, 0)).await;
     let resumed = host.next().await;
     assert_eq!(
         resumed.header("x-sidechat-event-id"),
         failed.header("x-sidechat-event-id")
     );
     assert_eq!(resumed.json(), failed.json());
-    drained(&after).await;
+    after.outbox_drained().await;
     assert!(host.pending().is_empty());
 }
 
 #[tokio::test]
 async fn a_burst_within_the_delay_travels_in_one_call() {
     let mut host = Receiver::start().await;
-    let configure = hooked(&host);
-    let app = spawn_app_with(move |s| {
-        configure(s);
-        s.webhooks.delay_s = 1;
-    })
-    .await;
+    let app = spawn_app_with(hooked(&host, 1)).await;
     let mut burst = Vec::new();
     for body in ["one", "two", "three"] {
-        burst.push(post(&app, "chat:alice:bob", "alice", body).await);
+        burst.push(app.post_message("chat:alice:bob", "alice", body).await);
     }
     let event = host.next().await.json();
     assert_eq!(event["messages"], json!(burst));
     assert_eq!(event["unread"]["count"], 3);
-    drained(&app).await;
+    app.outbox_drained().await;
     assert!(host.pending().is_empty(), "one call for the burst");
 }
 
 #[tokio::test]
 async fn messages_read_within_the_delay_are_not_told() {
     let mut host = Receiver::start().await;
-    let configure = hooked(&host);
-    let app = spawn_app_with(move |s| {
-        configure(s);
-        s.webhooks.delay_s = 2;
-    })
-    .await;
-    let message = post(&app, "chat:alice:bob", "alice", "read me").await;
+    let app = spawn_app_with(hooked(&host, 2)).await;
+    let message = app.post_message("chat:alice:bob", "alice", "read me").await;
     let mut bob = app.connect("bob").await;
     bob.join_ok("chat:alice:bob", json!({})).await;
     let reply = bob
@@ -268,16 +218,16 @@ async fn messages_read_within_the_delay_are_not_told() {
     assert_eq!(reply["response"], json!({"marked": 1}));
     bob.leave("chat:alice:bob").await;
     // Sent after the read: its call comes after bob's group fell due.
-    post(&app, "chat:alice:carol", "alice", "probe").await;
+    app.post_message("chat:alice:carol", "alice", "probe").await;
     assert_eq!(host.next().await.json()["recipient"], "carol");
-    drained(&app).await;
+    app.outbox_drained().await;
     assert!(host.pending().is_empty(), "bob read it: no call");
 }
 
 #[tokio::test]
 async fn each_absent_room_member_is_told_but_not_the_sender() {
     let mut host = Receiver::start().await;
-    let app = spawn_app_with(hooked(&host)).await;
+    let app = spawn_app_with(hooked(&host, 0)).await;
     let (status, _) = app
         .api(
             "PUT",
@@ -286,7 +236,7 @@ async fn each_absent_room_member_is_told_but_not_the_sender() {
         )
         .await;
     assert_eq!(status, 201);
-    let message = post(&app, "room:club", "alice", "meeting at 5").await;
+    let message = app.post_message("room:club", "alice", "meeting at 5").await;
     let mut told: Vec<Value> = vec![host.next().await.json(), host.next().await.json()];
     told.sort_by_key(|e| e["recipient"].as_str().unwrap().to_owned());
     assert_eq!(told[0]["recipient"], "bob");
@@ -295,42 +245,24 @@ async fn each_absent_room_member_is_told_but_not_the_sender() {
         assert_eq!(event["messages"], json!([message]));
         assert_eq!(event["unread"], json!({"topic": "room:club", "count": 1}));
     }
-    drained(&app).await;
+    app.outbox_drained().await;
     assert!(host.pending().is_empty(), "the sender is not told");
 }
 
 #[tokio::test]
 async fn erasing_a_user_drops_what_waits_for_them() {
     let host = Receiver::start().await;
-    host.answer_with(|_| 500);
-    let configure = hooked(&host);
-    let app = spawn_app_with(move |s| {
-        configure(s);
-        s.webhooks.delay_s = 3600;
+    let app = spawn_app_with(hooked(&host, 3600)).await;
+    app.post_message("chat:alice:bob", "alice", "for bob").await;
+    app.post_message("chat:bob:carol", "bob", "from bob").await;
+    app.post_message("chat:alice:carol", "alice", "for carol")
+        .await;
+    assert_eq!(app.outbox_rows().await, (3, 0));
+    // The backlog shows in /metrics (recounted every few seconds).
+    eventually("the outbox depth in /metrics", || async {
+        app.metric("sidechat_outbox_waiting").await == Some(3.0)
     })
     .await;
-    post(&app, "chat:alice:bob", "alice", "for bob").await;
-    post(&app, "chat:bob:carol", "bob", "from bob").await;
-    post(&app, "chat:alice:carol", "alice", "for carol").await;
-    assert_eq!(waiting(&app).await, (3, 0));
-    // The backlog shows in /metrics (recounted every few seconds).
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let text = http_get(app.http("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if text.lines().any(|line| line == "sidechat_outbox_waiting 3") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "outbox depth in /metrics"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     let (status, _) = app.api("DELETE", "/api/v1/users/bob", None).await;
     assert_eq!(status, 200);
     // Bob's own message went with its row; the one waiting to tell him went too.
@@ -348,12 +280,13 @@ async fn erasing_a_user_drops_what_waits_for_them() {
 #[tokio::test]
 async fn replicas_share_the_outbox_and_send_each_event_once() {
     let mut host = Receiver::start().await;
-    let configure = hooked(&host);
-    let replicas = spawn_replicas(2, configure).await;
+    let replicas = spawn_replicas(2, hooked(&host, 0)).await;
     let recipients: Vec<String> = (0..30).map(|n| format!("reader{n}")).collect();
     for (n, recipient) in recipients.iter().enumerate() {
         let replica = &replicas[n % 2];
-        post(replica, &format!("chat:alice:{recipient}"), "alice", "news").await;
+        replica
+            .post_message(&format!("chat:alice:{recipient}"), "alice", "news")
+            .await;
     }
     let mut told = Vec::new();
     for _ in &recipients {
@@ -364,7 +297,7 @@ async fn replicas_share_the_outbox_and_send_each_event_once() {
                 .to_owned(),
         );
     }
-    drained(&replicas[0]).await;
+    replicas[0].outbox_drained().await;
     told.extend(
         host.pending()
             .iter()
