@@ -278,7 +278,7 @@ async fn erasing_a_user_drops_what_waits_for_them() {
 }
 
 #[tokio::test]
-async fn replicas_share_the_outbox_and_send_each_event_once() {
+async fn two_replicas_on_one_outbox_send_each_event_once() {
     let mut host = Receiver::start().await;
     let replicas = spawn_replicas(2, hooked(&host, 0)).await;
     let recipients: Vec<String> = (0..30).map(|n| format!("reader{n}")).collect();
