@@ -126,6 +126,13 @@ fn run(command: Command) -> anyhow::Result<()> {
             let overlays = if dev { vec![DEVELOPMENT_TOML] } else { vec![] };
             let settings = load(overlays, config.as_deref())?;
             let ttl = parse_ttl(&ttl)?;
+            let max = settings.auth.max_token_ttl_s;
+            if max > 0 && ttl.as_secs() > max {
+                anyhow::bail!(
+                    "--ttl: {}s is longer than auth.max_token_ttl_s ({max}s); the server would refuse the token",
+                    ttl.as_secs()
+                );
+            }
             println!("{}", mint(&settings, &user_id, ttl, role, name)?);
             Ok(())
         }

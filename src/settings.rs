@@ -107,6 +107,8 @@ pub struct AuthSettings {
     pub jwt_audience: String,
     pub leeway_s: u64,
     pub disconnect_on_expiry: bool,
+    /// A token whose `exp` lies further ahead than this is refused; 0 = no limit.
+    pub max_token_ttl_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,7 +162,12 @@ pub struct PushSettings {
     pub vapid_public_key: String,
     pub vapid_private_key_file: String,
     pub subject: String,
+    pub allow_local_endpoints: bool,
 }
+
+/// The JWT algorithms `auth.jwt_algorithm` may name. Here, not in `auth`: settings are
+/// read by everything and import nothing of the service.
+pub const JWT_ALGORITHMS: [&str; 6] = ["HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"];
 
 /// The most messages one join or `history` may return (PROTOCOL.md §3).
 pub const MAX_HISTORY_LIMIT: u32 = 500;
@@ -227,10 +234,10 @@ impl Settings {
         if auth.leeway_s > MAX_LEEWAY_S {
             return invalid(format!("auth.leeway_s: must be <= {MAX_LEEWAY_S}"));
         }
-        if !crate::auth::ALGORITHMS.contains(&auth.jwt_algorithm.as_str()) {
+        if !JWT_ALGORITHMS.contains(&auth.jwt_algorithm.as_str()) {
             return invalid(format!(
                 "auth.jwt_algorithm: must be one of {}",
-                crate::auth::ALGORITHMS.join(", ")
+                JWT_ALGORITHMS.join(", ")
             ));
         }
         if self.chat.history_limit == 0 || self.chat.history_limit > MAX_HISTORY_LIMIT {

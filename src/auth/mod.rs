@@ -12,9 +12,6 @@ use crate::settings::AuthSettings;
 pub use self::hmac::mint as mint_hmac;
 pub use self::jwt::{JwtClaims, mint_hs as mint_jwt};
 
-/// The JWT algorithms `auth.jwt_algorithm` may name.
-pub const ALGORITHMS: [&str; 6] = ["HS256", "HS384", "HS512", "RS256", "ES256", "EdDSA"];
-
 /// A verified user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -45,6 +42,8 @@ pub enum AuthError {
     BadSignature,
     #[error("the token has expired")]
     Expired,
+    #[error("the token's exp is further ahead than this server accepts (auth.max_token_ttl_s)")]
+    LifetimeTooLong,
     #[error("the token's user id is not 1-64 of A-Z a-z 0-9 _ . @ -")]
     InvalidUserId,
     #[error("the token's claims are not accepted: {0}")]
@@ -60,6 +59,7 @@ impl AuthError {
             AuthError::Malformed => "malformed",
             AuthError::BadSignature => "invalid_signature",
             AuthError::Expired => "expired",
+            AuthError::LifetimeTooLong => "lifetime_too_long",
             AuthError::InvalidUserId => "invalid_user_id",
             AuthError::InvalidClaims(_) => "invalid_claims",
             AuthError::NotConfigured => "not_configured",
@@ -77,6 +77,8 @@ pub struct Verifier {
     hmac: hmac::HmacVerifier,
     jwt: Option<jwt::JwtVerifier>,
     leeway_s: i64,
+    /// `auth.max_token_ttl_s`; None = no limit.
+    max_ttl_s: Option<i64>,
 }
 
 impl Verifier {
@@ -85,6 +87,8 @@ impl Verifier {
             hmac: hmac::HmacVerifier::new(&settings.hmac_secrets),
             jwt: jwt::JwtVerifier::new(settings)?,
             leeway_s: i64::try_from(settings.leeway_s).unwrap_or(0),
+            max_ttl_s: (settings.max_token_ttl_s > 0)
+                .then(|| i64::try_from(settings.max_token_ttl_s).unwrap_or(i64::MAX)),
         })
     }
 
@@ -95,13 +99,23 @@ impl Verifier {
             return Err(AuthError::Missing);
         }
         let looks_like_jwt = token.matches('.').count() == 2 && !token.contains(':');
-        if looks_like_jwt {
+        let identity = if looks_like_jwt {
             match &self.jwt {
-                Some(jwt) => jwt.verify(token),
-                None => Err(AuthError::NotConfigured),
+                Some(jwt) => jwt.verify(token)?,
+                None => return Err(AuthError::NotConfigured),
             }
         } else {
-            self.hmac.verify(token, now, self.leeway_s)
+            self.hmac.verify(token, now, self.leeway_s)?
+        };
+        // `expires_at` carries one leeway already; the host's clock may run one ahead.
+        if let Some(max_ttl_s) = self.max_ttl_s {
+            let latest = now
+                .saturating_add(max_ttl_s)
+                .saturating_add(self.leeway_s.saturating_mul(2));
+            if identity.expires_at > latest {
+                return Err(AuthError::LifetimeTooLong);
+            }
         }
+        Ok(identity)
     }
 }

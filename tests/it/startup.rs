@@ -230,6 +230,11 @@ fn the_token_command_mints_tokens_the_service_accepts() {
     let (ok, stderr, _) = run(sidechat().args(["token", "bad:id", "--dev"]));
     assert!(!ok);
     assert!(stderr[0].contains("user id"), "{stderr:?}");
+
+    // Past auth.max_token_ttl_s (7 days by default) the server would refuse it.
+    let (ok, stderr, _) = run(sidechat().args(["token", "alice", "--dev", "--ttl", "30d"]));
+    assert!(!ok);
+    assert!(stderr[0].contains("auth.max_token_ttl_s"), "{stderr:?}");
 }
 
 #[test]

@@ -136,6 +136,53 @@ async fn refused_tokens_get_401_with_a_reason_before_the_upgrade() {
 }
 
 #[tokio::test]
+async fn a_token_that_lives_longer_than_the_deployment_allows_is_refused() {
+    let week: i64 = 7 * 86_400;
+    let app = spawn_app_with(move |s| s.auth.max_token_ttl_s = week as u64).await;
+    let secret = test_settings().auth.jwt_secret.expose().to_owned();
+    let hs = EncodingKey::from_secret(secret.as_bytes());
+    let year_2038 = i64::from(i32::MAX);
+    let too_long = [
+        hmac_token("alice", 8 * 86_400),
+        signed(
+            Algorithm::HS256,
+            &hs,
+            json!({"sub": "alice", "exp": year_2038}),
+        ),
+    ];
+    for token in &too_long {
+        let (status, body) = app.refused_upgrade(&app.socket_url(token)).await;
+        assert_eq!(status, 401, "{token}");
+        assert_eq!(body["reason"], "lifetime_too_long", "{body}");
+        assert!(body["error"].as_str().unwrap().contains("max_token_ttl_s"));
+        // The user's HTTP calls go through the same verifier.
+        let response = http_client()
+            .get(app.http("/v1/me/unread"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    // Just inside the limit, in both formats.
+    for token in [
+        hmac_token("alice", week - 60),
+        signed(
+            Algorithm::HS256,
+            &hs,
+            json!({"sub": "alice", "exp": exp(week - 60)}),
+        ),
+    ] {
+        let mut client = app.connect_with_token(&token).await;
+        client.join_ok("user:alice", json!({})).await;
+    }
+    // 0 lifts the limit.
+    let unlimited = spawn_app_with(|s| s.auth.max_token_ttl_s = 0).await;
+    let mut client = unlimited.connect_with_token(&too_long[1]).await;
+    client.join_ok("user:alice", json!({})).await;
+}
+
+#[tokio::test]
 async fn a_jwt_with_a_wrong_issuer_or_audience_is_refused() {
     let app = spawn_app_with(|s| {
         s.auth.jwt_issuer = "https://host.example".into();
