@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod chat;
 pub mod dev;
+pub mod egress;
 pub mod http;
 pub mod hub;
 pub mod metrics;
@@ -166,8 +167,11 @@ impl Application {
                 history_limit: settings.chat.history_limit,
                 max_body_bytes: settings.chat.max_body_bytes,
                 presence_room_limit: settings.chat.presence_room_limit,
-                messages_per_second: settings.limits.messages_per_second,
-                burst: settings.limits.burst,
+                budgets: budgets(&settings.limits),
+                typing_interval: Duration::from_millis(settings.chat.typing_interval_ms),
+                push_endpoints: egress::Policy {
+                    allow_local: settings.push.allow_local_endpoints,
+                },
             },
         ));
         let state = web::Data::new(AppState {
@@ -295,6 +299,16 @@ impl Application {
         drop(redis);
         log::info!("stopped");
         Ok(())
+    }
+}
+
+/// What each kind of push costs a user, from `[limits]`.
+fn budgets(limits: &settings::LimitSettings) -> chat::Rates {
+    let rate = |per_second, burst| chat::Rate { per_second, burst };
+    chat::Rates {
+        messages: rate(limits.messages_per_second, limits.burst),
+        joins: rate(limits.joins_per_second, limits.joins_burst),
+        events: rate(limits.events_per_second, limits.events_burst),
     }
 }
 

@@ -25,6 +25,12 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+/// Which of a user's budgets a refused push drew on: `messages`, `joins`, `events`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabel {
+    pub budget: &'static str,
+}
+
 /// An offline notification's sink (`webhook`, `push`) and what its attempt came to.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeliveryLabel {
@@ -64,6 +70,10 @@ pub struct Metrics {
     pub errors: Family<ReasonLabel, Counter>,
     /// Sockets the server closed, by close code.
     pub disconnects: Family<CodeLabel, Counter>,
+    /// Pushes refused because the user's budget was spent, by budget.
+    pub rate_limited: Family<BudgetLabel, Counter>,
+    /// `typing` events the throttle kept from the conversation.
+    pub typing_dropped: Counter,
     /// Offline notification attempts, by sink and outcome.
     pub deliveries: Family<DeliveryLabel, Counter>,
     /// Messages in the outbox waiting to fall due (counted every few seconds).
@@ -96,6 +106,8 @@ impl Metrics {
             hub_topics: Gauge::default(),
             errors: Family::default(),
             disconnects: Family::default(),
+            rate_limited: Family::default(),
+            typing_dropped: Counter::default(),
             deliveries: Family::default(),
             outbox_waiting: Gauge::default(),
             outbox_deliveries: Gauge::default(),
@@ -154,8 +166,18 @@ impl Metrics {
             metrics.disconnects.clone(),
         );
         registry.register(
+            "rate_limited",
+            "Pushes and user requests refused because the user's budget (messages, joins, events) was spent",
+            metrics.rate_limited.clone(),
+        );
+        registry.register(
+            "typing_dropped",
+            "typing events not relayed: more than one per user and conversation per chat.typing_interval_ms",
+            metrics.typing_dropped.clone(),
+        );
+        registry.register(
             "deliveries",
-            "Offline notification attempts (webhook, push) by outcome: delivered, failed (to be retried), abandoned, refused, gone (push subscription removed), skipped_read, skipped_present, skipped_unsubscribed",
+            "Offline notification attempts (webhook, push) by outcome: delivered, failed (to be retried), abandoned, refused, gone (push subscription removed), blocked (push endpoint not public; subscription removed), skipped_read, skipped_present, skipped_unsubscribed",
             metrics.deliveries.clone(),
         );
         registry.register(
@@ -176,6 +198,13 @@ impl Metrics {
 
     pub fn error(&self, reason: &'static str) {
         self.errors.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// A push refused over budget; `budget` is the budget's name (`Cost::as_str`).
+    pub fn rate_limited(&self, budget: &'static str) {
+        self.rate_limited
+            .get_or_create(&BudgetLabel { budget })
+            .inc();
     }
 
     pub fn disconnect(&self, code: u16) {

@@ -123,6 +123,7 @@ pub struct ChatSettings {
     pub history_limit: u32,
     pub max_body_bytes: usize,
     pub presence_room_limit: u32,
+    pub typing_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,6 +140,11 @@ pub struct BrokerSettings {
 pub struct LimitSettings {
     pub messages_per_second: u32,
     pub burst: u32,
+    pub joins_per_second: u32,
+    pub joins_burst: u32,
+    pub events_per_second: u32,
+    pub events_burst: u32,
+    pub abuse_close_s: u64,
     pub connections_per_user: u32,
     pub joins_per_connection: u32,
     pub outbound_queue: usize,
@@ -254,10 +260,32 @@ impl Settings {
         if self.limits.max_frame_bytes < 1024 {
             return invalid("limits.max_frame_bytes: must be at least 1024".into());
         }
-        if self.limits.messages_per_second > 0 && self.limits.burst == 0 {
-            return invalid(
-                "limits.burst: must be at least 1 when limits.messages_per_second is set".into(),
-            );
+        let limits = &self.limits;
+        for (rate, burst, rate_key, burst_key) in [
+            (
+                limits.messages_per_second,
+                limits.burst,
+                "messages_per_second",
+                "burst",
+            ),
+            (
+                limits.joins_per_second,
+                limits.joins_burst,
+                "joins_per_second",
+                "joins_burst",
+            ),
+            (
+                limits.events_per_second,
+                limits.events_burst,
+                "events_per_second",
+                "events_burst",
+            ),
+        ] {
+            if rate > 0 && burst == 0 {
+                return invalid(format!(
+                    "limits.{burst_key}: must be at least 1 when limits.{rate_key} is set"
+                ));
+            }
         }
         if self.database.pool_size == 0 {
             return invalid("database.pool_size: must be at least 1".into());
@@ -350,6 +378,16 @@ impl Settings {
                     .to_string(),
             );
         }
+        if self.push.allow_local_endpoints {
+            warnings.push(
+                "push.allow_local_endpoints = true: any signed-in user can make this server POST to addresses inside its network".to_string(),
+            );
+        }
+        if self.auth.max_token_ttl_s == 0 {
+            warnings.push(
+                "auth.max_token_ttl_s = 0: a token minted with a far-off exp works until then, stolen or not".to_string(),
+            );
+        }
         if self.auth.leeway_s > 60 {
             warnings.push(format!(
                 "auth.leeway_s = {}: expired tokens stay valid that long",
@@ -370,6 +408,11 @@ impl Settings {
     /// Whether offline notifications are on: a webhook, Web Push, or both.
     pub fn notifies_offline(&self) -> bool {
         !self.webhooks.url.is_empty() || !self.push.vapid_private_key_file.is_empty()
+    }
+
+    /// How long a connection may keep pushing over budget before it is closed (4004).
+    pub fn abuse_close(&self) -> Option<Duration> {
+        (self.limits.abuse_close_s > 0).then(|| Duration::from_secs(self.limits.abuse_close_s))
     }
 
     pub fn connect_timeout(&self) -> Duration {

@@ -219,9 +219,6 @@ impl Chat {
         if !topic.is_conversation() {
             return Err(Reason::UnknownEvent);
         }
-        if !self.limiter.allow(actor.user_id.as_str(), Instant::now()) {
-            return Err(Reason::RateLimited);
-        }
         let post = Post {
             topic: topic.clone(),
             sender: actor.user_id.clone(),
@@ -440,13 +437,23 @@ impl Chat {
         .map_err(storage)
     }
 
-    /// Tells the others in the conversation that `actor` is (or stopped) typing.
+    /// Tells the others in the conversation that `actor` is (or stopped) typing, unless
+    /// the throttle drops it: then nothing is sent, and the caller answers `ok` all the same.
     pub fn typing(&self, actor: &Actor, topic: &Topic, typing: bool) -> Result<(), Reason> {
         if !topic.is_conversation() {
             return Err(Reason::UnknownEvent);
         }
+        let topic_name = topic.to_string();
+        let user = actor.user_id.as_str();
+        if !self
+            .typing_gate
+            .pass(&topic_name, user, typing, Instant::now())
+        {
+            self.metrics.typing_dropped.inc();
+            return Ok(());
+        }
         let mut typing_event = event(
-            &topic.to_string(),
+            &topic_name,
             "typing",
             &json!({"user_id": actor.user_id, "typing": typing}),
         );

@@ -5,17 +5,18 @@
 //! typing, presence); `host.rs` what the host backend does (post as anyone, edit, delete,
 //! erase, rooms). Every message, whoever sends it, goes through `Chat::post`.
 
+mod budget;
 mod conversation;
 pub use conversation::{Entered, presence_leave};
 mod host;
 pub mod ids;
-mod limiter;
 mod message;
 mod presence_diffs;
 mod push;
 mod reason;
 mod request;
 mod topic;
+mod typing;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -30,12 +31,13 @@ use crate::store::receipts::Receipts;
 use crate::store::writer::OnCommit;
 use crate::store::{self, Change, PgPool, Writer};
 use presence_diffs::PresenceDiffs;
+use typing::TypingGate;
 
+pub use budget::{Budgets, Cost, Rate, Rates, Streak};
 pub use host::{ErasureReport, MessagePatch, Post, RoomInfo, RoomUpdate};
 pub use ids::{Actor, Body, BodyError, ClientRef, MessageId, Role, RoomId, UserId};
-pub use limiter::RateLimiter;
 pub use message::{Message, MessageKind, MessageStatus};
-pub use push::NewPushSubscription;
+pub use push::{NewPushSubscription, PushRefused};
 pub use reason::Reason;
 pub use request::{HistoryParams, JoinParams, NewMsg, Request};
 pub use topic::{Topic, TopicError};
@@ -91,8 +93,12 @@ pub struct ChatConfig {
     pub max_body_bytes: usize,
     /// Rooms with more members than this broadcast no presence; 0 = no limit.
     pub presence_room_limit: u32,
-    pub messages_per_second: u32,
-    pub burst: u32,
+    /// What each kind of push a client makes may cost.
+    pub budgets: Rates,
+    /// At most one `typing` per user and conversation this often; zero = every one.
+    pub typing_interval: std::time::Duration,
+    /// Which push endpoints users may register.
+    pub push_endpoints: crate::egress::Policy,
 }
 
 pub struct Chat {
@@ -102,7 +108,8 @@ pub struct Chat {
     presence: Arc<dyn Presence>,
     metrics: Arc<Metrics>,
     config: ChatConfig,
-    limiter: RateLimiter,
+    budgets: Budgets,
+    typing_gate: TypingGate,
     presence_refs: AtomicU64,
     presence_diffs: Arc<PresenceDiffs>,
     receipts: Receipts,
@@ -136,8 +143,9 @@ impl Chat {
         metrics: Arc<Metrics>,
         config: ChatConfig,
     ) -> Chat {
-        let limiter = RateLimiter::new(config.messages_per_second, config.burst);
         Chat {
+            budgets: Budgets::new(config.budgets),
+            typing_gate: TypingGate::new(config.typing_interval),
             presence_diffs: PresenceDiffs::new(hub.clone(), PRESENCE_WINDOW),
             receipts: Receipts::start(pool.clone()),
             room_rounds: Arc::default(),
@@ -147,7 +155,6 @@ impl Chat {
             presence,
             metrics,
             config,
-            limiter,
             presence_refs: AtomicU64::new(1),
         }
     }
@@ -210,5 +217,10 @@ impl Chat {
 
     pub fn writer(&self) -> &Writer {
         &self.writer
+    }
+
+    /// What each user may still push; every transport charges it before acting.
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
     }
 }

@@ -4,10 +4,36 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::{Chat, Reason, UserId, storage};
+use crate::egress;
 use crate::store::{self, push};
 
 /// Longest endpoint accepted; push services' URLs are a few hundred bytes.
 const MAX_ENDPOINT_LEN: usize = 2048;
+
+/// Why a registration was refused: the reason clients branch on, and the rule broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushRefused {
+    pub reason: Reason,
+    pub detail: String,
+}
+
+impl PushRefused {
+    fn invalid(detail: impl Into<String>) -> PushRefused {
+        PushRefused {
+            reason: Reason::InvalidPayload,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<Reason> for PushRefused {
+    fn from(reason: Reason) -> PushRefused {
+        PushRefused {
+            reason,
+            detail: reason.to_string(),
+        }
+    }
+}
 
 /// A subscription as `PushSubscription.toJSON()` gives it: the push service's URL, and
 /// the browser's P-256 public key and auth secret, base64url.
@@ -18,33 +44,6 @@ pub struct NewPushSubscription {
     pub auth: String,
 }
 
-/// Push services are HTTPS; plain HTTP only to this machine (tests, local development).
-fn valid_endpoint(endpoint: &str) -> bool {
-    if endpoint.len() > MAX_ENDPOINT_LEN
-        || endpoint
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
-        return false;
-    }
-    if let Some(rest) = endpoint.strip_prefix("https://") {
-        return !rest.is_empty();
-    }
-    let Some(rest) = endpoint.strip_prefix("http://") else {
-        return false;
-    };
-    [
-        "127.0.0.1:",
-        "127.0.0.1/",
-        "localhost:",
-        "localhost/",
-        "[::1]:",
-        "[::1]/",
-    ]
-    .iter()
-    .any(|host| rest.starts_with(host))
-}
-
 /// Whether `text` is base64url (padded or not) of exactly `len` bytes.
 fn decodes_to(text: &str, len: usize) -> bool {
     URL_SAFE_NO_PAD
@@ -53,19 +52,32 @@ fn decodes_to(text: &str, len: usize) -> bool {
 }
 
 impl Chat {
-    /// Registers a browser of `user` for Web Push; true when it is new.
+    /// Registers a browser of `user` for Web Push; true when it is new. The endpoint must
+    /// be a public push service (`egress`): the server will POST to it.
     pub async fn subscribe_push(
         &self,
         user: &UserId,
         sub: NewPushSubscription,
-    ) -> Result<bool, Reason> {
-        // An uncompressed P-256 point is 65 bytes; the auth secret 16 (RFC 8291).
-        if !valid_endpoint(&sub.endpoint)
-            || !decodes_to(&sub.p256dh, 65)
-            || !decodes_to(&sub.auth, 16)
-        {
-            return Err(Reason::InvalidPayload);
+    ) -> Result<bool, PushRefused> {
+        if sub.endpoint.len() > MAX_ENDPOINT_LEN {
+            return Err(PushRefused::invalid(format!(
+                "the endpoint is longer than {MAX_ENDPOINT_LEN} bytes"
+            )));
         }
+        // An uncompressed P-256 point is 65 bytes; the auth secret 16 (RFC 8291).
+        if !decodes_to(&sub.p256dh, 65) {
+            return Err(PushRefused::invalid(
+                "keys.p256dh must be base64url of a 65-byte P-256 public key",
+            ));
+        }
+        if !decodes_to(&sub.auth, 16) {
+            return Err(PushRefused::invalid(
+                "keys.auth must be base64url of a 16-byte secret",
+            ));
+        }
+        egress::check_destination(&sub.endpoint, self.config.push_endpoints)
+            .await
+            .map_err(|refusal| PushRefused::invalid(refusal.to_string()))?;
         let row = push::PushSubscriptionRow {
             endpoint: sub.endpoint,
             user_id: user.to_string(),
@@ -74,7 +86,7 @@ impl Chat {
         };
         store::blocking(&self.pool, move |conn| push::subscribe(conn, &row))
             .await
-            .map_err(storage)
+            .map_err(|e| storage(e).into())
     }
 
     /// Removes `user`'s browser at `endpoint`; `NotFound` when it is not theirs.
@@ -96,18 +108,6 @@ impl Chat {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoints_are_https_or_local_http() {
-        assert!(valid_endpoint("https://fcm.googleapis.com/fcm/send/abc"));
-        assert!(valid_endpoint("http://127.0.0.1:8080/push/1"));
-        assert!(valid_endpoint("http://localhost/push"));
-        assert!(!valid_endpoint("http://push.example.com/x"));
-        assert!(!valid_endpoint("https://"));
-        assert!(!valid_endpoint("ftp://x"));
-        assert!(!valid_endpoint("https://a b"));
-        assert!(!valid_endpoint(&format!("https://x/{}", "a".repeat(3000))));
-    }
 
     #[test]
     fn keys_must_decode_to_their_sizes() {

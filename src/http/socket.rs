@@ -146,6 +146,7 @@ async fn open<C: Codec + 'static>(
                 .unwrap_or(usize::MAX),
             idle_timeout: settings.idle_timeout(),
             disconnect_on_expiry: settings.auth.disconnect_on_expiry,
+            abuse_close: settings.abuse_close(),
         },
         shutdown: state.shutdown.clone(),
     };

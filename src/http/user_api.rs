@@ -10,9 +10,12 @@ use super::AppState;
 use super::error::ApiError;
 use super::host_api::{ErrorBody, PageQuery};
 use crate::auth::{AuthError, Identity};
-use crate::chat::{HistoryPage, NewPushSubscription, Reason, Topic, UnreadSummary};
+use crate::chat::{
+    Cost, HistoryPage, NewPushSubscription, PushRefused, Reason, Topic, UnreadSummary,
+};
 
-/// The user behind `Authorization: Bearer <token>` (or `?token=`).
+/// The user behind `Authorization: Bearer <token>` (or `?token=`). Each request costs
+/// the user one event from their budget, as a push on a socket does.
 pub struct AuthedUser(pub Identity);
 
 /// The token of a request: the Authorization header first, then the query string.
@@ -44,6 +47,15 @@ impl FromRequest for AuthedUser {
             let identity = state
                 .verifier
                 .verify(&token, chrono::Utc::now().timestamp())?;
+            let user = identity.user_id.as_str();
+            if !state
+                .chat
+                .budgets()
+                .charge(user, Cost::Event, std::time::Instant::now())
+            {
+                state.chat.metrics().rate_limited(Cost::Event.as_str());
+                return Err(Reason::RateLimited.into());
+            }
             Ok(AuthedUser(identity))
         })();
         ready(result)
@@ -98,7 +110,7 @@ pub struct PushKeys {
 /// A browser's Web Push subscription: pass `PushSubscription.toJSON()` as it is.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PushSubscriptionBody {
-    /// The push service's URL (https; http only to this machine).
+    /// The push service's URL: https, naming a host whose addresses are all public.
     pub endpoint: String,
     pub keys: PushKeys,
 }
@@ -115,7 +127,9 @@ pub struct PushEndpoint {
     responses(
         (status = 201, description = "Registered"),
         (status = 200, description = "Already registered; the user and keys are now these"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 400, description = "A malformed subscription, or an endpoint that is not a public https push service", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 429, description = "Over the user's budget of requests", body = ErrorBody),
     ),
     security(("user_token" = []))
 )]
@@ -135,7 +149,12 @@ pub async fn subscribe_push(
                 auth: body.keys.auth,
             },
         )
-        .await?;
+        .await
+        .map_err(|PushRefused { reason, detail }| {
+            let mut error = ApiError::from(reason);
+            error.message = detail;
+            error
+        })?;
     Ok(if created {
         HttpResponse::Created().finish()
     } else {

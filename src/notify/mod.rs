@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::Message;
+use crate::egress::{self, Egress};
 use crate::hub::{Presence, is_present};
 use crate::metrics::{DeliveryLabel, Metrics};
 use crate::settings::Settings;
@@ -44,8 +45,6 @@ const LEASE: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// Outbox depth is counted this often, not every round.
 const DEPTH_EVERY: Duration = Duration::from_secs(5);
-/// No answer in this long is a failed call, retried later (PROTOCOL.md §8).
-const TIMEOUT: Duration = Duration::from_secs(10);
 /// A push message body longer than this is cut: push services take about 4 KB in all.
 const PUSH_BODY_BYTES: usize = 1000;
 
@@ -57,6 +56,8 @@ pub enum Attempt {
     Failed(String),
     /// The push service says the subscription no longer exists.
     Gone,
+    /// The push endpoint is not a public destination (any more): the subscription goes.
+    Blocked(String),
     /// Will never succeed as it is: drop it.
     Refused(String),
 }
@@ -87,7 +88,9 @@ impl Sinks {
         if !settings.notifies_offline() {
             return Ok(None);
         }
-        let client = http_client()?;
+        let egress = Arc::new(Egress::new(egress::Policy {
+            allow_local: settings.push.allow_local_endpoints,
+        })?);
         let hooks = &settings.webhooks;
         let webhook = match hooks.url.as_str() {
             "" => None,
@@ -95,12 +98,12 @@ impl Sinks {
                 url.parse()
                     .map_err(|e| format!("webhooks.url: not a URL: {e}"))?,
                 hooks.secret.clone(),
-                client.clone(),
+                egress.clone(),
             )),
         };
         let push = match settings.push.vapid_private_key_file.as_str() {
             "" => None,
-            _ => Some(WebPush::new(&settings.push, client)?),
+            _ => Some(WebPush::new(&settings.push, egress)?),
         };
         Ok(Some(Sinks { webhook, push }))
     }
@@ -316,15 +319,12 @@ impl Notifier {
                 store::blocking(&self.pool, move |c| outbox::finish(c, &id)).await,
             ),
             Attempt::Gone => {
-                let endpoint = delivery.target.clone();
                 log::info!("notifications: push subscription gone; removing it");
-                (
-                    "gone",
-                    store::blocking(&self.pool, move |c| {
-                        outbox::forget_subscription(c, &endpoint)
-                    })
-                    .await,
-                )
+                ("gone", self.forget_subscription(delivery).await)
+            }
+            Attempt::Blocked(why) => {
+                log::warn!("notifications: push subscription blocked ({why}); removing it");
+                ("blocked", self.forget_subscription(delivery).await)
             }
             Attempt::Refused(why) => {
                 log::warn!(
@@ -375,6 +375,15 @@ impl Notifier {
         outcome
     }
 
+    /// Removes the push subscription `delivery` was for, and what waits for it.
+    async fn forget_subscription(&self, delivery: &Delivery) -> Result<(), store::Error> {
+        let endpoint = delivery.target.clone();
+        store::blocking(&self.pool, move |c| {
+            outbox::forget_subscription(c, &endpoint)
+        })
+        .await
+    }
+
     async fn count_depth(&self) {
         match store::blocking(&self.pool, outbox::depth).await {
             Ok((waiting, delivering)) => {
@@ -391,32 +400,6 @@ impl Notifier {
 fn backoff(initial: Duration, attempts: i32) -> Duration {
     let doublings = u32::try_from(attempts).unwrap_or(0).min(20);
     initial.saturating_mul(1u32 << doublings).min(MAX_BACKOFF)
-}
-
-/// One client for every call: connections to the host are kept alive between events.
-fn http_client() -> Result<reqwest::Client, String> {
-    // The process's TLS crypto; a second install (tests start several services) is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .user_agent(concat!("sidechat/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(TIMEOUT)
-        .build()
-        .map_err(|e| format!("webhooks: cannot build the HTTP client: {e}"))
-}
-
-/// A client error without the URL (it may carry credentials), with its cause.
-fn describe(e: &reqwest::Error) -> String {
-    let what = if e.is_timeout() {
-        "no answer in time"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "the request failed"
-    };
-    match std::error::Error::source(e) {
-        Some(cause) => format!("{what}: {cause}"),
-        None => what.to_owned(),
-    }
 }
 
 /// The `message.unread` event of PROTOCOL.md §8.

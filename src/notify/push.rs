@@ -6,7 +6,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use web_push_native::jwt_simple::algorithms::{ECDSAP256PublicKeyLike, ES256KeyPair};
 use web_push_native::{Auth, WebPushBuilder, p256};
 
-use super::{Attempt, TIMEOUT, describe};
+use std::sync::Arc;
+
+use super::Attempt;
+use crate::egress::{Egress, Failure, TIMEOUT};
 use crate::settings::PushSettings;
 use crate::store::push::PushSubscriptionRow;
 
@@ -15,12 +18,12 @@ pub struct WebPush {
     /// base64url of the uncompressed public key: browsers' `applicationServerKey`.
     public_key: String,
     subject: String,
-    client: reqwest::Client,
+    egress: Arc<Egress>,
 }
 
 impl WebPush {
     /// Reads the VAPID key named by `settings`; every error is one line naming the key.
-    pub fn new(settings: &PushSettings, client: reqwest::Client) -> Result<WebPush, String> {
+    pub fn new(settings: &PushSettings, egress: Arc<Egress>) -> Result<WebPush, String> {
         let path = &settings.vapid_private_key_file;
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("push.vapid_private_key_file: cannot read {path}: {e}"))?;
@@ -40,7 +43,7 @@ impl WebPush {
             key_pair,
             public_key,
             subject: settings.subject.clone(),
-            client,
+            egress,
         })
     }
 
@@ -56,7 +59,8 @@ impl WebPush {
             // Keys we accepted at registration no longer decode: nothing to retry.
             Err(e) => return Attempt::Refused(e),
         };
-        match self.client.execute(request).await {
+        // A user chose this URL: only a public destination is called.
+        match self.egress.to_public(request).await {
             Ok(answer) => match answer.status().as_u16() {
                 200..=299 => Attempt::Delivered,
                 404 | 410 => Attempt::Gone,
@@ -66,7 +70,8 @@ impl WebPush {
                 }
                 _ => Attempt::Refused(format!("the push service answered {}", answer.status())),
             },
-            Err(e) => Attempt::Failed(describe(&e)),
+            Err(Failure::Refused(refusal)) => Attempt::Blocked(refusal.to_string()),
+            Err(Failure::Failed(why)) => Attempt::Failed(why),
         }
     }
 

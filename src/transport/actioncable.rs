@@ -171,6 +171,8 @@ impl Codec for ActionCable {
             CloseCode::TokenExpired => ("unauthorized", false),
             CloseCode::TooSlow | CloseCode::Idle => ("remote", true),
             CloseCode::Malformed | CloseCode::TooLarge => ("invalid_request", false),
+            // A client looping over refusals would loop over reconnects too.
+            CloseCode::TooManyRequests => ("too_many_requests", false),
         };
         Some(json!({"type": "disconnect", "reason": reason, "reconnect": reconnect}).to_string())
     }

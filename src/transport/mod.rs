@@ -101,6 +101,9 @@ pub enum CloseCode {
     TooSlow,
     /// Nothing received for `server.idle_timeout_s`: reconnect.
     Idle,
+    /// Kept pushing over budget for `limits.abuse_close_s`: a client bug or abuse;
+    /// reconnect only after a pause, and push less.
+    TooManyRequests,
 }
 
 impl CloseCode {
@@ -112,6 +115,7 @@ impl CloseCode {
             CloseCode::TokenExpired => 4001,
             CloseCode::TooSlow => 4002,
             CloseCode::Idle => 4003,
+            CloseCode::TooManyRequests => 4004,
         }
     }
 
@@ -123,6 +127,7 @@ impl CloseCode {
             CloseCode::TokenExpired => "token expired",
             CloseCode::TooSlow => "too slow: outbound queue overflowed",
             CloseCode::Idle => "idle timeout",
+            CloseCode::TooManyRequests => "too many requests",
         }
     }
 }

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CloseCode, Codec, Inbound, Outbound};
 use crate::auth::Identity;
-use crate::chat::{Actor, Chat, JoinReply, MessageId, Reason, Request, Topic};
+use crate::chat::{Actor, Chat, Cost, JoinReply, MessageId, Reason, Request, Streak, Topic};
 use crate::hub::{ConnId, DROP_EVENT, HubEvent, Subscriber};
 use crate::metrics::KindLabel;
 
@@ -39,6 +39,8 @@ pub struct SessionLimits {
     pub joins_per_connection: usize,
     pub idle_timeout: Duration,
     pub disconnect_on_expiry: bool,
+    /// Close a socket that keeps pushing over budget this long (4004); None = never.
+    pub abuse_close: Option<Duration>,
 }
 
 /// Everything a session needs besides its socket.
@@ -117,6 +119,8 @@ struct Session<C: Codec> {
     queue_tx: mpsc::Sender<Arc<HubEvent>>,
     overflowed: CancellationToken,
     pending: FuturesUnordered<LocalBoxFuture<'static, Completion>>,
+    /// How long this socket has kept pushing over budget.
+    over_budget: Streak,
 }
 
 /// Runs one socket until it ends; cleans up its subscriptions and presence.
@@ -136,6 +140,7 @@ pub async fn run<C: Codec>(
         queue_tx,
         overflowed: CancellationToken::new(),
         pending: FuturesUnordered::new(),
+        over_budget: Streak::default(),
         ctx,
     };
     log::info!(
@@ -351,7 +356,8 @@ impl<C: Codec> Session<C> {
         match message {
             AggregatedMessage::Text(text) => match self.codec.decode(&text) {
                 Ok(Inbound::Heartbeat { msg_ref }) => {
-                    self.reply(None, msg_ref.as_deref(), "phoenix", Ok(json!({})))
+                    let result = self.charge(Cost::Event)?.map(|()| json!({}));
+                    self.reply(None, msg_ref.as_deref(), "phoenix", result)
                         .await
                 }
                 Ok(Inbound::Event {
@@ -361,6 +367,14 @@ impl<C: Codec> Session<C> {
                     event,
                     payload,
                 }) => {
+                    let cost = Cost::of(&event);
+                    if let Err(reason) = self.charge(cost)? {
+                        let (jr, mr) = (join_ref.as_deref(), msg_ref.as_deref());
+                        return match cost {
+                            Cost::Join => self.join_reply(jr, mr, &topic, Err(reason)).await,
+                            _ => self.reply(jr, mr, &topic, Err(reason)).await,
+                        };
+                    }
                     self.on_event(join_ref, msg_ref, topic, event, payload)
                         .await
                 }
@@ -374,6 +388,36 @@ impl<C: Codec> Session<C> {
             AggregatedMessage::Pong(_) => Ok(()),
             AggregatedMessage::Close(_) => Err(End::Gone),
         }
+    }
+
+    /// Takes one push of `cost` from the user's budget: `Ok(Err(rate_limited))` when it
+    /// is spent. A socket that keeps pushing blindly over budget (`Streak`) for
+    /// `abuse_close` is closed (4004).
+    fn charge(&mut self, cost: Cost) -> Result<Result<(), Reason>, End> {
+        let chat = &self.ctx.chat;
+        let now = std::time::Instant::now();
+        if chat
+            .budgets()
+            .charge(self.actor.user_id.as_str(), cost, now)
+        {
+            return Ok(Ok(()));
+        }
+        chat.metrics().rate_limited(cost.as_str());
+        let refill = chat.budgets().rates().of(cost).refill_one();
+        let lasted = self.over_budget.refused(now, refill);
+        if let Some(limit) = self.ctx.limits.abuse_close
+            && lasted >= limit
+        {
+            log::warn!(
+                "conn={} user={} kept pushing over its {} budget for {:?}; closing",
+                self.ctx.conn,
+                self.actor.user_id,
+                cost.as_str(),
+                limit
+            );
+            return Err(End::Close(CloseCode::TooManyRequests));
+        }
+        Ok(Err(Reason::RateLimited))
     }
 
     async fn on_event(

@@ -485,6 +485,12 @@ impl Client {
         }
     }
 
+    /// The bare socket, for tests that read and write at once (frames still buffered
+    /// here are dropped).
+    pub fn into_socket(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.ws
+    }
+
     /// Puts a frame back, to be found by a later `expect`.
     pub fn push_back(&mut self, frame: Value) {
         self.inbox.push(frame);

@@ -8,6 +8,7 @@ mod receiver;
 
 mod actioncable;
 mod architecture;
+mod budgets;
 mod chat_flow;
 mod crash;
 mod errors;

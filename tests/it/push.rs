@@ -52,7 +52,7 @@ async fn endpoints_of(app: &TestApp, user: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_browser_subscribes_moves_to_whoever_signs_in_and_unsubscribes() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.push.allow_local_endpoints = true).await;
     let alice = hmac_token("alice", 600);
     let bob = hmac_token("bob", 600);
     let endpoint = "http://127.0.0.1:9/push/browser-1";
@@ -180,8 +180,11 @@ fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Web Push on, with a fresh VAPID key; returns the key pair.
-fn with_push() -> (
+/// Web Push on, with a fresh VAPID key; returns the key pair. `allow_local` lets
+/// browsers register this machine's stand-in push service.
+fn with_push(
+    allow_local: bool,
+) -> (
     web_push_native::jwt_simple::algorithms::ES256KeyPair,
     impl Fn(&mut sidechat::settings::Settings),
 ) {
@@ -192,6 +195,7 @@ fn with_push() -> (
     (key, move |settings: &mut sidechat::settings::Settings| {
         settings.push.vapid_private_key_file = path.clone();
         settings.push.subject = "mailto:ops@example.com".into();
+        settings.push.allow_local_endpoints = allow_local;
     })
 }
 
@@ -199,7 +203,7 @@ fn with_push() -> (
 async fn an_offline_user_gets_an_encrypted_push_signed_with_the_vapid_key() {
     use web_push_native::jwt_simple::algorithms::ECDSAP256PublicKeyLike;
     let mut service = crate::receiver::Receiver::start().await;
-    let (vapid, configure) = with_push();
+    let (vapid, configure) = with_push(true);
     let app = spawn_app_with(configure).await;
     let public_key = b64url(&vapid.public_key().public_key().to_bytes_uncompressed());
     let (status, key) = app
@@ -248,7 +252,7 @@ async fn a_subscription_the_push_service_calls_gone_is_removed() {
             201
         }
     });
-    let (_, configure) = with_push();
+    let (_, configure) = with_push(true);
     let app = spawn_app_with(configure).await;
     let bob = hmac_token("bob", 600);
     let (old, current) = (
@@ -288,4 +292,127 @@ async fn without_web_push_there_is_no_public_key() {
         .await;
     assert_eq!(status, 404);
     assert_eq!(error["reason"], "not_found");
+}
+
+#[tokio::test]
+async fn push_endpoints_inside_the_network_are_refused_with_the_rule_they_break() {
+    let app = spawn_app().await;
+    let alice = hmac_token("alice", 600);
+    let cases = [
+        ("http://127.0.0.1:8080/push", "https://"),
+        ("http://localhost/push", "https://"),
+        ("https://10.0.0.1/push", "not an IP address"),
+        (
+            "https://169.254.169.254/latest/meta-data",
+            "not an IP address",
+        ),
+        ("https://[::1]/push", "not an IP address"),
+        ("https://2130706433/push", "not an IP address"),
+        // Names are looked up: these resolve to loopback (/etc/hosts).
+        ("https://localhost/push", "resolves to a loopback, private"),
+        (
+            "https://localhost:15000/admin",
+            "resolves to a loopback, private",
+        ),
+    ];
+    for (endpoint, rule) in cases {
+        let (status, error) = call(
+            &app,
+            reqwest::Method::POST,
+            Some(&alice),
+            subscription(endpoint),
+        )
+        .await;
+        assert_eq!(status, 400, "{endpoint}: {error}");
+        assert_eq!(error["reason"], "invalid_payload", "{endpoint}");
+        let said = error["error"].as_str().unwrap();
+        assert!(said.contains(rule), "{endpoint}: {said}");
+    }
+    assert!(endpoints_of(&app, "alice").await.is_empty());
+
+    // A push service's public name is accepted (where DNS answers here, its addresses
+    // are public; where it does not, the call is checked again when made).
+    let public = "https://fcm.googleapis.com/fcm/send/abc123";
+    let (status, error) = call(
+        &app,
+        reqwest::Method::POST,
+        Some(&alice),
+        subscription(public),
+    )
+    .await;
+    assert_eq!(status, 201, "{error}");
+    assert_eq!(endpoints_of(&app, "alice").await, [public]);
+}
+
+#[tokio::test]
+async fn a_local_endpoint_is_accepted_only_with_allow_local_endpoints() {
+    let local = "http://127.0.0.1:9/push/dev-browser";
+    let strict = spawn_app().await;
+    let (status, _) = call(
+        &strict,
+        reqwest::Method::POST,
+        Some(&hmac_token("alice", 600)),
+        subscription(local),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let relaxed = spawn_app_with(|s| s.push.allow_local_endpoints = true).await;
+    let (status, error) = call(
+        &relaxed,
+        reqwest::Method::POST,
+        Some(&hmac_token("alice", 600)),
+        subscription(local),
+    )
+    .await;
+    assert_eq!(status, 201, "{error}");
+}
+
+#[tokio::test]
+async fn a_push_endpoint_that_turned_private_is_never_called_while_the_webhook_is() {
+    // A stand-in for a sidecar inside the pod: it must never see a connection.
+    let sidecar = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sidecar_port = sidecar.local_addr().unwrap().port();
+    let mut host = crate::receiver::Receiver::start().await;
+    let (_, with_web_push) = with_push(false);
+    let hook = host.url("/hooks/sidechat");
+    let app = spawn_app_with(move |s| {
+        with_web_push(s);
+        // The operator's own webhook URL may point anywhere, loopback included.
+        s.webhooks.url = hook.clone();
+        s.webhooks.secret = sidechat::settings::Secret::new("webhook-secret-0123456789abcdef");
+    })
+    .await;
+    // Registered while its name still resolved to a public address (as a rebinding
+    // attacker's would); now it resolves to loopback.
+    let endpoint = format!("https://localhost:{sidecar_port}/admin/shutdown");
+    let browser = Browser::new(endpoint.clone());
+    let keys = browser.subscription()["keys"].clone();
+    let row = push::PushSubscriptionRow {
+        endpoint: endpoint.clone(),
+        user_id: "bob".into(),
+        p256dh: keys["p256dh"].as_str().unwrap().into(),
+        auth: keys["auth"].as_str().unwrap().into(),
+    };
+    app.db(move |conn| push::subscribe(conn, &row).unwrap())
+        .await;
+
+    let message = app.post_message("chat:alice:bob", "alice", "hi").await;
+    let event = host.next().await;
+    assert_eq!(event.json()["messages"][0]["id"], message["id"]);
+    eventually("the push is blocked", || async {
+        app.metric(r#"sidechat_deliveries_total{sink="push",outcome="blocked"}"#)
+            .await
+            == Some(1.0)
+    })
+    .await;
+    assert!(
+        endpoints_of(&app, "bob").await.is_empty(),
+        "the blocked subscription is removed"
+    );
+    app.outbox_drained().await;
+    use futures_util::FutureExt;
+    assert!(
+        sidecar.accept().now_or_never().is_none(),
+        "nothing connected to the private address"
+    );
 }

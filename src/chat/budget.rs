@@ -1,0 +1,386 @@
+//! What a client may cost: every push draws from a per-user budget.
+//!
+//! Three token buckets per user, over all the user's connections on this replica:
+//! messages (writes others see), joins (each runs a history or summary query), and
+//! everything else. A push over budget is refused with `rate_limited` and does
+//! nothing. Memory is bounded: a user whose buckets have all refilled is as good as
+//! absent, and such entries are swept out. On the hot path a charge is one hash, one
+//! short lock and no allocation (a user's first push allocates their entry).
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Locks over the users' buckets; sessions on every worker charge at once.
+const SHARDS: usize = 16;
+/// How often a shard drops the entries of users whose buckets have refilled.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// The kinds of push, each with a budget of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cost {
+    /// What others see written: `new_msg`, and edits, deletes and reactions.
+    Message,
+    /// `phx_join`, rejoins included.
+    Join,
+    /// Everything else: `history`, `read`, `typing`, leaves, heartbeats, reports, lobby
+    /// requests, and the user's HTTP reads.
+    Event,
+}
+
+impl Cost {
+    /// The budget an event name draws on.
+    pub fn of(event: &str) -> Cost {
+        match event {
+            "phx_join" => Cost::Join,
+            "new_msg" | "edit_msg" | "delete_msg" | "react" | "unreact" => Cost::Message,
+            _ => Cost::Event,
+        }
+    }
+
+    /// The `budget` label of `sidechat_rate_limited_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cost::Message => "messages",
+            Cost::Join => "joins",
+            Cost::Event => "events",
+        }
+    }
+}
+
+/// A steady rate and the burst allowed before it applies. 0 per second = unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Rate {
+    pub const UNLIMITED: Rate = Rate {
+        per_second: 0,
+        burst: 0,
+    };
+
+    /// How long the bucket takes to earn one push back; None when unlimited.
+    pub fn refill_one(self) -> Option<Duration> {
+        (self.per_second > 0).then(|| Duration::from_secs(1) / self.per_second)
+    }
+}
+
+/// The three rates of `[limits]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rates {
+    pub messages: Rate,
+    pub joins: Rate,
+    pub events: Rate,
+}
+
+impl Rates {
+    pub fn of(&self, cost: Cost) -> Rate {
+        match cost {
+            Cost::Message => self.messages,
+            Cost::Join => self.joins,
+            Cost::Event => self.events,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(rate: Rate, now: Instant) -> Bucket {
+        Bucket {
+            tokens: f64::from(rate.burst),
+            at: now,
+        }
+    }
+
+    /// The tokens there would be at `now`.
+    fn level(&self, rate: Rate, now: Instant) -> f64 {
+        let earned =
+            now.saturating_duration_since(self.at).as_secs_f64() * f64::from(rate.per_second);
+        (self.tokens + earned).min(f64::from(rate.burst))
+    }
+
+    fn take(&mut self, rate: Rate, now: Instant) -> bool {
+        self.tokens = self.level(rate, now);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// One user's buckets: messages, joins, events.
+#[derive(Debug, Clone, Copy)]
+struct Buckets([Bucket; 3]);
+
+impl Buckets {
+    fn full(rates: &Rates, now: Instant) -> Buckets {
+        Buckets([
+            Bucket::full(rates.messages, now),
+            Bucket::full(rates.joins, now),
+            Bucket::full(rates.events, now),
+        ])
+    }
+
+    fn bucket(&mut self, cost: Cost) -> &mut Bucket {
+        let [messages, joins, events] = &mut self.0;
+        match cost {
+            Cost::Message => messages,
+            Cost::Join => joins,
+            Cost::Event => events,
+        }
+    }
+
+    /// Whether every bucket has refilled: the entry then says nothing a fresh one would not.
+    fn refilled(&self, rates: &Rates, now: Instant) -> bool {
+        let [messages, joins, events] = &self.0;
+        [
+            (messages, rates.messages),
+            (joins, rates.joins),
+            (events, rates.events),
+        ]
+        .iter()
+        .all(|(bucket, rate)| bucket.level(*rate, now) >= f64::from(rate.burst))
+    }
+}
+
+struct Shard {
+    users: HashMap<Box<str>, Buckets>,
+    swept_at: Instant,
+}
+
+/// Every user's budgets on this replica.
+pub struct Budgets {
+    rates: Rates,
+    shards: Vec<Mutex<Shard>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Budgets {
+    pub fn new(rates: Rates) -> Budgets {
+        let now = Instant::now();
+        Budgets {
+            rates,
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        users: HashMap::new(),
+                        swept_at: now,
+                    })
+                })
+                .collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    pub fn rates(&self) -> &Rates {
+        &self.rates
+    }
+
+    /// Takes one push of `cost` from `user`'s budget; false when it is spent.
+    pub fn charge(&self, user: &str, cost: Cost, now: Instant) -> bool {
+        let rate = self.rates.of(cost);
+        if rate.per_second == 0 {
+            return true;
+        }
+        let index = usize::try_from(self.hasher.hash_one(user)).unwrap_or(0) % SHARDS;
+        let Some(shard) = self.shards.get(index) else {
+            return true;
+        };
+        // Each update is a few arithmetic steps on one entry: consistent if poisoned.
+        let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        if now.saturating_duration_since(shard.swept_at) >= SWEEP_EVERY {
+            self.sweep_shard(&mut shard, now);
+        }
+        if let Some(buckets) = shard.users.get_mut(user) {
+            return buckets.bucket(cost).take(rate, now);
+        }
+        let mut buckets = Buckets::full(&self.rates, now);
+        let allowed = buckets.bucket(cost).take(rate, now);
+        shard.users.insert(user.into(), buckets);
+        allowed
+    }
+
+    /// Drops the entries of users whose buckets have all refilled, in every shard.
+    /// Charging sweeps its own shard every `SWEEP_EVERY`; this is for tests and tools.
+    pub fn sweep(&self, now: Instant) {
+        for shard in &self.shards {
+            self.sweep_shard(&mut shard.lock().unwrap_or_else(|p| p.into_inner()), now);
+        }
+    }
+
+    fn sweep_shard(&self, shard: &mut Shard, now: Instant) {
+        let rates = self.rates;
+        shard
+            .users
+            .retain(|_, buckets| !buckets.refilled(&rates, now));
+        shard.swept_at = now;
+    }
+
+    /// Users with an entry: those who spent from a budget lately.
+    pub fn tracked(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).users.len())
+            .sum()
+    }
+}
+
+/// How long one socket has kept pushing over budget. A refusal that comes before its
+/// budget could have earned a push back continues the streak (the client sends at least
+/// twice its rate, heedless of the refusals); any longer pause ends it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Streak(Option<(Instant, Instant)>);
+
+impl Streak {
+    /// Records a refusal at `now` from a budget that earns a push back every `refill`
+    /// (None: unlimited); returns how long the streak has lasted.
+    pub fn refused(&mut self, now: Instant, refill: Option<Duration>) -> Duration {
+        let since = match self.0 {
+            Some((since, last))
+                if refill.is_some_and(|gap| now.saturating_duration_since(last) <= gap) =>
+            {
+                since
+            }
+            _ => now,
+        };
+        self.0 = Some((since, now));
+        now.saturating_duration_since(since)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rates(messages: Rate) -> Rates {
+        Rates {
+            messages,
+            joins: Rate {
+                per_second: 1,
+                burst: 1,
+            },
+            events: Rate::UNLIMITED,
+        }
+    }
+
+    #[test]
+    fn a_burst_is_allowed_then_the_rate_applies() {
+        let budgets = Budgets::new(rates(Rate {
+            per_second: 2,
+            burst: 3,
+        }));
+        let t0 = Instant::now();
+        assert!((0..3).all(|_| budgets.charge("u", Cost::Message, t0)));
+        assert!(!budgets.charge("u", Cost::Message, t0));
+        assert!(
+            budgets.charge("other", Cost::Message, t0),
+            "users are apart"
+        );
+        let later = t0 + Duration::from_millis(500);
+        assert!(budgets.charge("u", Cost::Message, later));
+        assert!(!budgets.charge("u", Cost::Message, later));
+    }
+
+    #[test]
+    fn each_kind_has_its_own_budget() {
+        let budgets = Budgets::new(rates(Rate {
+            per_second: 1,
+            burst: 1,
+        }));
+        let t0 = Instant::now();
+        assert!(budgets.charge("u", Cost::Message, t0));
+        assert!(!budgets.charge("u", Cost::Message, t0));
+        assert!(
+            budgets.charge("u", Cost::Join, t0),
+            "joins are not messages"
+        );
+        assert!(!budgets.charge("u", Cost::Join, t0));
+        assert!(
+            (0..10_000).all(|_| budgets.charge("u", Cost::Event, t0)),
+            "0 per second is unlimited"
+        );
+    }
+
+    #[test]
+    fn users_whose_buckets_refilled_are_swept_out() {
+        let budgets = Budgets::new(rates(Rate {
+            per_second: 10,
+            burst: 10,
+        }));
+        let t0 = Instant::now();
+        for user in 0..1000 {
+            assert!(budgets.charge(&format!("u{user}"), Cost::Message, t0));
+        }
+        assert_eq!(budgets.tracked(), 1000);
+        // One user keeps spending; the others' buckets refilled long ago.
+        let later = t0 + SWEEP_EVERY + Duration::from_secs(1);
+        for user in ["busy", "busy2"] {
+            for _ in 0..10 {
+                budgets.charge(user, Cost::Message, later);
+            }
+        }
+        assert!(
+            budgets.charge("free", Cost::Event, later),
+            "an unlimited kind tracks nobody"
+        );
+        budgets.sweep(later);
+        assert_eq!(budgets.tracked(), 2);
+        assert!(
+            !budgets.charge("busy", Cost::Message, later),
+            "the spender's debt stays"
+        );
+    }
+
+    #[test]
+    fn a_streak_lasts_while_refusals_come_faster_than_the_refill() {
+        let mut streak = Streak::default();
+        let t0 = Instant::now();
+        let gap = Some(Duration::from_millis(50));
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(streak.refused(at(0), gap), Duration::ZERO);
+        // A flood: refused every 10 ms.
+        for ms in (10..=2000).step_by(10) {
+            streak.refused(at(ms), gap);
+        }
+        assert_eq!(streak.refused(at(2010), gap), Duration::from_millis(2010));
+        // The client paused longer than the refill: a new streak.
+        assert_eq!(streak.refused(at(2100), gap), Duration::ZERO);
+        // Refused every 100 ms (a client at about 1.5 times its rate): never a streak.
+        let mut steady = Streak::default();
+        let longest = (0..100)
+            .map(|i| steady.refused(at(i * 100), gap))
+            .max()
+            .unwrap();
+        assert_eq!(longest, Duration::ZERO);
+    }
+
+    #[test]
+    fn event_names_draw_on_their_budget() {
+        assert_eq!(Cost::of("phx_join"), Cost::Join);
+        for message in ["new_msg", "edit_msg", "delete_msg", "react", "unreact"] {
+            assert_eq!(Cost::of(message), Cost::Message, "{message}");
+        }
+        for event in [
+            "typing",
+            "read",
+            "history",
+            "phx_leave",
+            "heartbeat",
+            "report",
+            "nonsense",
+        ] {
+            assert_eq!(Cost::of(event), Cost::Event, "{event}");
+        }
+    }
+}
