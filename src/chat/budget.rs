@@ -236,22 +236,19 @@ impl Budgets {
     }
 }
 
-/// How long one socket has kept pushing over budget. A refusal that comes before its
-/// budget could have earned a push back continues the streak (the client sends at least
-/// twice its rate, heedless of the refusals); any longer pause ends it.
+/// A refusal within this long of the one before continues a socket's streak.
+const STREAK_GAP: Duration = Duration::from_secs(1);
+
+/// How long one socket has kept pushing over budget: refused again and again, at least
+/// once a second. A client that backs off for a second starts afresh.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Streak(Option<(Instant, Instant)>);
 
 impl Streak {
-    /// Records a refusal at `now` from a budget that earns a push back every `refill`
-    /// (None: unlimited); returns how long the streak has lasted.
-    pub fn refused(&mut self, now: Instant, refill: Option<Duration>) -> Duration {
+    /// Records a refusal at `now`; returns how long the streak has lasted.
+    pub fn refused(&mut self, now: Instant) -> Duration {
         let since = match self.0 {
-            Some((since, last))
-                if refill.is_some_and(|gap| now.saturating_duration_since(last) <= gap) =>
-            {
-                since
-            }
+            Some((since, last)) if now.saturating_duration_since(last) <= STREAK_GAP => since,
             _ => now,
         };
         self.0 = Some((since, now));
@@ -343,26 +340,19 @@ mod tests {
     }
 
     #[test]
-    fn a_streak_lasts_while_refusals_come_faster_than_the_refill() {
+    fn a_streak_lasts_while_refusals_keep_coming() {
         let mut streak = Streak::default();
         let t0 = Instant::now();
-        let gap = Some(Duration::from_millis(50));
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        assert_eq!(streak.refused(at(0), gap), Duration::ZERO);
-        // A flood: refused every 10 ms.
-        for ms in (10..=2000).step_by(10) {
-            streak.refused(at(ms), gap);
+        assert_eq!(streak.refused(at(0)), Duration::ZERO);
+        // A flood, read at the budget's pace: refused every 50 ms.
+        for ms in (50..=2000).step_by(50) {
+            streak.refused(at(ms));
         }
-        assert_eq!(streak.refused(at(2010), gap), Duration::from_millis(2010));
-        // The client paused longer than the refill: a new streak.
-        assert_eq!(streak.refused(at(2100), gap), Duration::ZERO);
-        // Refused every 100 ms (a client at about 1.5 times its rate): never a streak.
-        let mut steady = Streak::default();
-        let longest = (0..100)
-            .map(|i| steady.refused(at(i * 100), gap))
-            .max()
-            .unwrap();
-        assert_eq!(longest, Duration::ZERO);
+        assert_eq!(streak.refused(at(2050)), Duration::from_millis(2050));
+        // Refused once a second still counts; a longer pause starts afresh.
+        assert_eq!(streak.refused(at(3050)), Duration::from_millis(3050));
+        assert_eq!(streak.refused(at(4100)), Duration::ZERO);
     }
 
     #[test]

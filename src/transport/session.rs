@@ -31,6 +31,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests one socket may have waiting on storage before it stops reading frames.
 const MAX_PENDING: usize = 64;
 
+/// The longest a refusal stops a socket being read (a budget of under one push a second).
+const MAX_READ_PAUSE: Duration = Duration::from_secs(1);
+
 /// The limits one session enforces.
 #[derive(Debug, Clone)]
 pub struct SessionLimits {
@@ -121,6 +124,9 @@ struct Session<C: Codec> {
     pending: FuturesUnordered<LocalBoxFuture<'static, Completion>>,
     /// How long this socket has kept pushing over budget.
     over_budget: Streak,
+    /// After a refusal, frames are not read until the budget could have earned a push
+    /// back: a flood waits in the client's own TCP buffer, not in our CPU.
+    read_paused_until: Option<Instant>,
 }
 
 /// Runs one socket until it ends; cleans up its subscriptions and presence.
@@ -141,6 +147,7 @@ pub async fn run<C: Codec>(
         overflowed: CancellationToken::new(),
         pending: FuturesUnordered::new(),
         over_budget: Streak::default(),
+        read_paused_until: None,
         ctx,
     };
     log::info!(
@@ -158,6 +165,14 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
         Some(interval) => {
             interval.tick().await;
         }
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at`; never, without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
@@ -195,6 +210,7 @@ impl<C: Codec> Session<C> {
         }
 
         loop {
+            let paused_until = self.read_paused_until;
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => Err(End::Close(CloseCode::GoingAway)),
@@ -206,9 +222,13 @@ impl<C: Codec> Session<C> {
                 }
                 Some(event) = queue_rx.recv() => self.deliver(event).await,
                 _ = tick(&mut keepalive) => self.keep_alive().await,
+                _ = sleep_until(paused_until), if paused_until.is_some() => {
+                    self.read_paused_until = None;
+                    Ok(())
+                }
                 // A client that pipelines faster than storage answers waits here, in
                 // its own TCP buffer, instead of in our memory.
-                frame = stream.recv(), if self.pending.len() < MAX_PENDING => {
+                frame = stream.recv(), if self.pending.len() < MAX_PENDING && paused_until.is_none() => {
                     idle.as_mut().reset(Instant::now() + idle_timeout);
                     match frame {
                         None => Err(End::Gone),
@@ -391,8 +411,9 @@ impl<C: Codec> Session<C> {
     }
 
     /// Takes one push of `cost` from the user's budget: `Ok(Err(rate_limited))` when it
-    /// is spent. A socket that keeps pushing blindly over budget (`Streak`) for
-    /// `abuse_close` is closed (4004).
+    /// is spent, and the socket is not read again until the budget could have earned a
+    /// push back. A socket that keeps being refused (`Streak`) for `abuse_close` is
+    /// closed (4004).
     fn charge(&mut self, cost: Cost) -> Result<Result<(), Reason>, End> {
         let chat = &self.ctx.chat;
         let now = std::time::Instant::now();
@@ -403,8 +424,10 @@ impl<C: Codec> Session<C> {
             return Ok(Ok(()));
         }
         chat.metrics().rate_limited(cost.as_str());
-        let refill = chat.budgets().rates().of(cost).refill_one();
-        let lasted = self.over_budget.refused(now, refill);
+        if let Some(refill) = chat.budgets().rates().of(cost).refill_one() {
+            self.read_paused_until = Some(Instant::now() + refill.min(MAX_READ_PAUSE));
+        }
+        let lasted = self.over_budget.refused(now);
         if let Some(limit) = self.ctx.limits.abuse_close
             && lasted >= limit
         {

@@ -8,6 +8,7 @@
 mod client;
 mod connections;
 mod fanout;
+mod flood;
 mod history;
 mod messages;
 mod procfs;
@@ -80,6 +81,21 @@ enum Scenario {
         #[arg(long, default_value_t = 50)]
         users: usize,
     },
+    /// One room member pushes as fast as it can while the others chat: what a flood
+    /// costs, and whether the others notice. Runs with the default budgets.
+    Flood {
+        #[arg(long, default_value_t = 60)]
+        members: usize,
+        /// Chat messages per second in the room, over all members.
+        #[arg(long, default_value_t = 20)]
+        rate: u64,
+        /// Seconds of each phase: calm, then flooded.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// What the flooder pushes: typing, history or phx_join.
+        #[arg(long, default_value = "typing")]
+        event: String,
+    },
     /// Joins with history and lobby summaries over a pre-filled table.
     History {
         #[arg(long, default_value_t = 10_000_000)]
@@ -110,6 +126,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // The server inherits the raised open-file limit from this process.
     let server = match cli.address {
         Some(address) => Server::external(address, cli.server_pid, cli.database_url),
+        None if matches!(cli.scenario, Scenario::Flood { .. }) => {
+            Server::start(&server::default_budgets()?)?
+        }
         None => Server::start(&[])?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -133,6 +152,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 concurrency,
             } => fanout::run(&server, members, messages, concurrency).await,
             Scenario::Soak { seconds, users } => soak::run(&server, seconds, users).await,
+            Scenario::Flood {
+                members,
+                rate,
+                seconds,
+                event,
+            } => flood::run(&server, members, rate, seconds, &event).await,
             Scenario::History {
                 rows,
                 conversations,

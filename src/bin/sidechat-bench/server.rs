@@ -146,6 +146,40 @@ impl Drop for Server {
 }
 
 /// An HMAC token for `user`, valid for a day.
+/// The service's own default budgets (`[limits]` of its embedded defaults), to put
+/// back what `start` lifts, with the 4004 close off so a flood lasts as long as asked.
+pub fn default_budgets() -> anyhow::Result<Vec<(&'static str, String)>> {
+    let settings = sidechat::settings::Settings::load(&sidechat::settings::Sources {
+        overlays: vec![&format!("[auth]\nhmac_secrets = [\"{HMAC_SECRET}\"]")],
+        ..Default::default()
+    })?;
+    let limits = settings.limits;
+    Ok(vec![
+        (
+            "SIDECHAT__LIMITS__MESSAGES_PER_SECOND",
+            limits.messages_per_second.to_string(),
+        ),
+        ("SIDECHAT__LIMITS__BURST", limits.burst.to_string()),
+        (
+            "SIDECHAT__LIMITS__JOINS_PER_SECOND",
+            limits.joins_per_second.to_string(),
+        ),
+        (
+            "SIDECHAT__LIMITS__JOINS_BURST",
+            limits.joins_burst.to_string(),
+        ),
+        (
+            "SIDECHAT__LIMITS__EVENTS_PER_SECOND",
+            limits.events_per_second.to_string(),
+        ),
+        (
+            "SIDECHAT__LIMITS__EVENTS_BURST",
+            limits.events_burst.to_string(),
+        ),
+        ("SIDECHAT__LIMITS__ABUSE_CLOSE_S", "0".into()),
+    ])
+}
+
 pub fn token(user: &str) -> anyhow::Result<String> {
     let user = UserId::parse(user).map_err(|e| anyhow::anyhow!("user id {user:?}: {e}"))?;
     Ok(sidechat::auth::mint_hmac(
