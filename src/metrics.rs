@@ -68,7 +68,8 @@ pub struct Metrics {
     pub hub_topics: Gauge,
     /// Error replies and API errors, by reason.
     pub errors: Family<ReasonLabel, Counter>,
-    /// Sockets the server closed, by close code.
+    /// Sockets that ended, by close code: the server's, or 1006 for a connection lost
+    /// without a close frame.
     pub disconnects: Family<CodeLabel, Counter>,
     /// Pushes refused because the user's budget was spent, by budget.
     pub rate_limited: Family<BudgetLabel, Counter>,
@@ -162,7 +163,7 @@ impl Metrics {
         );
         registry.register(
             "disconnects",
-            "Sockets closed by the server, by close code",
+            "Sockets the server closed, by close code; 1006: the connection was lost without a close frame",
             metrics.disconnects.clone(),
         );
         registry.register(

@@ -31,6 +31,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests one socket may have waiting on storage before it stops reading frames.
 const MAX_PENDING: usize = 64;
 
+/// The close code a browser reports for a connection that ended without a close frame
+/// (RFC 6455 §7.1.5); never sent, only counted.
+const ABNORMAL_CLOSURE: u16 = 1006;
+
 /// The longest a refusal stops a socket being read (a budget of under one push a second).
 const MAX_READ_PAUSE: Duration = Duration::from_secs(1);
 
@@ -60,8 +64,11 @@ pub struct SessionContext {
 enum End {
     /// We close the socket with this code.
     Close(CloseCode),
-    /// The client closed it, or the connection is gone.
+    /// The client closed it with a close frame.
     Gone,
+    /// The connection went without a close frame (a tab killed, a network lost):
+    /// counted as 1006, the code a browser reports for it.
+    Lost,
 }
 
 enum JoinState {
@@ -169,6 +176,24 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
     }
 }
 
+/// What a stream error says: a client that sent bad bytes, or a connection that went.
+fn ended_by(error: &ProtocolError) -> End {
+    match error {
+        ProtocolError::Overflow => End::Close(CloseCode::TooLarge),
+        // Text that is not UTF-8.
+        ProtocolError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            End::Close(CloseCode::Malformed)
+        }
+        // actix-ws reports a message over the continuation limit as an error of its own text.
+        ProtocolError::Io(e) if e.to_string().contains("continuation size") => {
+            End::Close(CloseCode::TooLarge)
+        }
+        // Reading the connection failed: it is gone.
+        ProtocolError::Io(_) => End::Lost,
+        _ => End::Close(CloseCode::Malformed),
+    }
+}
+
 /// Sleeps until `at`; never, without one.
 async fn sleep_until(at: Option<Instant>) {
     match at {
@@ -231,12 +256,9 @@ impl<C: Codec> Session<C> {
                 frame = stream.recv(), if self.pending.len() < MAX_PENDING && paused_until.is_none() => {
                     idle.as_mut().reset(Instant::now() + idle_timeout);
                     match frame {
-                        None => Err(End::Gone),
+                        None => Err(End::Lost),
                         Some(Ok(message)) => self.on_frame(message).await,
-                        Some(Err(ProtocolError::Overflow)) => {
-                            Err(End::Close(CloseCode::TooLarge))
-                        }
-                        Some(Err(_)) => Err(End::Close(CloseCode::Malformed)),
+                        Some(Err(error)) => Err(ended_by(&error)),
                     }
                 }
             };
@@ -286,6 +308,10 @@ impl<C: Codec> Session<C> {
                 log::info!("conn={conn} user={user} disconnected");
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.close(None)).await;
             }
+            End::Lost => {
+                self.ctx.chat.metrics().disconnect(ABNORMAL_CLOSURE);
+                log::info!("conn={conn} user={user} lost (no close frame)");
+            }
         }
     }
 
@@ -294,7 +320,7 @@ impl<C: Codec> Session<C> {
         if let Some(ping) = self.codec.keepalive(chrono::Utc::now().timestamp()) {
             self.write(ping).await?;
         }
-        self.ws.ping(b"").await.map_err(|_| End::Gone)
+        self.ws.ping(b"").await.map_err(|_| End::Lost)
     }
 
     /// Writes the frames of one outbound message.
@@ -313,7 +339,7 @@ impl<C: Codec> Session<C> {
         tokio::select! {
             written = write => match written {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(End::Gone),
+                Ok(Err(_)) => Err(End::Lost),
                 Err(_) => Err(End::Close(CloseCode::TooSlow)),
             },
             _ = self.overflowed.cancelled() => Err(End::Close(CloseCode::TooSlow)),
@@ -404,7 +430,7 @@ impl<C: Codec> Session<C> {
                 }
             },
             AggregatedMessage::Binary(_) => Err(End::Close(CloseCode::Malformed)),
-            AggregatedMessage::Ping(bytes) => self.ws.pong(&bytes).await.map_err(|_| End::Gone),
+            AggregatedMessage::Ping(bytes) => self.ws.pong(&bytes).await.map_err(|_| End::Lost),
             AggregatedMessage::Pong(_) => Ok(()),
             AggregatedMessage::Close(_) => Err(End::Gone),
         }

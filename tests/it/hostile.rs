@@ -370,3 +370,27 @@ async fn a_dying_writer_answers_its_callers_and_signals_its_exit() {
         "{after:?}"
     );
 }
+
+#[tokio::test]
+async fn a_message_in_fragments_past_the_frame_limit_closes_with_1009() {
+    let app = spawn_app().await;
+    let mut alice = app.connect("alice").await;
+    alice.join_ok("chat:alice:bob", json!({})).await;
+    // Two 40 KB fragments: each under limits.max_frame_bytes (64 KiB), together over it.
+    let fragment = vec![b' '; 40_000];
+    alice
+        .send_message(WsMessage::Frame(Frame::message(
+            fragment.clone(),
+            OpCode::Data(Data::Text),
+            false,
+        )))
+        .await;
+    alice
+        .send_message(WsMessage::Frame(Frame::message(
+            fragment,
+            OpCode::Data(Data::Continue),
+            true,
+        )))
+        .await;
+    assert_eq!(alice.expect_close().await, Closed::Code(1009));
+}

@@ -94,3 +94,31 @@ async fn metrics_count_connections_joins_messages_batches_and_errors() {
     assert_eq!(value("sidechat_hub_topics"), 1.0);
     assert_eq!(value("sidechat_errors_total{reason=\"unauthorized\"}"), 1.0);
 }
+
+#[tokio::test]
+async fn a_socket_that_vanishes_without_a_close_frame_is_counted_apart_from_malformed_ones() {
+    let app = spawn_app().await;
+    for _ in 0..2 {
+        let mut client = app.connect("alice").await;
+        client.join_ok("chat:alice:bob", json!({})).await;
+        // The TCP connection goes, with no WebSocket close frame (a tab killed, a
+        // network lost).
+        drop(client.into_socket().into_inner());
+    }
+    eventually("both vanished sockets are counted", || async {
+        app.metric(r#"sidechat_disconnects_total{code="1006"}"#)
+            .await
+            == Some(2.0)
+    })
+    .await;
+    assert_eq!(
+        app.metric(r#"sidechat_disconnects_total{code="1007"}"#)
+            .await,
+        None,
+        "1007 means malformed input only"
+    );
+    eventually("their connections are gone", || async {
+        app.metric("sidechat_connections").await == Some(0.0)
+    })
+    .await;
+}
