@@ -199,6 +199,7 @@ fn dev(config: Option<&Path>, port: Option<u16>) -> anyhow::Result<()> {
             data_dir,
             fast_unsafe: false,
             remove_on_stop: false,
+            track_statements: false,
         })?;
         started.create_database("sidechat")?;
         settings.database.url = sidechat::settings::Secret::new(started.url("sidechat"));

@@ -20,6 +20,9 @@ pub struct ClusterOptions {
     pub fast_unsafe: bool,
     /// Remove `data_dir` when the cluster stops.
     pub remove_on_stop: bool,
+    /// Load `pg_stat_statements` with planning tracked: where Postgres spends its time,
+    /// for the benchmark (a new cluster only).
+    pub track_statements: bool,
 }
 
 pub struct PgCluster {
@@ -98,7 +101,7 @@ impl PgCluster {
     pub fn start(options: ClusterOptions) -> anyhow::Result<PgCluster> {
         let bin_dir = find_bin_dir()?;
         let run_as_postgres = running_as_root();
-        let data_dir = options.data_dir;
+        let data_dir = options.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
         let mut cluster = PgCluster {
@@ -113,7 +116,7 @@ impl PgCluster {
             cluster.hand_to_postgres_user()?;
         }
         if !cluster.data_dir.join("PG_VERSION").exists() {
-            cluster.initdb(options.fast_unsafe)?;
+            cluster.initdb(&options)?;
         }
         let mut last_error = None;
         // Another process may take the free port before Postgres binds it; try again.
@@ -238,7 +241,7 @@ impl PgCluster {
         Ok(())
     }
 
-    fn initdb(&self, fast_unsafe: bool) -> anyhow::Result<()> {
+    fn initdb(&self, options: &ClusterOptions) -> anyhow::Result<()> {
         let data = self.data_dir.display().to_string();
         let output = self
             .command(
@@ -265,8 +268,13 @@ impl PgCluster {
         let mut conf = String::from(
             "\n# sidechat's private cluster\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nmax_connections = 200\n",
         );
-        if fast_unsafe {
+        if options.fast_unsafe {
             conf.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
+        }
+        if options.track_statements {
+            conf.push_str(
+                "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track_planning = on\n",
+            );
         }
         let conf_path = self.data_dir.join("postgresql.conf");
         let mut existing =

@@ -40,6 +40,7 @@ async fn postgres_stopping_and_returning_needs_no_restart_and_no_reconnect() {
         data_dir: data_dir.clone(),
         fast_unsafe: true,
         remove_on_stop: true,
+        track_statements: false,
     })
     .unwrap();
     pg.create_database("sidechat").unwrap();

@@ -47,6 +47,7 @@ fn cluster() -> &'static Cluster {
             data_dir,
             fast_unsafe: true,
             remove_on_stop: true,
+            track_statements: false,
         })
         .expect("start the private test Postgres");
         Cluster {

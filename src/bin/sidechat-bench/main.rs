@@ -49,21 +49,26 @@ enum Scenario {
         #[arg(long, default_value_t = 200)]
         concurrency: usize,
     },
-    /// Pairs exchanging messages at a total rate: throughput, latency, cost, integrity.
+    /// Users in one-to-one chats, each with one socket on its lobby and its chat, taking
+    /// turns at a total rate, every message read: throughput, latency, cost, integrity.
     Messages {
-        #[arg(long, default_value_t = 100)]
-        pairs: usize,
-        /// Messages per second, over all pairs.
-        #[arg(long, default_value_t = 5_000)]
+        /// Users (pairs = users / 2).
+        #[arg(long, default_value_t = 2_000)]
+        users: usize,
+        /// Messages per second, over all pairs (with --ramp: the first step).
+        #[arg(long, default_value_t = 1_000)]
         rate: u64,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
         /// Recipients do not send `read` (isolates the cost of receipts).
         #[arg(long)]
         no_read: bool,
-        /// Seconds of sending before latency is recorded.
-        #[arg(long, default_value_t = 2)]
+        /// Seconds of sending before anything is measured.
+        #[arg(long, default_value_t = 3)]
         warmup: u64,
+        /// Find the highest rate held: doubling 10 s steps from --rate, then bisection.
+        #[arg(long)]
+        ramp: bool,
     },
     /// One sender, a room of M members: push to last receipt.
     Fanout {
@@ -140,12 +145,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 connections::run(&server, users, concurrency).await
             }
             Scenario::Messages {
-                pairs,
+                users,
                 rate,
                 seconds,
                 no_read,
                 warmup,
-            } => messages::run(&server, pairs, rate, seconds, !no_read, warmup).await,
+                ramp,
+            } => {
+                let options = messages::Options {
+                    users,
+                    rate,
+                    seconds,
+                    send_reads: !no_read,
+                    warmup,
+                    ramp,
+                };
+                messages::run(&server, options).await
+            }
             Scenario::Fanout {
                 members,
                 messages,

@@ -1,200 +1,442 @@
-//! `messages`: pairs exchanging messages at a total rate for a while, recipients sending
-//! `read`; send-to-deliver latency, cost per message, and afterwards a check that every
-//! acknowledged message is in Postgres exactly once.
+//! `messages`: a site's shape of traffic. Every user has one socket, joined to their lobby
+//! and one one-to-one chat; the pairs take turns at the total rate (each pair a message
+//! every few seconds at a thousand users and a thousand messages a second), alternating
+//! who writes, and every recipient sends `read` for each message. Reports send-to-deliver
+//! latency, what each message costs the server and Postgres (with Postgres's split
+//! between planning and execution), and afterwards checks that every acknowledged
+//! message was delivered and is in Postgres exactly once. `--ramp` finds the highest rate
+//! held.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use diesel::prelude::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::client;
 use crate::server::{Server, token};
 use crate::stats::summarize;
 
-pub async fn run(
-    server: &Server,
-    pairs: usize,
-    rate: u64,
-    seconds: u64,
-    send_reads: bool,
-    warmup: u64,
-) -> anyhow::Result<Value> {
-    // Latency counts only after the warm-up: prepared statements, caches and buffers
-    // are cold at first and would measure the start, not the steady state.
-    let warm_from = Duration::from_secs(warmup).as_nanos() as u64;
-    let epoch = Instant::now();
-    // Users unique to this run, so a server that already ran the bench sees new ones.
-    let run = format!("{:x}", chrono::Utc::now().timestamp_millis() % 0xffff_ffff);
-    let acked = Arc::new(AtomicU64::new(0));
-    let sent = Arc::new(AtomicU64::new(0));
-    let (latency_tx, mut latency_rx) = mpsc::unbounded_channel::<Duration>();
-    let mut senders = Vec::new();
-    let mut readers = Vec::new();
-    for pair in 0..pairs {
-        let (from, to) = (format!("s{run}-{pair}"), format!("r{run}-{pair}"));
-        let topic = format!("chat:{from}:{to}");
-        let mut sender = client::connect(
-            &server.address,
-            &server.socket_url(&token(&from)?),
-            Ipv4Addr::LOCALHOST,
-        )
-        .await?;
-        let mut receiver = client::connect(
-            &server.address,
-            &server.socket_url(&token(&to)?),
-            Ipv4Addr::LOCALHOST,
-        )
-        .await?;
-        client::ok(client::join(&mut sender, &topic, json!({"limit": 1}), "1").await?)?;
-        client::ok(client::join(&mut receiver, &topic, json!({"limit": 1}), "1").await?)?;
+/// Sockets set up at once.
+const CONNECT_CONCURRENCY: usize = 100;
+/// A ramp step holds with a p99 at most this.
+const HOLD_P99_MS: f64 = 100.0;
+/// Seconds of each ramp step.
+const RAMP_STEP_SECONDS: u64 = 10;
+/// Bisection stops when the bracket is this close (a fraction of the rate held).
+const RAMP_PRECISION: f64 = 0.1;
+/// How long the acks and deliveries of a step may trail its last send.
+const CATCH_UP: Duration = Duration::from_secs(30);
 
-        // The recipient: measures each delivery and reports it read.
-        let (mut r_tx, mut r_rx) = receiver.split();
-        let latencies = latency_tx.clone();
-        let read_topic = topic.clone();
-        readers.push(tokio::spawn(async move {
-            let mut reads = 0u64;
-            while let Some(Ok(message)) = r_rx.next().await {
-                let Some(frame) = client::parse(&message) else {
-                    continue;
-                };
-                if frame[3] != "new_msg" || frame[4]["user_id"] == json!(to) {
-                    continue;
-                }
-                if let Some(sent_at) = frame[4]["meta"]["t"].as_u64()
-                    && sent_at >= warm_from
-                {
-                    let now = epoch.elapsed().as_nanos() as u64;
-                    let _ = latencies.send(Duration::from_nanos(now.saturating_sub(sent_at)));
-                }
-                if !send_reads {
-                    continue;
-                }
-                reads += 1;
-                let read = client::frame(
-                    "1",
-                    &format!("r{reads}"),
-                    &read_topic,
-                    "read",
-                    json!({"message_id": frame[4]["id"]}),
-                );
-                if r_tx.send(read).await.is_err() {
-                    break;
-                }
-            }
-        }));
+pub struct Options {
+    pub users: usize,
+    pub rate: u64,
+    pub seconds: u64,
+    pub send_reads: bool,
+    pub warmup: u64,
+    pub ramp: bool,
+}
 
-        // The sender: a steady share of the total rate; acks counted on its reader.
-        let (mut s_tx, mut s_rx) = sender.split();
-        let acks = acked.clone();
-        readers.push(tokio::spawn(async move {
-            while let Some(Ok(message)) = s_rx.next().await {
-                if let Some(frame) = client::parse(&message)
-                    && frame[3] == "phx_reply"
-                    && frame[4]["status"] == "ok"
-                    && frame[1].as_str().is_some_and(|r| r.starts_with('m'))
-                {
-                    acks.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-        let per_pair = (rate as f64 / pairs as f64).max(0.001);
-        let count = sent.clone();
-        senders.push(tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / per_pair));
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let stop = Instant::now() + Duration::from_secs(warmup + seconds);
-            let mut seq = 0u64;
-            while Instant::now() < stop {
-                ticks.tick().await;
-                seq += 1;
-                let t = epoch.elapsed().as_nanos() as u64;
-                let push = client::frame("1", &format!("m{seq}"), &topic, "new_msg",
-                    json!({"body": format!("bench message {seq}"), "client_ref": format!("{pair}-{seq}"), "meta": {"t": t}}));
-                if s_tx.send(push).await.is_err() {
-                    break;
-                }
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-            s_tx
-        }));
-    }
-    drop(latency_tx);
+/// Counters every socket task adds to.
+#[derive(Default)]
+struct Counters {
+    acked: AtomicU64,
+    delivered: AtomicU64,
+}
 
-    let (cpu_server_0, cpu_pg_0) = server.cpu_ms();
-    let started = Instant::now();
-    let mut writers = Vec::new();
-    for sender in senders {
-        writers.push(sender.await?);
-    }
-    let sending = started.elapsed();
-    // Wait for the acks to catch up with what was sent (bounded).
-    let total_sent = sent.load(Ordering::Relaxed);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while acked.load(Ordering::Relaxed) < total_sent && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Sustained means acknowledged: the rate counts until the last ack, not the last send.
-    let until_acked = started.elapsed();
-    let (cpu_server_1, cpu_pg_1) = server.cpu_ms();
-    drop(writers);
-    for reader in readers {
-        reader.abort();
-    }
-    let mut latencies = Vec::new();
-    while let Ok(l) = latency_rx.try_recv() {
-        latencies.push(l);
-    }
-    let acked = acked.load(Ordering::Relaxed);
+/// The users' sockets, connected and joined.
+struct Site {
+    run: String,
+    pairs: Vec<Pair>,
+    counters: Arc<Counters>,
+    /// (step, latency) of each delivery.
+    latencies: mpsc::UnboundedReceiver<(u64, Duration)>,
+    epoch: Instant,
+}
 
-    // Every acknowledged message is stored, once.
-    let url = server.database_url.clone();
-    let senders_like = format!("s{run}-%");
-    let (rows, distinct): (i64, i64) =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<(i64, i64)> {
-            let mut conn = PgConnection::establish(&url)?;
-            #[derive(QueryableByName)]
-            struct Counts {
-                #[diesel(sql_type = diesel::sql_types::BigInt)]
-                rows: i64,
-                #[diesel(sql_type = diesel::sql_types::BigInt)]
-                distinct_refs: i64,
-            }
-            let c: Counts = diesel::sql_query(
-                "SELECT count(*) AS rows, count(DISTINCT (sender_id, client_ref)) AS distinct_refs \
-             FROM messages WHERE sender_id LIKE $1",
-            )
-            .bind::<diesel::sql_types::Text, _>(senders_like)
-            .get_result(&mut conn)?;
-            Ok((c.rows, c.distinct_refs))
-        })
-        .await??;
+struct Pair {
+    topic: String,
+    /// What each of the two users' sockets sends.
+    outboxes: [mpsc::UnboundedSender<Message>; 2],
+}
 
-    let per_thousand = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(a), Some(b)) if acked > 0 => {
-            Some((b.saturating_sub(a)) as f64 * 1000.0 / acked as f64)
-        }
-        _ => None,
-    };
-    Ok(json!({
+pub async fn run(server: &Server, options: Options) -> anyhow::Result<Value> {
+    let pairs = (options.users / 2).max(1);
+    let mut site = Site::connect(server, pairs, options.send_reads).await?;
+    if options.ramp {
+        return ramp(server, &mut site, &options).await;
+    }
+    let warmup = site.step(server, 0, options.rate, options.warmup, false).await?;
+    let step = site.step(server, 1, options.rate, options.seconds, true).await?;
+    let mut report = json!({
         "scenario": "messages",
+        "users": pairs * 2,
         "pairs": pairs,
-        "target_rate": rate,
-        "warmup_seconds": warmup,
-        "recipients_send_read": send_reads,
-        "sent": total_sent,
-        "acked": acked,
-        "send_seconds": sending.as_secs_f64(),
-        "achieved_rate": acked as f64 / until_acked.as_secs_f64(),
-        "latency": summarize(&mut latencies),
-        "server_cpu_ms_per_1000": per_thousand(cpu_server_0, cpu_server_1),
-        "postgres_cpu_ms_per_1000": per_thousand(cpu_pg_0, cpu_pg_1),
-        "stored_rows": rows,
-        "stored_exactly_once": rows == distinct && rows as u64 >= acked,
+        "target_rate": options.rate,
+        "warmup_seconds": options.warmup,
+        "recipients_send_read": options.send_reads,
+    });
+    merge(&mut report, step);
+    report["warmup_acked"] = warmup["acked"].clone();
+    Ok(report)
+}
+
+/// Doubling steps from `options.rate` until one fails, then bisection between the last
+/// that held and the first that failed.
+async fn ramp(server: &Server, site: &mut Site, options: &Options) -> anyhow::Result<Value> {
+    site.step(server, 0, options.rate, options.warmup, false)
+        .await?;
+    let mut steps = Vec::new();
+    let (mut held, mut failed) = (0u64, None::<u64>);
+    let mut rate = options.rate.max(1);
+    for n in 1.. {
+        let result = site
+            .step(server, n, rate, RAMP_STEP_SECONDS, true)
+            .await?;
+        let holds = result["holds"].as_bool().unwrap_or(false);
+        eprintln!(
+            "ramp: {rate} msg/s {} (p99 {} ms)",
+            if holds { "held" } else { "failed" },
+            result["latency"]["p99_ms"]
+        );
+        steps.push(result);
+        if holds {
+            held = held.max(rate);
+        } else {
+            failed = Some(failed.map_or(rate, |f| f.min(rate)));
+        }
+        rate = match failed {
+            None => rate * 2,
+            Some(failed) if (failed - held) as f64 > RAMP_PRECISION * held.max(1) as f64 => {
+                held + (failed - held) / 2
+            }
+            Some(_) => break,
+        };
+    }
+    Ok(json!({
+        "scenario": "messages-ramp",
+        "users": site.pairs.len() * 2,
+        "step_seconds": RAMP_STEP_SECONDS,
+        "holds_when": format!("p99 <= {HOLD_P99_MS} ms, every ack delivered, every ack stored once"),
+        "highest_held": held,
+        "first_failed": failed,
+        "steps": steps,
     }))
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Some(into), Value::Object(from)) = (into.as_object_mut(), from) {
+        into.extend(from);
+    }
+}
+
+impl Site {
+    async fn connect(server: &Server, pairs: usize, send_reads: bool) -> anyhow::Result<Site> {
+        // Users unique to this run, so a server that already ran the bench sees new ones.
+        let run = format!("{:x}", chrono::Utc::now().timestamp_millis() % 0xffff_ffff);
+        let counters = Arc::new(Counters::default());
+        let (latency_tx, latencies) = mpsc::unbounded_channel();
+        let epoch = Instant::now();
+        let users: Vec<(usize, usize)> = (0..pairs).flat_map(|p| [(p, 0), (p, 1)]).collect();
+        let connected = futures_util::stream::iter(users)
+            .map(|(pair, side)| {
+                let (counters, latency_tx, run) = (counters.clone(), latency_tx.clone(), &run);
+                async move {
+                    let (me, peer) = (user(run, pair, side), user(run, pair, 1 - side));
+                    let topic = chat_topic(run, pair);
+                    let source = Ipv4Addr::new(127, 0, 0, 1 + u8::try_from(pair / 10_000).unwrap_or(0));
+                    let mut ws =
+                        client::connect(&server.address, &server.socket_url(&token(&me)?), source)
+                            .await?;
+                    client::ok(
+                        client::join(&mut ws, &format!("user:{me}"), json!({}), "1").await?,
+                    )?;
+                    client::ok(client::join(&mut ws, &topic, json!({"limit": 1}), "2").await?)?;
+                    let outbox = spawn_socket(ws, topic, peer, send_reads, counters, latency_tx, epoch);
+                    Ok::<_, anyhow::Error>((pair, side, outbox))
+                }
+            })
+            .buffer_unordered(CONNECT_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut sides: Vec<[Option<mpsc::UnboundedSender<Message>>; 2]> =
+            (0..pairs).map(|_| [None, None]).collect();
+        for result in connected {
+            let (pair, side, outbox) = result?;
+            if let Some(slot) = sides.get_mut(pair).and_then(|s| s.get_mut(side)) {
+                *slot = Some(outbox);
+            }
+        }
+        let pairs = sides
+            .into_iter()
+            .enumerate()
+            .map(|(n, [a, b])| {
+                Ok(Pair {
+                    topic: chat_topic(&run, n),
+                    outboxes: [a.context("a socket")?, b.context("a socket")?],
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Site {
+            run,
+            pairs,
+            counters,
+            latencies,
+            epoch,
+        })
+    }
+
+    /// Sends at `rate` for `seconds` as step `n`; with `measure`, reports what it cost
+    /// and whether it held.
+    async fn step(
+        &mut self,
+        server: &Server,
+        n: u64,
+        rate: u64,
+        seconds: u64,
+        measure: bool,
+    ) -> anyhow::Result<Value> {
+        let acked_0 = self.counters.acked.load(Ordering::Relaxed);
+        let delivered_0 = self.counters.delivered.load(Ordering::Relaxed);
+        if measure {
+            reset_statements(&server.database_url).await;
+        }
+        let (server_0, pg_0) = server.cpu_ms();
+        let started = Instant::now();
+        let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let pairs = self.pairs.len() as u64;
+        let mut sent = 0u64;
+        while started.elapsed() < Duration::from_secs(seconds) {
+            ticks.tick().await;
+            // Round robin over the pairs; each visit to a pair the other one writes.
+            let pair = self.pairs.get((sent % pairs) as usize).context("a pair")?;
+            let side = ((sent / pairs) % 2) as usize;
+            let t = self.epoch.elapsed().as_nanos() as u64;
+            let push = client::frame(
+                "2",
+                &format!("m{n}.{sent}"),
+                &pair.topic,
+                "new_msg",
+                json!({"body": format!("bench message {sent}"), "client_ref": format!("{n}.{sent}"), "meta": {"t": t, "s": n}}),
+            );
+            if let Some(outbox) = pair.outboxes.get(side) {
+                let _ = outbox.send(push);
+            }
+            sent += 1;
+        }
+        let sending = started.elapsed();
+        // Sustained means acknowledged and delivered: wait for both to catch up (bounded).
+        let deadline = Instant::now() + CATCH_UP;
+        let caught_up = |counter: &AtomicU64, from: u64| counter.load(Ordering::Relaxed) - from >= sent;
+        while !(caught_up(&self.counters.acked, acked_0)
+            && caught_up(&self.counters.delivered, delivered_0))
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let until_done = started.elapsed();
+        let (server_1, pg_1) = server.cpu_ms();
+        let acked = self.counters.acked.load(Ordering::Relaxed) - acked_0;
+        let delivered = self.counters.delivered.load(Ordering::Relaxed) - delivered_0;
+        let mut latencies = Vec::new();
+        while let Ok((step, latency)) = self.latencies.try_recv() {
+            if step == n {
+                latencies.push(latency);
+            }
+        }
+        if !measure {
+            return Ok(json!({"acked": acked}));
+        }
+        let statements = statements(&server.database_url).await;
+        let (rows, distinct) = stored(&server.database_url, &self.run).await?;
+        let latency = summarize(&mut latencies);
+        let per_thousand = |a: Option<u64>, b: Option<u64>| {
+            a.zip(b)
+                .filter(|_| acked > 0)
+                .map(|(a, b)| b.saturating_sub(a) as f64 * 1000.0 / acked as f64)
+        };
+        // Every message of this run so far, acknowledged or not, is at most one row.
+        let stored_exactly_once = rows == distinct;
+        let all_delivered = delivered >= acked && acked == sent;
+        Ok(json!({
+            "rate": rate,
+            "sent": sent,
+            "acked": acked,
+            "delivered": delivered,
+            "send_seconds": sending.as_secs_f64(),
+            "achieved_rate": acked as f64 / until_done.as_secs_f64(),
+            "latency": latency,
+            "server_cpu_ms_per_1000": per_thousand(server_0, server_1),
+            "postgres_cpu_ms_per_1000": per_thousand(pg_0, pg_1),
+            "postgres_statements": statements,
+            "stored_rows": rows,
+            "stored_exactly_once": stored_exactly_once,
+            "holds": latency.p99_ms <= HOLD_P99_MS && all_delivered && stored_exactly_once,
+        }))
+    }
+}
+
+fn user(run: &str, pair: usize, side: usize) -> String {
+    format!("u{run}-{}", pair * 2 + side)
+}
+
+fn chat_topic(run: &str, pair: usize) -> String {
+    format!("chat:{}:{}", user(run, pair, 0), user(run, pair, 1))
+}
+
+/// The socket's two halves: a task that writes what the outbox holds, and one that reads
+/// (counting acks, measuring deliveries and answering each with `read`).
+fn spawn_socket(
+    ws: client::Ws,
+    topic: String,
+    peer: String,
+    send_reads: bool,
+    counters: Arc<Counters>,
+    latencies: mpsc::UnboundedSender<(u64, Duration)>,
+    epoch: Instant,
+) -> mpsc::UnboundedSender<Message> {
+    let (mut sink, mut stream) = ws.split();
+    let (outbox, mut queued) = mpsc::unbounded_channel::<Message>();
+    tokio::spawn(async move {
+        while let Some(message) = queued.recv().await {
+            if sink.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    let reads = outbox.clone();
+    tokio::spawn(async move {
+        let mut read_ref = 0u64;
+        while let Some(Ok(message)) = stream.next().await {
+            let Some(frame) = client::parse(&message) else {
+                continue;
+            };
+            match frame[3].as_str() {
+                Some("phx_reply")
+                    if frame[4]["status"] == "ok"
+                        && frame[1].as_str().is_some_and(|r| r.starts_with('m')) =>
+                {
+                    counters.acked.fetch_add(1, Ordering::Relaxed);
+                }
+                Some("new_msg") if frame[4]["user_id"] == json!(peer) => {
+                    counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    let meta = &frame[4]["meta"];
+                    if let (Some(t), Some(step)) = (meta["t"].as_u64(), meta["s"].as_u64()) {
+                        let now = epoch.elapsed().as_nanos() as u64;
+                        let _ = latencies.send((step, Duration::from_nanos(now.saturating_sub(t))));
+                    }
+                    if send_reads {
+                        read_ref += 1;
+                        let read = client::frame(
+                            "2",
+                            &format!("r{read_ref}"),
+                            &topic,
+                            "read",
+                            json!({"message_id": frame[4]["id"]}),
+                        );
+                        let _ = reads.send(read);
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    outbox
+}
+
+/// (rows, distinct (sender, client_ref)) of this run's messages.
+async fn stored(url: &str, run: &str) -> anyhow::Result<(i64, i64)> {
+    let (url, senders_like) = (url.to_owned(), format!("u{run}-%"));
+    tokio::task::spawn_blocking(move || -> anyhow::Result<(i64, i64)> {
+        let mut conn = PgConnection::establish(&url)?;
+        #[derive(QueryableByName)]
+        struct Counts {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            rows: i64,
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            distinct_refs: i64,
+        }
+        let c: Counts = diesel::sql_query(
+            "SELECT count(*) AS rows, count(DISTINCT (sender_id, client_ref)) AS distinct_refs \
+             FROM messages WHERE sender_id LIKE $1",
+        )
+        .bind::<diesel::sql_types::Text, _>(senders_like)
+        .get_result(&mut conn)?;
+        Ok((c.rows, c.distinct_refs))
+    })
+    .await?
+}
+
+/// Starts a fresh count in `pg_stat_statements`, where the cluster loads it.
+async fn reset_statements(url: &str) {
+    let url = url.to_owned();
+    let _ = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut conn = PgConnection::establish(&url)?;
+        diesel::sql_query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&mut conn)?;
+        diesel::sql_query("SELECT pg_stat_statements_reset()").execute(&mut conn)?;
+        Ok(())
+    })
+    .await;
+}
+
+/// Postgres's time since the last reset: planning against execution, and the statements
+/// that took most. Null where `pg_stat_statements` is not loaded.
+async fn statements(url: &str) -> Value {
+    let url = url.to_owned();
+    let read = tokio::task::spawn_blocking(move || -> anyhow::Result<Value> {
+        let mut conn = PgConnection::establish(&url)?;
+        #[derive(QueryableByName)]
+        struct Statement {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            query: String,
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            calls: i64,
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            plans: i64,
+            #[diesel(sql_type = diesel::sql_types::Double)]
+            plan_ms: f64,
+            #[diesel(sql_type = diesel::sql_types::Double)]
+            exec_ms: f64,
+        }
+        let all: Vec<Statement> = diesel::sql_query(
+            "SELECT query, calls, plans, total_plan_time AS plan_ms, total_exec_time AS exec_ms \
+             FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             ORDER BY total_plan_time + total_exec_time DESC",
+        )
+        .load(&mut conn)?;
+        let plan: f64 = all.iter().map(|s| s.plan_ms).sum();
+        let exec: f64 = all.iter().map(|s| s.exec_ms).sum();
+        let top: Vec<Value> = all
+            .iter()
+            .take(8)
+            .map(|s| {
+                let text: String = s.query.split_whitespace().collect::<Vec<_>>().join(" ");
+                json!({
+                    "query": text.chars().take(120).collect::<String>(),
+                    "calls": s.calls,
+                    "plans": s.plans,
+                    "plan_ms": s.plan_ms,
+                    "exec_ms": s.exec_ms,
+                })
+            })
+            .collect();
+        Ok(json!({
+            "plan_ms": plan,
+            "exec_ms": exec,
+            "planning_share": if plan + exec > 0.0 { plan / (plan + exec) } else { 0.0 },
+            "top": top,
+        }))
+    })
+    .await;
+    match read {
+        Ok(Ok(value)) => value,
+        _ => Value::Null,
+    }
 }

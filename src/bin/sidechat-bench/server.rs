@@ -35,6 +35,7 @@ impl Server {
             data_dir,
             fast_unsafe: false,
             remove_on_stop: true,
+            track_statements: true,
         })?;
         pg.create_database("bench")?;
         let database_url = pg.url("bench");
@@ -145,7 +146,6 @@ impl Drop for Server {
     }
 }
 
-/// An HMAC token for `user`, valid for a day.
 /// The service's own default budgets (`[limits]` of its embedded defaults), to put
 /// back what `start` lifts, with the 4004 close off so a flood lasts as long as asked.
 pub fn default_budgets() -> anyhow::Result<Vec<(&'static str, String)>> {
@@ -180,6 +180,7 @@ pub fn default_budgets() -> anyhow::Result<Vec<(&'static str, String)>> {
     ])
 }
 
+/// An HMAC token for `user`, valid for a day.
 pub fn token(user: &str) -> anyhow::Result<String> {
     let user = UserId::parse(user).map_err(|e| anyhow::anyhow!("user id {user:?}: {e}"))?;
     Ok(sidechat::auth::mint_hmac(
