@@ -60,7 +60,7 @@ pub fn insert_all(conn: &mut PgConnection, new: &[NewMessage]) -> Result<Vec<Mes
         return Ok(Vec::new());
     }
     let column = |f: fn(&NewMessage) -> String| new.iter().map(f).collect::<Vec<String>>();
-    let mut rows: Vec<MessageRow> = diesel::sql_query(
+    let mut rows: Vec<MessageRow> = super::prepared::prepared(
         "INSERT INTO messages (topic, sender_id, recipient_id, body, kind, status, meta, client_ref) \
          SELECT topic, sender_id, recipient_id, body, kind, status, meta, client_ref \
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
@@ -164,7 +164,9 @@ pub fn unread_summary(conn: &mut PgConnection, user: &str) -> Result<Vec<UnreadT
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         unread: i64,
     }
-    let groups: Vec<Group> = diesel::sql_query(
+    // Prepared: planned once per connection, not at every login. The user is bound twice
+    // because each placeholder is one bind.
+    let groups: Vec<Group> = super::prepared::prepared(
         "WITH direct AS ( \
              SELECT topic, count(*) AS unread, max(id) AS last_id FROM messages \
              WHERE recipient_id = $1 AND NOT is_delivered AND deleted_at IS NULL \
@@ -174,13 +176,14 @@ pub fn unread_summary(conn: &mut PgConnection, user: &str) -> Result<Vec<UnreadT
              FROM room_members rm \
              JOIN messages m ON m.topic = 'room:' || rm.room_id AND m.id > rm.last_read_id \
                   AND m.sender_id <> rm.user_id AND m.deleted_at IS NULL \
-             WHERE rm.user_id = $1 \
+             WHERE rm.user_id = $2 \
              GROUP BY m.topic) \
          SELECT m.*, g.unread \
          FROM (SELECT * FROM direct UNION ALL SELECT * FROM in_rooms) g \
          JOIN messages m ON m.id = g.last_id \
          ORDER BY m.id DESC",
     )
+    .bind::<diesel::sql_types::Text, _>(user)
     .bind::<diesel::sql_types::Text, _>(user)
     .load(conn)?;
     Ok(groups

@@ -112,7 +112,8 @@ fn show(conn: &mut PgConnection, name: &str) -> String {
 
 /// Short queries only: no parallel workers or JIT (each costs milliseconds to start,
 /// more than the query; the login summary's tail went from 4 to 37 ms with JIT), and
-/// on the read pool a plan per execution and receipts committed without waiting.
+/// on the read pool sequential scans priced out (plans are kept: see below) and
+/// receipts committed without waiting.
 #[tokio::test]
 async fn service_connections_are_set_up_for_short_queries() {
     let url = fresh_database();
@@ -125,8 +126,113 @@ async fn service_connections_are_set_up_for_short_queries() {
             assert_eq!(show(conn, "jit"), "off");
             assert_eq!(show(conn, "max_parallel_workers_per_gather"), "0");
         }
-        assert_eq!(show(&mut pooled, "plan_cache_mode"), "force_custom_plan");
+        assert_eq!(show(&mut pooled, "enable_seqscan"), "off");
+        assert_eq!(show(&mut pooled, "plan_cache_mode"), "force_generic_plan");
         assert_eq!(show(&mut pooled, "synchronous_commit"), "off");
+    })
+    .await
+    .unwrap();
+}
+
+fn explain_execute(conn: &mut PgConnection) -> String {
+    plan(
+        conn,
+        "EXECUTE trap(ARRAY['chat:a:b', 'chat:b:c'], ARRAY['b', 'c'], ARRAY[10, 20])",
+    )
+}
+
+/// The trap of kept plans: a plan made while `messages` was empty is the one the
+/// connection goes on using as the table fills. On the read pool it must use the index
+/// even so; on a connection with default settings the same steps keep scanning the
+/// table, which is what this test would catch.
+#[tokio::test]
+async fn a_plan_kept_from_an_empty_table_still_uses_the_index_on_a_full_one() {
+    let app = spawn_app().await;
+    let url = app.db_url.clone();
+    tokio::task::spawn_blocking(move || {
+        let timeout = std::time::Duration::from_secs(5);
+        let pool = sidechat::store::read_pool(&url, 1, timeout).unwrap();
+        let mut pooled = pool.get().unwrap();
+        let mut plain = PgConnection::establish(&url).unwrap();
+        let mut filler = PgConnection::establish(&url).unwrap();
+        // What the statistics say of an empty table, at its worst.
+        diesel::sql_query("ANALYZE messages").execute(&mut filler).unwrap();
+        for conn in [&mut *pooled, &mut plain] {
+            diesel::sql_query(format!(
+                "PREPARE trap(text[], text[], bigint[]) AS {}",
+                sidechat::store::receipts::MARK_ALL
+            ))
+            .execute(conn)
+            .unwrap();
+            // The plan made now, on the empty table, is the one kept.
+            diesel::sql_query("SET plan_cache_mode = force_generic_plan")
+                .execute(conn)
+                .unwrap();
+            let _ = explain_execute(conn);
+        }
+        diesel::sql_query(
+            "INSERT INTO messages (topic, sender_id, recipient_id, body, kind, status, meta) \
+             SELECT 'chat:a:b' || (n % 1000), 'a', 'b' || (n % 1000), 'x', 'user', 'complete', '{}' \
+             FROM generate_series(1, 200000) n",
+        )
+        .execute(&mut filler)
+        .unwrap();
+        let kept = explain_execute(&mut pooled);
+        assert!(
+            kept.contains("Index Scan using messages_unread_live_idx"),
+            "read pool: {kept}"
+        );
+        assert!(!kept.contains("Seq Scan on messages"), "read pool: {kept}");
+        let stale = explain_execute(&mut plain);
+        assert!(
+            stale.contains("Seq Scan on messages"),
+            "the trap this guards against, on default settings: {stale}"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+/// The hot statements stay prepared on their connection: Postgres parses and plans them
+/// once, not at every call.
+#[tokio::test]
+async fn the_hot_statements_stay_prepared_on_their_connection() {
+    use sidechat::store::receipts::{Receipt, mark_all};
+    let app = spawn_app().await;
+    let url = app.db_url.clone();
+    tokio::task::spawn_blocking(move || {
+        let timeout = std::time::Duration::from_secs(5);
+        let pool = sidechat::store::read_pool(&url, 1, timeout).unwrap();
+        let mut conn = pool.get().unwrap();
+        for up_to in 1..=3 {
+            let receipt = Receipt {
+                topic: "chat:a:b".into(),
+                reader: "b".into(),
+                up_to,
+            };
+            mark_all(&mut conn, &[receipt]).unwrap();
+            sidechat::store::messages::unread_summary(&mut conn, "b").unwrap();
+        }
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut prepared = |pattern: &str| {
+            diesel::sql_query(
+                "SELECT count(*) AS n FROM pg_prepared_statements WHERE statement LIKE $1",
+            )
+            .bind::<diesel::sql_types::Text, _>(pattern)
+            .get_result::<Count>(&mut *conn)
+            .unwrap()
+            .n
+        };
+        assert_eq!(
+            prepared("%unnest($1::text[], $2::text[], $3::bigint[])%"),
+            1,
+            "receipts"
+        );
+        assert_eq!(prepared("WITH direct AS%"), 1, "the login summary");
     })
     .await
     .unwrap();

@@ -72,8 +72,12 @@ pub async fn run(server: &Server, options: Options) -> anyhow::Result<Value> {
     if options.ramp {
         return ramp(server, &mut site, &options).await;
     }
-    let warmup = site.step(server, 0, options.rate, options.warmup, false).await?;
-    let step = site.step(server, 1, options.rate, options.seconds, true).await?;
+    let warmup = site
+        .step(server, 0, options.rate, options.warmup, false)
+        .await?;
+    let step = site
+        .step(server, 1, options.rate, options.seconds, true)
+        .await?;
     let mut report = json!({
         "scenario": "messages",
         "users": pairs * 2,
@@ -96,9 +100,7 @@ async fn ramp(server: &Server, site: &mut Site, options: &Options) -> anyhow::Re
     let (mut held, mut failed) = (0u64, None::<u64>);
     let mut rate = options.rate.max(1);
     for n in 1.. {
-        let result = site
-            .step(server, n, rate, RAMP_STEP_SECONDS, true)
-            .await?;
+        let result = site.step(server, n, rate, RAMP_STEP_SECONDS, true).await?;
         let holds = result["holds"].as_bool().unwrap_or(false);
         eprintln!(
             "ramp: {rate} msg/s {} (p99 {} ms)",
@@ -150,7 +152,8 @@ impl Site {
                 async move {
                     let (me, peer) = (user(run, pair, side), user(run, pair, 1 - side));
                     let topic = chat_topic(run, pair);
-                    let source = Ipv4Addr::new(127, 0, 0, 1 + u8::try_from(pair / 10_000).unwrap_or(0));
+                    let source =
+                        Ipv4Addr::new(127, 0, 0, 1 + u8::try_from(pair / 10_000).unwrap_or(0));
                     let mut ws =
                         client::connect(&server.address, &server.socket_url(&token(&me)?), source)
                             .await?;
@@ -158,7 +161,8 @@ impl Site {
                         client::join(&mut ws, &format!("user:{me}"), json!({}), "1").await?,
                     )?;
                     client::ok(client::join(&mut ws, &topic, json!({"limit": 1}), "2").await?)?;
-                    let outbox = spawn_socket(ws, topic, peer, send_reads, counters, latency_tx, epoch);
+                    let outbox =
+                        spawn_socket(ws, topic, peer, send_reads, counters, latency_tx, epoch);
                     Ok::<_, anyhow::Error>((pair, side, outbox))
                 }
             })
@@ -234,7 +238,8 @@ impl Site {
         let sending = started.elapsed();
         // Sustained means acknowledged and delivered: wait for both to catch up (bounded).
         let deadline = Instant::now() + CATCH_UP;
-        let caught_up = |counter: &AtomicU64, from: u64| counter.load(Ordering::Relaxed) - from >= sent;
+        let caught_up =
+            |counter: &AtomicU64, from: u64| counter.load(Ordering::Relaxed) - from >= sent;
         while !(caught_up(&self.counters.acked, acked_0)
             && caught_up(&self.counters.delivered, delivered_0))
             && Instant::now() < deadline
@@ -379,7 +384,8 @@ async fn reset_statements(url: &str) {
     let url = url.to_owned();
     let _ = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut conn = PgConnection::establish(&url)?;
-        diesel::sql_query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&mut conn)?;
+        diesel::sql_query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&mut conn)?;
         diesel::sql_query("SELECT pg_stat_statements_reset()").execute(&mut conn)?;
         Ok(())
     })

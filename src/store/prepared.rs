@@ -1,0 +1,141 @@
+//! Raw statements that stay prepared on their connection.
+//!
+//! diesel parses and plans a `sql_query` anew on every call: its `walk_ast` marks it
+//! unsafe to cache, so it always runs as the unnamed statement. For a statement run a
+//! thousand times a second that is most of what Postgres does (the receipt statement
+//! took 0.29 ms to plan and 0.11 ms to run). `prepared(SQL)` is the same raw SQL with
+//! binds, without that mark: diesel's statement cache prepares it once per connection,
+//! under a name, and Postgres reuses its plan as the connection's `plan_cache_mode`
+//! says (see `store::ReadPoolConnection` for why a generic plan is safe there).
+
+use std::marker::PhantomData;
+
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{HasSqlType, Untyped};
+use diesel::{QueryResult, RunQueryDsl};
+
+/// A statement of fixed text and its bind values, in order.
+#[must_use = "a statement runs only when loaded or executed"]
+pub struct Prepared<'a> {
+    sql: &'static str,
+    binds: Vec<Box<dyn QueryFragment<Pg> + Send + 'a>>,
+}
+
+/// `sql` as a statement diesel keeps prepared; bind `$1`, `$2`, ... with `bind`.
+pub fn prepared(sql: &'static str) -> Prepared<'static> {
+    Prepared {
+        sql,
+        binds: Vec::new(),
+    }
+}
+
+impl<'a> Prepared<'a> {
+    /// Binds the next parameter as SQL type `ST`.
+    pub fn bind<'b, ST, V>(self, value: V) -> Prepared<'b>
+    where
+        'a: 'b,
+        Pg: HasSqlType<ST>,
+        ST: Send + 'static,
+        V: ToSql<ST, Pg> + Send + 'b,
+    {
+        let mut binds: Vec<Box<dyn QueryFragment<Pg> + Send + 'b>> =
+            Vec::with_capacity(self.binds.len() + 1);
+        binds.extend(self.binds);
+        binds.push(Box::new(Bind::<ST, V> {
+            value,
+            sql_type: PhantomData,
+        }));
+        Prepared {
+            sql: self.sql,
+            binds,
+        }
+    }
+}
+
+struct Bind<ST, V> {
+    value: V,
+    sql_type: PhantomData<ST>,
+}
+
+impl<ST, V> QueryFragment<Pg> for Bind<ST, V>
+where
+    Pg: HasSqlType<ST>,
+    V: ToSql<ST, Pg>,
+{
+    fn walk_ast<'b>(&'b self, mut pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        pass.push_bind_param::<ST, V>(&self.value)
+    }
+}
+
+impl QueryFragment<Pg> for Prepared<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        // Unlike `sql_query`, no `unsafe_to_cache_prepared`: the text never changes.
+        // diesel writes each bind's placeholder itself, so the text goes in around them.
+        let mut rest = self.sql;
+        for (n, bind) in self.binds.iter().enumerate() {
+            let (before, after) = split_at_placeholder(rest, n + 1)?;
+            out.push_sql(before);
+            bind.walk_ast(out.reborrow())?;
+            rest = after;
+        }
+        if split_at_placeholder(rest, self.binds.len() + 1).is_ok() {
+            return Err(placeholders_error("more placeholders than binds"));
+        }
+        out.push_sql(rest);
+        Ok(())
+    }
+}
+
+/// The text before placeholder `$n` and the text after it; placeholders must come in
+/// order, `$1` first.
+fn split_at_placeholder(sql: &str, n: usize) -> QueryResult<(&str, &str)> {
+    let at = sql
+        .find('$')
+        .ok_or_else(|| placeholders_error("fewer placeholders than binds"))?;
+    let (before, from) = sql.split_at(at);
+    let digits = from
+        .get(1..)
+        .unwrap_or("")
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .count();
+    let (number, after) = from.split_at(1 + digits);
+    if number.get(1..) != Some(n.to_string().as_str()) {
+        return Err(placeholders_error("placeholders out of order"));
+    }
+    Ok((before, after))
+}
+
+fn placeholders_error(what: &str) -> diesel::result::Error {
+    diesel::result::Error::QueryBuilderError(format!("prepared statement: {what}").into())
+}
+
+impl QueryId for Prepared<'_> {
+    // Cached by its text and bind types.
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for Prepared<'_> {
+    type SqlType = Untyped;
+}
+
+impl<Conn> RunQueryDsl<Conn> for Prepared<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_found_in_order() {
+        let sql = "SELECT $1::int + $2::int, $10";
+        let (before, rest) = split_at_placeholder(sql, 1).unwrap();
+        assert_eq!(before, "SELECT ");
+        let (before, rest) = split_at_placeholder(rest, 2).unwrap();
+        assert_eq!(before, "::int + ");
+        assert!(split_at_placeholder(rest, 3).is_err(), "$10 is not $3");
+        assert!(split_at_placeholder("SELECT 1", 1).is_err());
+    }
+}
