@@ -157,12 +157,16 @@ impl Application {
         if let Some(notifier) = &notifier {
             log::info!("telling offline users by {}", notifier.describe());
         }
+        let receipts =
+            store::receipts::Receipts::start(settings.database.url.expose().to_owned(), timeout)
+                .context("starting the receipts thread")?;
         let chat = Arc::new(Chat::new(
             pool,
             writer.clone(),
             hub,
             presence,
             metrics,
+            receipts,
             ChatConfig {
                 history_limit: settings.chat.history_limit,
                 max_body_bytes: settings.chat.max_body_bytes,

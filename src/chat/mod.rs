@@ -141,13 +141,14 @@ impl Chat {
         hub: Arc<Hub>,
         presence: Arc<dyn Presence>,
         metrics: Arc<Metrics>,
+        receipts: Receipts,
         config: ChatConfig,
     ) -> Chat {
         Chat {
             budgets: Budgets::new(config.budgets),
             typing_gate: TypingGate::new(config.typing_interval),
             presence_diffs: PresenceDiffs::new(hub.clone(), PRESENCE_WINDOW),
-            receipts: Receipts::start(pool.clone()),
+            receipts,
             room_rounds: Arc::default(),
             pool,
             writer,

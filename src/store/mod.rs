@@ -3,6 +3,7 @@
 //! Query functions take `&mut PgConnection`, never the pool, so the writer thread, the
 //! blocking readers and the tests all call the same functions.
 
+mod lazy;
 pub mod messages;
 pub mod models;
 pub mod outbox;
@@ -106,12 +107,21 @@ struct ReadPoolConnection;
 impl diesel::r2d2::CustomizeConnection<PgConnection, diesel::r2d2::Error> for ReadPoolConnection {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
         use diesel::connection::SimpleConnection;
-        conn.batch_execute(&format!(
-            "{SHORT_QUERIES}; SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan; \
-             SET synchronous_commit = off"
-        ))
-        .map_err(diesel::r2d2::Error::QueryError)
+        conn.batch_execute(&format!("{SHORT_QUERIES}; {READ_SETTINGS}"))
+            .map_err(diesel::r2d2::Error::QueryError)
     }
+}
+
+/// What `ReadPoolConnection` sets beyond `SHORT_QUERIES`.
+const READ_SETTINGS: &str = "SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan; \
+     SET synchronous_commit = off";
+
+/// Sets up a connection opened with `connect` (which sets `SHORT_QUERIES`) as the read
+/// pool's are: the receipts thread's own connection.
+pub(crate) fn set_up_for_reads(conn: &mut PgConnection) -> Result<(), Error> {
+    use diesel::connection::SimpleConnection;
+    conn.batch_execute(READ_SETTINGS)?;
+    Ok(())
 }
 
 /// Runs `work` in a transaction that waits for the WAL flush on commit, for writes on

@@ -1,18 +1,22 @@
 //! Read receipts of one-to-one and support readers, stored in batches.
 //!
-//! A receipt is a one-row UPDATE whose cost is mostly the statement around it (pool
-//! checkout, executor start-up, commit): five rows in one statement cost Postgres 2.5×
-//! less each than five statements. Receipts queue here; one task takes everything
-//! waiting, stores it as one statement on a read-pool connection, answers each, and
-//! takes the next lot, so batches grow with the load and add no wait when it is light.
+//! A receipt is a one-row UPDATE whose cost is mostly the statement around it (executor
+//! start-up, commit): five rows in one statement cost Postgres 2.5× less each than five
+//! statements. Receipts queue here; one thread of their own, with a connection of its
+//! own, takes everything waiting, stores it as one statement, answers each, and takes
+//! the next lot, so batches grow with the load and add no wait when it is light. A
+//! thread rather than a task on the blocking pool: a receipt then crosses threads once
+//! each way, with no pool checkout between.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Text};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Error, PgPool};
+use super::Error;
+use super::lazy::LazyConnection;
 
 /// Most receipts in one statement.
 const MAX_BATCH: usize = 256;
@@ -44,11 +48,15 @@ pub struct Receipts {
 }
 
 impl Receipts {
-    /// Starts the batching task on the current runtime.
-    pub fn start(pool: PgPool) -> Receipts {
+    /// Starts the receipts thread; it opens its connection to `url` when first needed,
+    /// and ends when the last handle is dropped.
+    pub fn start(url: String, timeout: Duration) -> std::io::Result<Receipts> {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(pool, rx));
-        Receipts { queue }
+        let conn = LazyConnection::new(url, timeout, super::set_up_for_reads);
+        std::thread::Builder::new()
+            .name("sidechat-receipts".into())
+            .spawn(move || run(conn, rx))?;
+        Ok(Receipts { queue })
     }
 
     /// Stores one receipt; None when `up_to` is no live message of the topic.
@@ -64,13 +72,13 @@ impl Receipts {
     }
 }
 
-async fn run(pool: PgPool, mut rx: mpsc::Receiver<Request>) {
+fn run(mut conn: LazyConnection, mut rx: mpsc::Receiver<Request>) {
     // Receipts held back from the last lot: a lot has one per reader and topic, so each
     // gets its own count of what it marked.
     let mut held: Vec<Request> = Vec::new();
     loop {
         if held.is_empty() {
-            match rx.recv().await {
+            match rx.blocking_recv() {
                 Some(request) => held.push(request),
                 None => return,
             }
@@ -82,13 +90,15 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Request>) {
             }
         }
         let (receipts, replies): (Vec<Receipt>, Vec<_>) = take_lot(&mut held).into_iter().unzip();
-        match super::blocking(&pool, move |conn| mark_all(conn, &receipts)).await {
+        match conn.get().and_then(|c| mark_all(c, &receipts)) {
             Ok(answers) => {
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     let _ = reply.send(Ok(answer));
                 }
             }
             Err(e) => {
+                // The connection may be broken; the next lot opens a fresh one.
+                conn.reset();
                 let cause = e.to_string();
                 for reply in replies {
                     let _ = reply.send(Err(Error::Unavailable(cause.clone())));

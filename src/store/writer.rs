@@ -17,16 +17,15 @@ use diesel::Connection;
 use diesel::pg::PgConnection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::lazy::LazyConnection;
 use super::models::{MessageRow, NewMessage};
-use super::{Error, connect, messages};
+use super::{Error, messages};
 use crate::metrics::Metrics;
 
 /// Most requests in one transaction: well inside Postgres's 65535 bind parameters.
 const MAX_BATCH: usize = 512;
 /// Requests that may wait for the writer; senders wait for room beyond this.
 const QUEUE_CAPACITY: usize = 4096;
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A committed message, and whether this request created it (false: a resend with a
 /// `client_ref` already used, answered with the stored row).
@@ -144,11 +143,7 @@ impl Writer {
                 let _exit = ExitSignal(Some(exit_tx));
                 WriterLoop {
                     rx,
-                    url: connect_url,
-                    timeout: connect_timeout,
-                    conn: None,
-                    retry_at: Instant::now(),
-                    backoff: MIN_BACKOFF,
+                    conn: LazyConnection::new(connect_url, connect_timeout, |_| Ok(())),
                     outbox,
                     metrics,
                     on_commit,
@@ -191,11 +186,7 @@ impl Writer {
 
 struct WriterLoop {
     rx: mpsc::Receiver<Command>,
-    url: String,
-    timeout: Duration,
-    conn: Option<PgConnection>,
-    retry_at: Instant,
-    backoff: Duration,
+    conn: LazyConnection,
     outbox: Option<Duration>,
     metrics: Arc<Metrics>,
     on_commit: OnCommit,
@@ -233,7 +224,7 @@ impl WriterLoop {
         let started = Instant::now();
         let (mutations, replies): (Vec<Mutation>, Vec<Reply>) = batch.into_iter().unzip();
         let outbox = self.outbox;
-        let result = match self.connection() {
+        let result = match self.conn.get() {
             Ok(conn) => apply_batch(conn, &mutations, outbox),
             Err(e) => Err(e),
         };
@@ -283,7 +274,7 @@ impl WriterLoop {
             Err(e) => {
                 log::error!("writer: batch of {} failed: {e}", replies.len());
                 // The connection may be broken; open a fresh one for the next batch.
-                self.conn = None;
+                self.conn.reset();
                 for reply in replies {
                     let _ = reply.send(Err(Error::Unavailable(e.to_string())));
                 }
@@ -295,31 +286,8 @@ impl WriterLoop {
     fn connection_alive(&mut self) -> bool {
         use diesel::RunQueryDsl;
         self.conn
-            .as_mut()
+            .current()
             .is_some_and(|conn| diesel::sql_query("SELECT 1").execute(conn).is_ok())
-    }
-
-    /// The open connection, or a new one unless the last attempt failed too recently.
-    fn connection(&mut self) -> Result<&mut PgConnection, Error> {
-        if self.conn.is_none() {
-            if Instant::now() < self.retry_at {
-                return Err(Error::Unavailable("database unreachable; retrying".into()));
-            }
-            match connect(&self.url, self.timeout) {
-                Ok(conn) => {
-                    self.backoff = MIN_BACKOFF;
-                    self.conn = Some(conn);
-                }
-                Err(e) => {
-                    self.retry_at = Instant::now() + self.backoff;
-                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                    return Err(e);
-                }
-            }
-        }
-        self.conn
-            .as_mut()
-            .ok_or_else(|| Error::Unavailable("no connection".into()))
     }
 }
 
