@@ -414,3 +414,28 @@ fn dev_restarted_at_once_keeps_its_new_database() {
         "after the old watchdog ended: {ready}"
     );
 }
+
+/// The example ConfigMap's file is one the service accepts: a key renamed or misspelt
+/// there would stop every pod at start-up.
+#[test]
+fn the_kubernetes_config_map_holds_valid_settings() {
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/k8s/configmap.yaml"))
+        .unwrap();
+    let file: String = yaml
+        .split_once("sidechat.toml: |\n")
+        .expect("the ConfigMap holds sidechat.toml")
+        .1
+        .lines()
+        .take_while(|line| line.is_empty() || line.starts_with("    "))
+        .map(|line| format!("{}\n", line.strip_prefix("    ").unwrap_or(line)))
+        .collect();
+    assert!(file.contains("[limits]"), "{file}");
+    // What the Secret adds as environment variables.
+    let secrets = "[auth]\nhmac_secrets = [\"from-the-secret-0123456789abcdef\"]\n\
+                   [broker]\nredis_url = \"redis://:pw@redis:6379/0\"\n";
+    let loaded = sidechat::settings::Settings::load(&sidechat::settings::Sources {
+        overlays: vec![secrets, &file],
+        ..Default::default()
+    });
+    assert!(loaded.is_ok(), "{:?}", loaded.err());
+}
