@@ -18,11 +18,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{CloseCode, Codec, Inbound, Outbound};
+mod join;
+mod outbound;
+mod reads;
+
+use super::{CloseCode, Codec, Inbound};
 use crate::auth::Identity;
 use crate::chat::{Actor, Chat, Cost, JoinReply, MessageId, Reason, Request, Streak, Topic};
-use crate::hub::{ConnId, DROP_EVENT, HubEvent, Subscriber};
-use crate::metrics::KindLabel;
+use crate::hub::{ConnId, HubEvent};
 
 /// How long the close frame may wait behind a slow client's backlog before the
 /// connection is simply dropped.
@@ -315,89 +318,6 @@ impl<C: Codec> Session<C> {
         }
     }
 
-    /// Writes one frame. A client that does not take it in time is too slow.
-    async fn keep_alive(&mut self) -> Result<(), End> {
-        if let Some(ping) = self.codec.keepalive(chrono::Utc::now().timestamp()) {
-            self.write(ping).await?;
-        }
-        self.ws.ping(b"").await.map_err(|_| End::Lost)
-    }
-
-    /// Writes the frames of one outbound message.
-    async fn send(&mut self, outbound: &Outbound<'_>) -> Result<(), End> {
-        let mut frames = Vec::new();
-        self.codec.encode(outbound, &mut frames);
-        for frame in frames {
-            self.write(frame).await?;
-        }
-        Ok(())
-    }
-
-    /// Writes one frame. A client that does not take it in time is too slow.
-    async fn write(&mut self, frame: String) -> Result<(), End> {
-        let write = tokio::time::timeout(self.ctx.limits.idle_timeout, self.ws.text(frame));
-        tokio::select! {
-            written = write => match written {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(End::Lost),
-                Err(_) => Err(End::Close(CloseCode::TooSlow)),
-            },
-            _ = self.overflowed.cancelled() => Err(End::Close(CloseCode::TooSlow)),
-        }
-    }
-
-    async fn reply(
-        &mut self,
-        join_ref: Option<&str>,
-        msg_ref: Option<&str>,
-        topic: &str,
-        result: Result<Value, Reason>,
-    ) -> Result<(), End> {
-        self.answer(false, join_ref, msg_ref, topic, result).await
-    }
-
-    /// Answers a join: sent whatever the refs, since some protocols (ActionCable)
-    /// confirm or reject every subscription.
-    async fn join_reply(
-        &mut self,
-        join_ref: Option<&str>,
-        msg_ref: Option<&str>,
-        topic: &str,
-        result: Result<Value, Reason>,
-    ) -> Result<(), End> {
-        self.answer(true, join_ref, msg_ref, topic, result).await
-    }
-
-    async fn answer(
-        &mut self,
-        to_join: bool,
-        join_ref: Option<&str>,
-        msg_ref: Option<&str>,
-        topic: &str,
-        result: Result<Value, Reason>,
-    ) -> Result<(), End> {
-        if let Err(reason) = &result {
-            self.ctx.chat.metrics().error(reason.as_str());
-        }
-        let result = result.as_ref().map_err(|r| *r);
-        let outbound = if to_join {
-            Outbound::JoinReply {
-                join_ref,
-                msg_ref,
-                topic,
-                result,
-            }
-        } else {
-            Outbound::Reply {
-                join_ref,
-                msg_ref,
-                topic,
-                result,
-            }
-        };
-        self.send(&outbound).await
-    }
-
     async fn on_frame(&mut self, message: AggregatedMessage) -> Result<(), End> {
         match message {
             AggregatedMessage::Text(text) => match self.codec.decode(&text) {
@@ -561,74 +481,6 @@ impl<C: Codec> Session<C> {
         }
     }
 
-    /// Stores receipts as one read up to their highest message id.
-    fn store_reads(&mut self, key: String, topic: Topic, requests: Vec<(ReplyTo, MessageId)>) {
-        let Some(up_to) = requests.iter().map(|(_, id)| *id).max() else {
-            return;
-        };
-        let (chat, actor) = (self.ctx.chat.clone(), self.actor.clone());
-        self.pending.push(Box::pin(async move {
-            let result = chat.read(&actor, &topic, up_to).await;
-            Completion::Read {
-                key,
-                requests,
-                result,
-            }
-        }));
-    }
-
-    /// Answers receipts stored together: the one with the highest id gets the count,
-    /// the others `{"marked": 0}` (their messages are in that count). Then stores what
-    /// waited meanwhile.
-    async fn finish_reads(
-        &mut self,
-        key: String,
-        mut requests: Vec<(ReplyTo, MessageId)>,
-        result: Result<usize, Reason>,
-    ) -> Result<(), End> {
-        let topic = self.channels.get(&key).map(|c| c.topic.clone());
-        if result == Err(Reason::NotFound) && requests.len() > 1 {
-            // The highest id is not in this conversation; the others may be. Each on
-            // its own then, so one bad id fails only itself.
-            if let Some(topic) = topic {
-                for request in requests.drain(..) {
-                    self.store_reads(key.clone(), topic.clone(), vec![request]);
-                }
-                return Ok(());
-            }
-        }
-        let up_to = requests.iter().map(|(_, id)| *id).max();
-        for (to, id) in requests {
-            let answer = match &result {
-                Ok(marked) if Some(id) == up_to => Ok(json!({"marked": marked})),
-                Ok(_) => Ok(json!({"marked": 0})),
-                Err(reason) => Err(*reason),
-            };
-            self.reply(
-                to.join_ref.as_deref(),
-                to.msg_ref.as_deref(),
-                &to.topic,
-                answer,
-            )
-            .await?;
-        }
-        let next = match self.channels.get_mut(&key) {
-            Some(channel) if !channel.reads_waiting.is_empty() => Some((
-                channel.topic.clone(),
-                std::mem::take(&mut channel.reads_waiting),
-            )),
-            Some(channel) => {
-                channel.read_in_flight = false;
-                None
-            }
-            None => None,
-        };
-        if let Some((topic, waiting)) = next {
-            self.store_reads(key, topic, waiting);
-        }
-        Ok(())
-    }
-
     /// Runs `work` off the loop; its result is answered to `to` when it completes.
     fn in_flight(
         &mut self,
@@ -641,86 +493,6 @@ impl<C: Codec> Session<C> {
                 result: work.await,
             }
         }));
-    }
-
-    async fn join(
-        &mut self,
-        join_ref: Option<String>,
-        msg_ref: Option<String>,
-        spelled: String,
-        topic: Topic,
-        payload: &Value,
-    ) -> Result<(), End> {
-        let (jr, mr) = (join_ref.as_deref(), msg_ref.as_deref());
-        let params = match Request::parse("phx_join", payload) {
-            Ok(Request::Join(params)) => params,
-            Ok(_) => {
-                return self
-                    .join_reply(jr, mr, &spelled, Err(Reason::InvalidPayload))
-                    .await;
-            }
-            Err(reason) => return self.join_reply(jr, mr, &spelled, Err(reason)).await,
-        };
-        if !topic.admits(&self.actor) {
-            return self
-                .join_reply(jr, mr, &spelled, Err(Reason::Unauthorized))
-                .await;
-        }
-        let key = topic.to_string();
-        // Joining again replaces the earlier channel, as Phoenix does.
-        if let Some(old) = self.channels.get(&key) {
-            let (old_topic, old_ref) = (old.spelled.clone(), old.join_ref.clone());
-            self.drop_channel(&key);
-            self.send(&Outbound::Close {
-                join_ref: old_ref.as_deref(),
-                topic: &old_topic,
-            })
-            .await?;
-        }
-        let limit = self.ctx.limits.joins_per_connection;
-        if limit > 0 && self.channels.len() >= limit {
-            return self
-                .join_reply(jr, mr, &spelled, Err(Reason::RateLimited))
-                .await;
-        }
-        // Subscribe before the history query: whatever commits in between waits in
-        // the channel's buffer instead of falling into the gap.
-        self.ctx.chat.hub().subscribe(
-            &key,
-            Subscriber {
-                conn: self.ctx.conn,
-                user_id: self.actor.user_id.as_str().to_owned(),
-                queue: self.queue_tx.clone(),
-                overflowed: self.overflowed.clone(),
-            },
-        );
-        self.ctx.chat.metrics().channels.inc();
-        self.channels.insert(
-            key.clone(),
-            Channel {
-                spelled,
-                topic: topic.clone(),
-                join_ref: join_ref.clone(),
-                state: JoinState::Joining(Vec::new()),
-                reads_waiting: Vec::new(),
-                read_in_flight: false,
-                presence_announced: false,
-            },
-        );
-        let chat = self.ctx.chat.clone();
-        let actor = self.actor.clone();
-        let started = Instant::now();
-        self.pending.push(Box::pin(async move {
-            let result = chat.join(&actor, &topic, params).await;
-            Completion::Joined {
-                key,
-                join_ref,
-                msg_ref,
-                result,
-                started,
-            }
-        }));
-        Ok(())
     }
 
     async fn complete(&mut self, done: Completion) -> Result<(), End> {
@@ -750,138 +522,6 @@ impl<C: Codec> Session<C> {
                 result,
             } => self.finish_reads(key, requests, result).await,
         }
-    }
-
-    async fn finish_join(
-        &mut self,
-        key: String,
-        join_ref: Option<String>,
-        msg_ref: Option<String>,
-        result: Result<JoinReply, Reason>,
-        started: Instant,
-    ) -> Result<(), End> {
-        // The client may have left or joined again while the history loaded.
-        let Some(channel) = self.channels.get(&key) else {
-            return Ok(());
-        };
-        if channel.join_ref != join_ref || matches!(channel.state, JoinState::Ready) {
-            return Ok(());
-        }
-        let (spelled, topic) = (channel.spelled.clone(), channel.topic.clone());
-        let (jr, mr) = (join_ref.as_deref(), msg_ref.as_deref());
-        let reply = match result {
-            Ok(reply) => reply,
-            Err(reason) => {
-                self.drop_channel(&key);
-                return self.join_reply(jr, mr, &spelled, Err(reason)).await;
-            }
-        };
-        let newest_in_history = match &reply {
-            JoinReply::Conversation(page) => page.messages.iter().map(|m| m.id).max(),
-            JoinReply::Lobby(_) | JoinReply::Inbox(_) => None,
-        };
-        self.join_reply(jr, mr, &spelled, Ok(json!(reply))).await?;
-        let kind = match topic {
-            Topic::Lobby(_) => "lobby",
-            Topic::Inbox => "inbox",
-            _ => "conversation",
-        };
-        self.ctx
-            .chat
-            .metrics()
-            .join_seconds
-            .get_or_create(&KindLabel { kind })
-            .observe(started.elapsed().as_secs_f64());
-        if topic.is_conversation() {
-            let entered = self
-                .ctx
-                .chat
-                .enter(&topic, self.ctx.conn, &self.actor.user_id)
-                .await;
-            if let Some(channel) = self.channels.get_mut(&key) {
-                channel.presence_announced = entered.announced;
-            }
-            self.send(&Outbound::Push {
-                join_ref: jr,
-                topic: &spelled,
-                event: "presence_state",
-                payload: &entered.state.to_string(),
-            })
-            .await?;
-        }
-        let buffered = match self.channels.get_mut(&key) {
-            Some(channel) => match std::mem::replace(&mut channel.state, JoinState::Ready) {
-                JoinState::Joining(buffer) => buffer,
-                JoinState::Ready => Vec::new(),
-            },
-            None => Vec::new(),
-        };
-        for event in buffered {
-            // History already holds these; presence_state already counts those diffs.
-            let in_history = event.event == "new_msg"
-                && event
-                    .message_id
-                    .zip(newest_in_history)
-                    .is_some_and(|(id, max)| id <= max);
-            if in_history || event.event == "presence_diff" {
-                continue;
-            }
-            self.push(&spelled, jr, &event).await?;
-        }
-        Ok(())
-    }
-
-    async fn deliver(&mut self, event: Arc<HubEvent>) -> Result<(), End> {
-        let limit = self.ctx.limits.outbound_queue;
-        let Some(channel) = self.channels.get_mut(&event.topic) else {
-            return Ok(()); // left this topic since the event was queued
-        };
-        if event.event == DROP_EVENT {
-            // No longer allowed here (removed from the room): leave, and say so.
-            let (spelled, join_ref) = (channel.spelled.clone(), channel.join_ref.clone());
-            log::info!(
-                "conn={} user={} dropped from {}",
-                self.ctx.conn,
-                self.actor.user_id,
-                event.topic
-            );
-            self.drop_channel(&event.topic);
-            return self
-                .send(&Outbound::Close {
-                    join_ref: join_ref.as_deref(),
-                    topic: &spelled,
-                })
-                .await;
-        }
-        match &mut channel.state {
-            JoinState::Joining(buffer) => {
-                if buffer.len() >= limit {
-                    return Err(End::Close(CloseCode::TooSlow));
-                }
-                buffer.push(event);
-                Ok(())
-            }
-            JoinState::Ready => {
-                let (spelled, join_ref) = (channel.spelled.clone(), channel.join_ref.clone());
-                self.push(&spelled, join_ref.as_deref(), &event).await
-            }
-        }
-    }
-
-    async fn push(
-        &mut self,
-        spelled: &str,
-        join_ref: Option<&str>,
-        event: &HubEvent,
-    ) -> Result<(), End> {
-        self.ctx.chat.metrics().messages_out.inc();
-        self.send(&Outbound::Push {
-            join_ref,
-            topic: spelled,
-            event: &event.event,
-            payload: &event.payload,
-        })
-        .await
     }
 
     fn drop_channel(&mut self, key: &str) {

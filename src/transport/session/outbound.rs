@@ -1,0 +1,149 @@
+//! What a session writes: replies, pushed events and keep-alives, each within the time
+//! a client that reads may take; a client that does not is too slow.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{End, JoinState, Session};
+use crate::chat::Reason;
+use crate::hub::{DROP_EVENT, HubEvent};
+use crate::transport::{CloseCode, Codec, Outbound};
+
+impl<C: Codec> Session<C> {
+    /// Writes one frame. A client that does not take it in time is too slow.
+    pub(super) async fn keep_alive(&mut self) -> Result<(), End> {
+        if let Some(ping) = self.codec.keepalive(chrono::Utc::now().timestamp()) {
+            self.write(ping).await?;
+        }
+        self.ws.ping(b"").await.map_err(|_| End::Lost)
+    }
+
+    /// Writes the frames of one outbound message.
+    pub(super) async fn send(&mut self, outbound: &Outbound<'_>) -> Result<(), End> {
+        let mut frames = Vec::new();
+        self.codec.encode(outbound, &mut frames);
+        for frame in frames {
+            self.write(frame).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes one frame. A client that does not take it in time is too slow.
+    pub(super) async fn write(&mut self, frame: String) -> Result<(), End> {
+        let write = tokio::time::timeout(self.ctx.limits.idle_timeout, self.ws.text(frame));
+        tokio::select! {
+            written = write => match written {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(End::Lost),
+                Err(_) => Err(End::Close(CloseCode::TooSlow)),
+            },
+            _ = self.overflowed.cancelled() => Err(End::Close(CloseCode::TooSlow)),
+        }
+    }
+
+    pub(super) async fn reply(
+        &mut self,
+        join_ref: Option<&str>,
+        msg_ref: Option<&str>,
+        topic: &str,
+        result: Result<Value, Reason>,
+    ) -> Result<(), End> {
+        self.answer(false, join_ref, msg_ref, topic, result).await
+    }
+
+    /// Answers a join: sent whatever the refs, since some protocols (ActionCable)
+    /// confirm or reject every subscription.
+    pub(super) async fn join_reply(
+        &mut self,
+        join_ref: Option<&str>,
+        msg_ref: Option<&str>,
+        topic: &str,
+        result: Result<Value, Reason>,
+    ) -> Result<(), End> {
+        self.answer(true, join_ref, msg_ref, topic, result).await
+    }
+
+    pub(super) async fn answer(
+        &mut self,
+        to_join: bool,
+        join_ref: Option<&str>,
+        msg_ref: Option<&str>,
+        topic: &str,
+        result: Result<Value, Reason>,
+    ) -> Result<(), End> {
+        if let Err(reason) = &result {
+            self.ctx.chat.metrics().error(reason.as_str());
+        }
+        let result = result.as_ref().map_err(|r| *r);
+        let outbound = if to_join {
+            Outbound::JoinReply {
+                join_ref,
+                msg_ref,
+                topic,
+                result,
+            }
+        } else {
+            Outbound::Reply {
+                join_ref,
+                msg_ref,
+                topic,
+                result,
+            }
+        };
+        self.send(&outbound).await
+    }
+
+    pub(super) async fn deliver(&mut self, event: Arc<HubEvent>) -> Result<(), End> {
+        let limit = self.ctx.limits.outbound_queue;
+        let Some(channel) = self.channels.get_mut(&event.topic) else {
+            return Ok(()); // left this topic since the event was queued
+        };
+        if event.event == DROP_EVENT {
+            // No longer allowed here (removed from the room): leave, and say so.
+            let (spelled, join_ref) = (channel.spelled.clone(), channel.join_ref.clone());
+            log::info!(
+                "conn={} user={} dropped from {}",
+                self.ctx.conn,
+                self.actor.user_id,
+                event.topic
+            );
+            self.drop_channel(&event.topic);
+            return self
+                .send(&Outbound::Close {
+                    join_ref: join_ref.as_deref(),
+                    topic: &spelled,
+                })
+                .await;
+        }
+        match &mut channel.state {
+            JoinState::Joining(buffer) => {
+                if buffer.len() >= limit {
+                    return Err(End::Close(CloseCode::TooSlow));
+                }
+                buffer.push(event);
+                Ok(())
+            }
+            JoinState::Ready => {
+                let (spelled, join_ref) = (channel.spelled.clone(), channel.join_ref.clone());
+                self.push(&spelled, join_ref.as_deref(), &event).await
+            }
+        }
+    }
+
+    pub(super) async fn push(
+        &mut self,
+        spelled: &str,
+        join_ref: Option<&str>,
+        event: &HubEvent,
+    ) -> Result<(), End> {
+        self.ctx.chat.metrics().messages_out.inc();
+        self.send(&Outbound::Push {
+            join_ref,
+            topic: spelled,
+            event: &event.event,
+            payload: &event.payload,
+        })
+        .await
+    }
+}
