@@ -38,6 +38,16 @@ struct Cli {
     /// With --address: its database, for the checks after a run.
     #[arg(long, global = true, default_value = "")]
     database_url: String,
+    /// A setting for the server this program starts, as its environment variable:
+    /// `--server-env SIDECHAT__SERVER__WORKERS=1`. Repeatable.
+    #[arg(long, global = true, value_parser = parse_env)]
+    server_env: Vec<(String, String)>,
+}
+
+fn parse_env(raw: &str) -> Result<(String, String), String> {
+    raw.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{raw:?}: expected KEY=VALUE"))
 }
 
 #[derive(Subcommand)]
@@ -131,10 +141,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // The server inherits the raised open-file limit from this process.
     let server = match cli.address {
         Some(address) => Server::external(address, cli.server_pid, cli.database_url),
-        None if matches!(cli.scenario, Scenario::Flood { .. }) => {
-            Server::start(&server::default_budgets()?)?
+        None => {
+            let mut env = match cli.scenario {
+                Scenario::Flood { .. } => server::default_budgets()?,
+                _ => Vec::new(),
+            };
+            env.extend(cli.server_env.iter().map(|(k, v)| (k.as_str(), v.clone())));
+            Server::start(&env)?
         }
-        None => Server::start(&[])?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
