@@ -81,9 +81,13 @@ fn public_v6(ip: Ipv6Addr) -> bool {
         let [c, d] = low.to_be_bytes();
         Ipv4Addr::new(a, b, c, d)
     };
-    // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) reach the IPv4 address they carry.
+    // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) reach the IPv4 address they carry;
+    // local-use NAT64 (64:ff9b:1::/48, RFC 8215) is a network's own.
     if s0 == 0x64 && s1 == 0xff9b && [s2, s3, s4, s5] == [0; 4] {
         return public_v4(embedded(s6, s7));
+    }
+    if s0 == 0x64 && s1 == 0xff9b && s2 == 1 {
+        return false;
     }
     if s0 == 0x2002 {
         return public_v4(embedded(s1, s2));
@@ -309,6 +313,7 @@ mod tests {
             "::ffff:10.0.0.1",
             "::127.0.0.1",
             "64:ff9b::a00:1",
+            "64:ff9b:1::808:808",
             "2002:a00:1::",
             "2002:7f00:1::",
             "100::1",

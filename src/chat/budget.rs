@@ -57,7 +57,8 @@ pub struct Rate {
 }
 
 impl Rate {
-    pub const UNLIMITED: Rate = Rate {
+    #[cfg(test)]
+    const UNLIMITED: Rate = Rate {
         per_second: 0,
         burst: 0,
     };
@@ -211,9 +212,10 @@ impl Budgets {
         allowed
     }
 
-    /// Drops the entries of users whose buckets have all refilled, in every shard.
-    /// Charging sweeps its own shard every `SWEEP_EVERY`; this is for tests and tools.
-    pub fn sweep(&self, now: Instant) {
+    /// Drops the entries of users whose buckets have all refilled, in every shard
+    /// (charging sweeps its own shard every `SWEEP_EVERY`).
+    #[cfg(test)]
+    fn sweep(&self, now: Instant) {
         for shard in &self.shards {
             self.sweep_shard(&mut shard.lock().unwrap_or_else(|p| p.into_inner()), now);
         }
@@ -228,7 +230,8 @@ impl Budgets {
     }
 
     /// Users with an entry: those who spent from a budget lately.
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).users.len())
@@ -236,11 +239,13 @@ impl Budgets {
     }
 }
 
-/// A refusal within this long of the one before continues a socket's streak.
-const STREAK_GAP: Duration = Duration::from_secs(1);
+/// A refusal within this long of the one before continues a socket's streak: longer
+/// than the longest pause a refusal puts on reading (1 s, a budget of one a second), so
+/// a client that pushes again the moment it is read keeps its streak.
+const STREAK_GAP: Duration = Duration::from_secs(2);
 
 /// How long one socket has kept pushing over budget: refused again and again, at least
-/// once a second. A client that backs off for a second starts afresh.
+/// every two seconds. A client that backs off for longer starts afresh.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Streak(Option<(Instant, Instant)>);
 
@@ -350,9 +355,9 @@ mod tests {
             streak.refused(at(ms));
         }
         assert_eq!(streak.refused(at(2050)), Duration::from_millis(2050));
-        // Refused once a second still counts; a longer pause starts afresh.
-        assert_eq!(streak.refused(at(3050)), Duration::from_millis(3050));
-        assert_eq!(streak.refused(at(4100)), Duration::ZERO);
+        // Refused every two seconds still counts; a longer pause starts afresh.
+        assert_eq!(streak.refused(at(4050)), Duration::from_millis(4050));
+        assert_eq!(streak.refused(at(6100)), Duration::ZERO);
     }
 
     #[test]

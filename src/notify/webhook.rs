@@ -30,16 +30,19 @@ impl Webhook {
         *request.timeout_mut() = Some(TIMEOUT);
         let headers = request.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        // Event ids and signatures are ASCII we made: these always parse.
         for (name, value) in [
             ("x-sidechat-event-id", event_id),
             (signature::HEADER, signed.as_str()),
         ] {
-            if let (Ok(name), Ok(value)) = (
+            match (
                 HeaderName::from_bytes(name.as_bytes()),
                 HeaderValue::from_str(value),
             ) {
-                headers.insert(name, value);
+                (Ok(name), Ok(value)) => {
+                    headers.insert(name, value);
+                }
+                // Never unsigned: ids and signatures are ASCII we made, so this is a bug.
+                _ => return Attempt::Refused(format!("cannot set the {name} header")),
             }
         }
         *request.body_mut() = Some(body.into());

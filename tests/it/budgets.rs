@@ -286,6 +286,7 @@ async fn history_read_and_lobby_floods_are_each_bounded_by_their_budget() {
         }
         let bound = most_allowed(rate, budget, started.elapsed());
         assert!(allowed >= 1, "{event}: the first is allowed");
+        assert!(allowed < 60, "{event}: some were refused");
         assert!(
             allowed <= bound,
             "{event}: {allowed} allowed, at most {bound}"
@@ -334,4 +335,33 @@ async fn a_users_http_calls_draw_on_the_same_budget() {
         replies.push(reply["response"]["reason"].clone());
     }
     assert!(replies.contains(&json!("rate_limited")), "{replies:?}");
+}
+
+#[tokio::test]
+async fn a_reader_over_budget_is_paced_but_never_closed() {
+    // A client that reads every message of a busy room is over its events budget for
+    // as long as the room is busy: its reads are refused and paced, never met with 4004.
+    let app = spawn_app_with(|s| {
+        s.limits.events_per_second = 10;
+        s.limits.events_burst = 10;
+        s.limits.abuse_close_s = 1;
+    })
+    .await;
+    let message = app.post_message("chat:bob:reader", "bob", "hello").await;
+    let mut client = app.connect("reader").await;
+    client.join_ok("chat:bob:reader", json!({})).await;
+    let id = message["id"].clone();
+    let flood = flood(
+        client,
+        40,
+        move |r| json!(["1", r, "chat:bob:reader", "read", {"message_id": id}]),
+    )
+    .await;
+    assert_eq!(flood.closed, None, "{flood:?}");
+    assert!(
+        flood.elapsed > Duration::from_secs(1),
+        "paced past abuse_close_s: {flood:?}"
+    );
+    assert!(flood.rate_limited > 0, "{flood:?}");
+    assert_eq!(flood.ok + flood.rate_limited, 40, "{flood:?}");
 }

@@ -322,7 +322,7 @@ impl<C: Codec> Session<C> {
         match message {
             AggregatedMessage::Text(text) => match self.codec.decode(&text) {
                 Ok(Inbound::Heartbeat { msg_ref }) => {
-                    let result = self.charge(Cost::Event)?.map(|()| json!({}));
+                    let result = self.charge(Cost::Event, false)?.map(|()| json!({}));
                     self.reply(None, msg_ref.as_deref(), "phoenix", result)
                         .await
                 }
@@ -334,7 +334,13 @@ impl<C: Codec> Session<C> {
                     payload,
                 }) => {
                     let cost = Cost::of(&event);
-                    if let Err(reason) = self.charge(cost)? {
+                    // A well-behaved client may read every message of a busy room, and
+                    // its leave frees what it held: neither brings the 4004 close, and a
+                    // leave is done even over budget (its refusal still pauses reading).
+                    let benign = matches!(event.as_str(), "read" | "phx_leave");
+                    if let Err(reason) = self.charge(cost, !benign)?
+                        && event != "phx_leave"
+                    {
                         let (jr, mr) = (join_ref.as_deref(), msg_ref.as_deref());
                         return match cost {
                             Cost::Join => self.join_reply(jr, mr, &topic, Err(reason)).await,
@@ -359,8 +365,8 @@ impl<C: Codec> Session<C> {
     /// Takes one push of `cost` from the user's budget: `Ok(Err(rate_limited))` when it
     /// is spent, and the socket is not read again until the budget could have earned a
     /// push back. A socket that keeps being refused (`Streak`) for `abuse_close` is
-    /// closed (4004).
-    fn charge(&mut self, cost: Cost) -> Result<Result<(), Reason>, End> {
+    /// closed (4004), counting only refusals `toward_close`.
+    fn charge(&mut self, cost: Cost, toward_close: bool) -> Result<Result<(), Reason>, End> {
         let chat = &self.ctx.chat;
         let now = std::time::Instant::now();
         if chat
@@ -372,6 +378,9 @@ impl<C: Codec> Session<C> {
         chat.metrics().rate_limited(cost.as_str());
         if let Some(refill) = chat.budgets().rates().of(cost).refill_one() {
             self.read_paused_until = Some(Instant::now() + refill.min(MAX_READ_PAUSE));
+        }
+        if !toward_close {
+            return Ok(Err(Reason::RateLimited));
         }
         let lasted = self.over_budget.refused(now);
         if let Some(limit) = self.ctx.limits.abuse_close
