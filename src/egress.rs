@@ -23,6 +23,11 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long registration waits for DNS before leaving the verdict to connect time.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Registration lookups under way at once. Each holds a thread of the blocking pool
+/// (getaddrinfo) for as long as the resolver takes, past our timeout: users registering
+/// names with slow nameservers must not take the threads database reads run on.
+static LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// Which destinations a user-chosen URL may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -139,8 +144,11 @@ pub async fn check_destination(url: &str, policy: Policy) -> Result<(), Refusal>
         return Ok(());
     };
     let port = url.port_or_known_default().unwrap_or(443);
-    let lookup = tokio::net::lookup_host((name, port));
-    if let Ok(Ok(addresses)) = tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
+    let lookup = async {
+        let _permit = LOOKUPS.acquire().await.ok()?;
+        tokio::net::lookup_host((name, port)).await.ok()
+    };
+    if let Ok(Some(addresses)) = tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
         refuse_private(name, addresses)?;
     }
     Ok(())

@@ -4,8 +4,9 @@
 //! messages (writes others see), joins (each runs a history or summary query), and
 //! everything else. A push over budget is refused with `rate_limited` and does
 //! nothing. Memory is bounded: a user whose buckets have all refilled is as good as
-//! absent, and such entries are swept out. On the hot path a charge is one hash, one
-//! short lock and no allocation (a user's first push allocates their entry).
+//! absent, and such entries are swept out. On the hot path a charge is two hashes (the
+//! shard, the entry), one short lock and no allocation (a user's first push allocates
+//! their entry).
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;

@@ -1,7 +1,9 @@
 //! `typing` is throttled where it enters, so a room's members never pay for one
 //! member's flood: per user and conversation, at most one "typing" per interval is
 //! relayed, plus each change back to "not typing". The rest are dropped quietly (the
-//! sender still gets `ok`: a well-behaved client notices nothing).
+//! sender still gets `ok`). The price: someone who stops and starts again within the
+//! interval shows as not typing until their next "typing", which clients resend while
+//! typing goes on.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
