@@ -12,6 +12,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub reason: &'static str,
     pub message: String,
+    /// Seconds a client should wait before asking again (`Retry-After`), for 429s.
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -20,7 +22,14 @@ impl ApiError {
             status,
             reason,
             message: message.into(),
+            retry_after_s: None,
         }
+    }
+
+    /// The same error, telling the client when to ask again.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_s = Some(seconds);
+        self
     }
 }
 
@@ -36,7 +45,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(json!({"error": self.message, "reason": self.reason}))
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after_s {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds));
+        }
+        response.json(json!({"error": self.message, "reason": self.reason}))
     }
 }
 

@@ -54,7 +54,10 @@ impl FromRequest for AuthedUser {
                 .charge(user, Cost::Event, std::time::Instant::now())
             {
                 state.chat.metrics().rate_limited(Cost::Event.as_str());
-                return Err(Reason::RateLimited.into());
+                // Whole seconds until the budget has earned a request back.
+                let refill = state.chat.budgets().rates().of(Cost::Event).refill_one();
+                let seconds = refill.map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64);
+                return Err(ApiError::from(Reason::RateLimited).retry_after(seconds));
             }
             Ok(AuthedUser(identity))
         })();

@@ -314,6 +314,8 @@ async fn a_users_http_calls_draw_on_the_same_budget() {
         match response.status().as_u16() {
             200 => allowed += 1,
             429 => {
+                let retry_after = response.headers().get("retry-after").cloned();
+                assert_eq!(retry_after.unwrap().to_str().unwrap(), "1");
                 let body: Value = response.json().await.unwrap();
                 assert_eq!(body["reason"], "rate_limited");
                 refused += 1;
