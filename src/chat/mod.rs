@@ -33,7 +33,8 @@ use crate::store::{self, Change, PgPool, Writer};
 use presence_diffs::PresenceDiffs;
 use typing::TypingGate;
 
-pub use budget::{Budgets, Cost, Rate, Rates, Streak};
+use budget::Budgets;
+pub use budget::{Cost, Rate, Rates, Streak};
 pub use host::{ErasureReport, MessagePatch, Post, RoomInfo, RoomUpdate};
 pub use ids::{Actor, Body, BodyError, ClientRef, MessageId, Role, RoomId, UserId};
 pub use message::{Message, MessageKind, MessageStatus};
@@ -220,8 +221,18 @@ impl Chat {
         &self.writer
     }
 
-    /// What each user may still push; every transport charges it before acting.
-    pub fn budgets(&self) -> &Budgets {
-        &self.budgets
+    /// Takes one push of `cost` from `user`'s budget; every transport charges before it
+    /// acts. `Err(wait)`: the budget is spent (and the refusal counted); it earns a push
+    /// back after `wait`.
+    pub fn charge(&self, user: &UserId, cost: Cost) -> Result<(), std::time::Duration> {
+        if self
+            .budgets
+            .charge(user.as_str(), cost, std::time::Instant::now())
+        {
+            return Ok(());
+        }
+        self.metrics.rate_limited(cost.as_str());
+        let rate = self.budgets.rates().of(cost);
+        Err(rate.refill_one().unwrap_or_default())
     }
 }

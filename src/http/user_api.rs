@@ -47,16 +47,9 @@ impl FromRequest for AuthedUser {
             let identity = state
                 .verifier
                 .verify(&token, chrono::Utc::now().timestamp())?;
-            let user = identity.user_id.as_str();
-            if !state
-                .chat
-                .budgets()
-                .charge(user, Cost::Event, std::time::Instant::now())
-            {
-                state.chat.metrics().rate_limited(Cost::Event.as_str());
+            if let Err(wait) = state.chat.charge(&identity.user_id, Cost::Event) {
                 // Whole seconds until the budget has earned a request back.
-                let refill = state.chat.budgets().rates().of(Cost::Event).refill_one();
-                let seconds = refill.map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64);
+                let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
                 return Err(ApiError::from(Reason::RateLimited).retry_after(seconds));
             }
             Ok(AuthedUser(identity))

@@ -367,22 +367,14 @@ impl<C: Codec> Session<C> {
     /// push back. A socket that keeps being refused (`Streak`) for `abuse_close` is
     /// closed (4004), counting only refusals `toward_close`.
     fn charge(&mut self, cost: Cost, toward_close: bool) -> Result<Result<(), Reason>, End> {
-        let chat = &self.ctx.chat;
-        let now = std::time::Instant::now();
-        if chat
-            .budgets()
-            .charge(self.actor.user_id.as_str(), cost, now)
-        {
+        let Err(wait) = self.ctx.chat.charge(&self.actor.user_id, cost) else {
             return Ok(Ok(()));
-        }
-        chat.metrics().rate_limited(cost.as_str());
-        if let Some(refill) = chat.budgets().rates().of(cost).refill_one() {
-            self.read_paused_until = Some(Instant::now() + refill.min(MAX_READ_PAUSE));
-        }
+        };
+        self.read_paused_until = Some(Instant::now() + wait.min(MAX_READ_PAUSE));
         if !toward_close {
             return Ok(Err(Reason::RateLimited));
         }
-        let lasted = self.over_budget.refused(now);
+        let lasted = self.over_budget.refused(std::time::Instant::now());
         if let Some(limit) = self.ctx.limits.abuse_close
             && lasted >= limit
         {
