@@ -242,6 +242,11 @@ impl Egress {
             })
     }
 
+    /// A POST to the operator's webhook URL, to build and pass to `to_operator`.
+    pub fn post_to_operator(&self, url: Url) -> reqwest::RequestBuilder {
+        self.operator.post(url).timeout(TIMEOUT)
+    }
+
     /// Sends `request` to the operator's webhook URL.
     pub async fn to_operator(
         &self,
