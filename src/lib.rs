@@ -151,15 +151,24 @@ impl Application {
         let outbox_delay = notifier
             .is_some()
             .then(|| Duration::from_secs(settings.webhooks.delay_s));
-        let (writer, writer_exit, writer_thread) =
-            Writer::start(url, timeout, outbox_delay, metrics.clone(), on_commit)
-                .context("starting the writer thread")?;
+        let (writer, writer_exit, writer_thread) = Writer::start(
+            url,
+            timeout,
+            Duration::from_millis(settings.database.write_window_ms),
+            outbox_delay,
+            metrics.clone(),
+            on_commit,
+        )
+        .context("starting the writer thread")?;
         if let Some(notifier) = &notifier {
             log::info!("telling offline users by {}", notifier.describe());
         }
-        let receipts =
-            store::receipts::Receipts::start(settings.database.url.expose().to_owned(), timeout)
-                .context("starting the receipts thread")?;
+        let receipts = store::receipts::Receipts::start(
+            settings.database.url.expose().to_owned(),
+            timeout,
+            Duration::from_millis(settings.database.receipts_window_ms),
+        )
+        .context("starting the receipts thread")?;
         let chat = Arc::new(Chat::new(
             pool,
             writer.clone(),

@@ -94,6 +94,8 @@ pub struct DatabaseSettings {
     pub pool_size: u32,
     pub run_migrations: bool,
     pub connect_timeout_s: u64,
+    pub write_window_ms: u64,
+    pub receipts_window_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -4,6 +4,7 @@
 //! blocking readers and the tests all call the same functions.
 
 mod lazy;
+mod linger;
 pub mod messages;
 pub mod models;
 pub mod outbox;

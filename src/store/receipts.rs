@@ -4,7 +4,9 @@
 //! start-up, commit): five rows in one statement cost Postgres 2.5× less each than five
 //! statements. Receipts queue here; one thread of their own, with a connection of its
 //! own, takes everything waiting, stores it as one statement, answers each, and takes
-//! the next lot, so batches grow with the load and add no wait when it is light. A
+//! the next lot. When a receipt finds the queue empty on a busy site it waits a short
+//! window for others (`linger`): at 1,000 reads a second, a 10 ms window turns a
+//! thousand statements into about a hundred, and nobody sees a tick mark 10 ms later. A
 //! thread rather than a task on the blocking pool: a receipt then crosses threads once
 //! each way, with no pool checkout between.
 
@@ -17,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Error;
 use super::lazy::LazyConnection;
+use super::linger::Linger;
 
 /// Most receipts in one statement.
 const MAX_BATCH: usize = 256;
@@ -50,12 +53,13 @@ pub struct Receipts {
 impl Receipts {
     /// Starts the receipts thread; it opens its connection to `url` when first needed,
     /// and ends when the last handle is dropped.
-    pub fn start(url: String, timeout: Duration) -> std::io::Result<Receipts> {
+    /// A receipt that finds nothing waiting on a busy site waits `window` for others.
+    pub fn start(url: String, timeout: Duration, window: Duration) -> std::io::Result<Receipts> {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let conn = LazyConnection::new(url, timeout, super::set_up_for_reads);
         std::thread::Builder::new()
             .name("sidechat-receipts".into())
-            .spawn(move || run(conn, rx))?;
+            .spawn(move || run(conn, rx, window))?;
         Ok(Receipts { queue })
     }
 
@@ -72,13 +76,14 @@ impl Receipts {
     }
 }
 
-fn run(mut conn: LazyConnection, mut rx: mpsc::Receiver<Request>) {
+fn run(mut conn: LazyConnection, mut rx: mpsc::Receiver<Request>, window: Duration) {
     // Receipts held back from the last lot: a lot has one per reader and topic, so each
     // gets its own count of what it marked.
     let mut held: Vec<Request> = Vec::new();
+    let mut linger = Linger::new(window);
     loop {
         if held.is_empty() {
-            match rx.blocking_recv() {
+            match linger.next(&mut rx) {
                 Some(request) => held.push(request),
                 None => return,
             }
@@ -90,6 +95,7 @@ fn run(mut conn: LazyConnection, mut rx: mpsc::Receiver<Request>) {
             }
         }
         let (receipts, replies): (Vec<Receipt>, Vec<_>) = take_lot(&mut held).into_iter().unzip();
+        linger.took(receipts.len(), std::time::Instant::now());
         match conn.get().and_then(|c| mark_all(c, &receipts)) {
             Ok(answers) => {
                 for (reply, answer) in replies.into_iter().zip(answers) {

@@ -3,7 +3,8 @@
 //! Inserts, edits, deletions and erasures all pass through here, so whatever happens to
 //! messages happens, and is broadcast, in one order. Everything waiting in the queue runs
 //! in one transaction (runs of inserts as one multi-row INSERT): one fsync covers many
-//! messages. Only after COMMIT does the writer hand the changes to `on_commit` (which
+//! messages. On a busy site a message that finds the queue empty waits a moment for
+//! others, so that batches form even where each conversation is quiet. Only after COMMIT does the writer hand the changes to `on_commit` (which
 //! broadcasts them, in order) and answer each caller. On a database error it answers the
 //! batch `Unavailable`, drops the connection and reconnects with backoff on the next batch.
 
@@ -18,6 +19,7 @@ use diesel::pg::PgConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::lazy::LazyConnection;
+use super::linger::Linger;
 use super::models::{MessageRow, NewMessage};
 use super::{Error, messages};
 use crate::metrics::Metrics;
@@ -127,10 +129,12 @@ impl Drop for ExitSignal {
 impl Writer {
     /// Starts the writer thread. `connect_url` is opened on the thread, lazily. With
     /// `outbox` set, each new message someone may have to be told of offline enters the
-    /// outbox in its own transaction, due after that delay (`store::outbox`).
+    /// outbox in its own transaction, due after that delay (`store::outbox`). A message
+    /// that finds the queue empty on a busy site waits `window` for others (`linger`).
     pub fn start(
         connect_url: String,
         connect_timeout: Duration,
+        window: Duration,
         outbox: Option<Duration>,
         metrics: Arc<Metrics>,
         on_commit: OnCommit,
@@ -143,6 +147,7 @@ impl Writer {
                 let _exit = ExitSignal(Some(exit_tx));
                 WriterLoop {
                     rx,
+                    linger: Linger::new(window),
                     conn: LazyConnection::new(connect_url, connect_timeout, |_| Ok(())),
                     outbox,
                     metrics,
@@ -186,6 +191,7 @@ impl Writer {
 
 struct WriterLoop {
     rx: mpsc::Receiver<Command>,
+    linger: Linger,
     conn: LazyConnection,
     outbox: Option<Duration>,
     metrics: Arc<Metrics>,
@@ -196,7 +202,7 @@ impl WriterLoop {
     fn run(mut self) {
         let mut stopping = false;
         while !stopping {
-            let Some(first) = self.rx.blocking_recv() else {
+            let Some(first) = self.linger.next(&mut self.rx) else {
                 break;
             };
             let mut batch: Vec<(Mutation, Reply)> = Vec::new();
@@ -213,6 +219,7 @@ impl WriterLoop {
                     break;
                 }
             }
+            self.linger.took(batch.len(), Instant::now());
             if !batch.is_empty() {
                 self.process(batch);
             }

@@ -251,6 +251,7 @@ async fn writer_alone(
     let started = sidechat::store::Writer::start(
         url.clone(),
         WAIT,
+        std::time::Duration::ZERO,
         None,
         std::sync::Arc::new(sidechat::metrics::Metrics::new()),
         on_commit,

@@ -1,0 +1,135 @@
+//! When the writer and the receipts thread wait for company before running a statement.
+//!
+//! At a low rate every message is its own statement, and what Postgres pays per
+//! statement besides its rows (executor start-up, commit, a WAL flush, a wake-up) is
+//! paid per message. Waiting a moment after a lone arrival lets others join its lot,
+//! but that is worth it only when others are likely to come within the moment. So a
+//! `Linger` estimates the arrival rate from the lots it has taken and waits only when at
+//! least one more arrival is expected within its window: a busy site batches, and a quiet
+//! one (a laptop) never waits.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::{self, error::TryRecvError};
+
+/// Weight of the newest lot in the arrival rate.
+const SMOOTHING: f64 = 0.25;
+
+pub struct Linger {
+    window: Duration,
+    /// Arrivals per second, smoothed over lots.
+    rate: f64,
+    last_take: Option<Instant>,
+}
+
+impl Linger {
+    /// Waits at most `window`; zero never waits.
+    pub fn new(window: Duration) -> Linger {
+        Linger {
+            window,
+            rate: 0.0,
+            last_take: None,
+        }
+    }
+
+    /// The next request, and whether it found the queue empty. A lone arrival waits
+    /// the window when company is expected, so that the caller's following drain of the
+    /// queue finds it. None when every sender has gone.
+    pub fn next<T>(&mut self, rx: &mut mpsc::Receiver<T>) -> Option<T> {
+        match rx.try_recv() {
+            Ok(request) => Some(request),
+            Err(TryRecvError::Disconnected) => None,
+            Err(TryRecvError::Empty) => {
+                let request = rx.blocking_recv()?;
+                let wait = self.wait();
+                // The thread is the queue's alone, so a sleep is the cheapest wait.
+                if !wait.is_zero() {
+                    std::thread::sleep(wait);
+                }
+                Some(request)
+            }
+        }
+    }
+
+    /// How long a lone arrival waits now.
+    fn wait(&self) -> Duration {
+        if self.rate * self.window.as_secs_f64() >= 1.0 {
+            self.window
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Tells of a lot of `len` requests taken at `now`: it arrived since the last.
+    pub fn took(&mut self, len: usize, now: Instant) {
+        if let Some(last) = self.last_take.replace(now) {
+            let since = now.saturating_duration_since(last).as_secs_f64().max(1e-6);
+            self.rate = SMOOTHING * (len as f64 / since) + (1.0 - SMOOTHING) * self.rate;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_millis(2);
+
+    /// Lots of `len` every `every`, `count` times, starting at `start`.
+    fn feed(
+        linger: &mut Linger,
+        start: Instant,
+        every: Duration,
+        len: usize,
+        count: u32,
+    ) -> Instant {
+        let mut now = start;
+        for _ in 0..count {
+            now += every;
+            linger.took(len, now);
+        }
+        now
+    }
+
+    #[test]
+    fn a_quiet_queue_never_waits() {
+        let mut linger = Linger::new(WINDOW);
+        assert_eq!(linger.wait(), Duration::ZERO, "nothing seen yet");
+        // 100 a second: one expected in 2 ms is 0.2.
+        feed(
+            &mut linger,
+            Instant::now(),
+            Duration::from_millis(10),
+            1,
+            50,
+        );
+        assert_eq!(linger.wait(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_busy_queue_waits_its_window_and_stops_when_traffic_does() {
+        let mut linger = Linger::new(WINDOW);
+        // 1,000 a second, one at a time.
+        let now = feed(&mut linger, Instant::now(), Duration::from_millis(1), 1, 50);
+        assert_eq!(linger.wait(), WINDOW);
+        // Still 1,000 a second once lots hold the window's worth.
+        let now = feed(&mut linger, now, Duration::from_micros(2500), 3, 50);
+        assert_eq!(linger.wait(), WINDOW);
+        // Then a lone message a second: a few lots and the waits stop.
+        feed(&mut linger, now, Duration::from_secs(1), 1, 8);
+        assert_eq!(linger.wait(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_zero_window_never_waits() {
+        let mut linger = Linger::new(Duration::ZERO);
+        feed(
+            &mut linger,
+            Instant::now(),
+            Duration::from_micros(100),
+            10,
+            50,
+        );
+        assert_eq!(linger.wait(), Duration::ZERO);
+    }
+}
