@@ -17,16 +17,19 @@ const SMOOTHING: f64 = 0.25;
 
 pub struct Linger {
     window: Duration,
+    /// The lot a wait aims for.
+    aim: usize,
     /// Arrivals per second, smoothed over lots.
     rate: f64,
     last_take: Option<Instant>,
 }
 
 impl Linger {
-    /// Waits at most `window`; zero never waits.
-    pub fn new(window: Duration) -> Linger {
+    /// Waits at most `window` (zero never waits), for about `aim` arrivals in a lot.
+    pub fn new(window: Duration, aim: usize) -> Linger {
         Linger {
             window,
+            aim,
             rate: 0.0,
             last_take: None,
         }
@@ -51,13 +54,15 @@ impl Linger {
         }
     }
 
-    /// How long a lone arrival waits now.
+    /// How long a lone arrival waits now: long enough for a lot of `aim` at the rate
+    /// seen, at most the window. A faster site waits less, since its lots form anyway.
     fn wait(&self) -> Duration {
-        if self.rate * self.window.as_secs_f64() >= 1.0 {
-            self.window
-        } else {
-            Duration::ZERO
+        if self.rate * self.window.as_secs_f64() < 1.0 {
+            return Duration::ZERO;
         }
+        self.window.min(Duration::from_secs_f64(
+            self.aim.saturating_sub(1) as f64 / self.rate,
+        ))
     }
 
     /// Tells of a lot of `len` requests taken at `now`: it arrived since the last.
@@ -93,7 +98,7 @@ mod tests {
 
     #[test]
     fn a_quiet_queue_never_waits() {
-        let mut linger = Linger::new(WINDOW);
+        let mut linger = Linger::new(WINDOW, 4);
         assert_eq!(linger.wait(), Duration::ZERO, "nothing seen yet");
         // 100 a second: one expected in 2 ms is 0.2.
         feed(
@@ -108,7 +113,7 @@ mod tests {
 
     #[test]
     fn a_busy_queue_waits_its_window_and_stops_when_traffic_does() {
-        let mut linger = Linger::new(WINDOW);
+        let mut linger = Linger::new(WINDOW, 4);
         // 1,000 a second, one at a time.
         let now = feed(&mut linger, Instant::now(), Duration::from_millis(1), 1, 50);
         assert_eq!(linger.wait(), WINDOW);
@@ -121,8 +126,26 @@ mod tests {
     }
 
     #[test]
+    fn a_faster_queue_waits_only_for_its_aim() {
+        let mut linger = Linger::new(WINDOW, 4);
+        // 10,000 a second: three more come in about 0.3 ms.
+        feed(
+            &mut linger,
+            Instant::now(),
+            Duration::from_micros(100),
+            1,
+            100,
+        );
+        let wait = linger.wait();
+        assert!(
+            wait > Duration::from_micros(250) && wait < Duration::from_micros(350),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
     fn a_zero_window_never_waits() {
-        let mut linger = Linger::new(Duration::ZERO);
+        let mut linger = Linger::new(Duration::ZERO, 4);
         feed(
             &mut linger,
             Instant::now(),

@@ -23,6 +23,9 @@ use super::linger::Linger;
 
 /// Most receipts in one statement.
 const MAX_BATCH: usize = 256;
+/// The lot a lone receipt waits for on a busy site. Nobody waits on a receipt the
+/// way a sender waits on an ack, so it waits for many (up to its window).
+const LINGER_AIM: usize = 32;
 /// Receipts that may wait; senders wait for room beyond this.
 const QUEUE_CAPACITY: usize = 4096;
 
@@ -80,7 +83,7 @@ fn run(mut conn: LazyConnection, mut rx: mpsc::Receiver<Request>, window: Durati
     // Receipts held back from the last lot: a lot has one per reader and topic, so each
     // gets its own count of what it marked.
     let mut held: Vec<Request> = Vec::new();
-    let mut linger = Linger::new(window);
+    let mut linger = Linger::new(window, LINGER_AIM);
     loop {
         if held.is_empty() {
             match linger.next(&mut rx) {

@@ -26,6 +26,9 @@ use crate::metrics::Metrics;
 
 /// Most requests in one transaction: well inside Postgres's 65535 bind parameters.
 const MAX_BATCH: usize = 512;
+/// The lot a lone message waits for on a busy site: most of what sharing a statement
+/// saves is in the first few, and each further one adds more to the ack than it saves.
+const LINGER_AIM: usize = 4;
 /// Requests that may wait for the writer; senders wait for room beyond this.
 const QUEUE_CAPACITY: usize = 4096;
 
@@ -147,7 +150,7 @@ impl Writer {
                 let _exit = ExitSignal(Some(exit_tx));
                 WriterLoop {
                     rx,
-                    linger: Linger::new(window),
+                    linger: Linger::new(window, LINGER_AIM),
                     conn: LazyConnection::new(connect_url, connect_timeout, |_| Ok(())),
                     outbox,
                     metrics,
