@@ -69,7 +69,7 @@ impl MessageStatus {
 }
 
 /// `2026-11-22T10:00:00.123Z`: milliseconds, UTC, as JavaScript's `Date` prints.
-fn timestamp(at: DateTime<Utc>) -> String {
+pub(super) fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 

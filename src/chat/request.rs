@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::Reason;
 use super::ids::{ClientRef, MessageId};
+use super::list::ListParams;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
@@ -15,6 +16,8 @@ pub enum Request {
     Read(MessageId),
     Typing(bool),
     History(HistoryParams),
+    /// The lobby's page of the user's conversation list.
+    Conversations(ListParams),
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -46,6 +49,14 @@ struct RawPage {
     after: Option<i64>,
     #[serde(default)]
     before: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct RawList {
+    #[serde(default)]
+    before: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +144,12 @@ impl Request {
                     limit: limit(raw.limit)?,
                 }))
             }
+            "conversations" => {
+                let raw: RawList = fields(payload)?;
+                ListParams::parse(raw.before.as_deref(), raw.limit)
+                    .map(Request::Conversations)
+                    .map_err(|_| Reason::InvalidPayload)
+            }
             _ => Err(Reason::UnknownEvent),
         }
     }
@@ -181,6 +198,9 @@ mod tests {
             ("history", json!({"before": -1})),
             ("phx_join", json!({"after": "x"})),
             ("phx_join", json!([1, 2])),
+            ("conversations", json!({"limit": 0})),
+            ("conversations", json!({"before": "nope"})),
+            ("conversations", json!({"before": 5})),
         ];
         for (event, payload) in cases {
             assert_eq!(

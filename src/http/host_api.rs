@@ -14,9 +14,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::error::ApiError;
 use crate::chat::{
-    ClientRef, ErasureReport, HistoryPage, HistoryParams, Message, MessageId, MessageKind,
-    MessagePatch, MessageStatus, Post, Reason, RoomId, RoomInfo, RoomUpdate, Topic, UnreadSummary,
-    UserId,
+    ClientRef, ConversationPage, ErasureReport, HistoryPage, HistoryParams, ListParams, Message,
+    MessageId, MessageKind, MessagePatch, MessageStatus, Post, Reason, RoomId, RoomInfo,
+    RoomUpdate, Topic, UnreadSummary, UserId,
 };
 
 /// A caller holding one of `api.keys`. Keys are compared as SHA-256 digests in
@@ -344,6 +344,42 @@ pub async fn user_unread(
 ) -> Result<HttpResponse, ApiError> {
     let summary = state.chat.unread_summary(&user_id(&uid)?).await?;
     Ok(HttpResponse::Ok().json(summary))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/users/{uid}/conversations", tag = "host",
+    params(("uid" = String, Path, description = "User id"), ListQuery),
+    responses((status = 200, body = ConversationPage), (status = 400, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn user_conversations(
+    _: HostKey,
+    state: web::Data<AppState>,
+    uid: web::Path<String>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = state
+        .chat
+        .conversations(&user_id(&uid)?, query.params()?)
+        .await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// A page of a user's conversation list, most recent activity first.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// The `next` of the page before; absent for the first page.
+    pub before: Option<String>,
+    /// 1 to 200; default 50.
+    pub limit: Option<i64>,
+}
+
+impl ListQuery {
+    pub fn params(&self) -> Result<ListParams, ApiError> {
+        ListParams::parse(self.before.as_deref(), self.limit)
+            .map_err(|e| bad(Reason::InvalidPayload, e.to_string()))
+    }
 }
 
 /// A page of history: the newest `limit` before `before`, or the oldest after `after`.

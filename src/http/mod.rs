@@ -167,6 +167,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(host_api::user_unread),
         )
         .route(
+            "/api/v1/users/{uid}/conversations",
+            web::get().to(host_api::user_conversations),
+        )
+        .route(
             "/api/v1/users/{uid}",
             web::delete().to(host_api::erase_user),
         )
@@ -181,6 +185,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
         .route("/v1/me/unread", web::get().to(user_api::my_unread))
+        .route(
+            "/v1/me/conversations",
+            web::get().to(user_api::my_conversations),
+        )
         .route(
             "/v1/push/public-key",
             web::get().to(user_api::push_public_key),

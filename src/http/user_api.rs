@@ -1,4 +1,5 @@
-//! The reads a user's own token may make over HTTP: unread summary and history.
+//! What a user's own token may do over HTTP: unread summary, conversation list,
+//! history, and Web Push subscriptions.
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
@@ -8,10 +9,11 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::ApiError;
-use super::host_api::{ErrorBody, PageQuery};
+use super::host_api::{ErrorBody, ListQuery, PageQuery};
 use crate::auth::{AuthError, Identity};
 use crate::chat::{
-    Cost, HistoryPage, NewPushSubscription, PushRefused, Reason, Topic, UnreadSummary,
+    ConversationPage, Cost, HistoryPage, NewPushSubscription, PushRefused, Reason, Topic,
+    UnreadSummary,
 };
 
 /// The user behind `Authorization: Bearer <token>` (or `?token=`). Each request costs
@@ -69,6 +71,28 @@ pub async fn my_unread(
 ) -> Result<HttpResponse, ApiError> {
     let summary = state.chat.unread_summary(&identity.user_id).await?;
     Ok(HttpResponse::Ok().json(summary))
+}
+
+#[utoipa::path(
+    get, path = "/v1/me/conversations", tag = "user",
+    params(ListQuery),
+    responses(
+        (status = 200, body = ConversationPage),
+        (status = 400, description = "A limit out of range, or a cursor this server did not issue", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ),
+    security(("user_token" = []))
+)]
+pub async fn my_conversations(
+    state: web::Data<AppState>,
+    AuthedUser(identity): AuthedUser,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = state
+        .chat
+        .conversations(&identity.user_id, query.params()?)
+        .await?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 #[utoipa::path(

@@ -47,9 +47,30 @@ pub fn history(
     Ok((rows, more))
 }
 
+/// The statement of `insert_all`: the INSERT, and the conversation lists moved by what
+/// it inserted, in one round trip and one commit.
+static INSERT_ALL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    [
+        "WITH ins AS ( \
+     INSERT INTO messages (topic, sender_id, recipient_id, body, kind, status, meta, client_ref) \
+     SELECT topic, sender_id, recipient_id, body, kind, status, meta, client_ref \
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                 $7::jsonb[], $8::text[]) \
+          WITH ORDINALITY AS m(topic, sender_id, recipient_id, body, kind, status, meta, \
+                               client_ref, n) \
+     ORDER BY n \
+     ON CONFLICT (sender_id, client_ref) DO NOTHING \
+     RETURNING *), ",
+        super::conversations::LIST_MOVE,
+        "SELECT * FROM ins",
+    ]
+    .concat()
+});
+
 /// Inserts every message in one statement; rows come back in insertion (id) order. A
 /// message whose (sender, client_ref) is already stored is skipped, not an error: the
-/// caller answers a resend with the stored row.
+/// caller answers a resend with the stored row. The members' conversation lists move
+/// in the same statement.
 ///
 /// The rows travel as one array per column through `unnest`, so the statement text is
 /// the same for any batch size and its plan is made once per connection; it does not
@@ -60,26 +81,22 @@ pub fn insert_all(conn: &mut PgConnection, new: &[NewMessage]) -> Result<Vec<Mes
         return Ok(Vec::new());
     }
     let column = |f: fn(&NewMessage) -> String| new.iter().map(f).collect::<Vec<String>>();
-    let mut rows: Vec<MessageRow> = super::prepared::prepared(
-        "INSERT INTO messages (topic, sender_id, recipient_id, body, kind, status, meta, client_ref) \
-         SELECT topic, sender_id, recipient_id, body, kind, status, meta, client_ref \
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                     $7::jsonb[], $8::text[]) \
-              WITH ORDINALITY AS m(topic, sender_id, recipient_id, body, kind, status, meta, \
-                                   client_ref, n) \
-         ORDER BY n \
-         ON CONFLICT (sender_id, client_ref) DO NOTHING \
-         RETURNING *",
-    )
-    .bind::<Array<Text>, _>(column(|m| m.topic.clone()))
-    .bind::<Array<Text>, _>(column(|m| m.sender_id.clone()))
-    .bind::<Array<Nullable<Text>>, _>(new.iter().map(|m| m.recipient_id.clone()).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(column(|m| m.body.clone()))
-    .bind::<Array<Text>, _>(column(|m| m.kind.clone()))
-    .bind::<Array<Text>, _>(column(|m| m.status.clone()))
-    .bind::<Array<Jsonb>, _>(new.iter().map(|m| m.meta.clone()).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(new.iter().map(|m| m.client_ref.clone()).collect::<Vec<_>>())
-    .load(conn)?;
+    let mut rows: Vec<MessageRow> = super::prepared::prepared(INSERT_ALL.as_str())
+        .bind::<Array<Text>, _>(column(|m| m.topic.clone()))
+        .bind::<Array<Text>, _>(column(|m| m.sender_id.clone()))
+        .bind::<Array<Nullable<Text>>, _>(
+            new.iter()
+                .map(|m| m.recipient_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Text>, _>(column(|m| m.body.clone()))
+        .bind::<Array<Text>, _>(column(|m| m.kind.clone()))
+        .bind::<Array<Text>, _>(column(|m| m.status.clone()))
+        .bind::<Array<Jsonb>, _>(new.iter().map(|m| m.meta.clone()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            new.iter().map(|m| m.client_ref.clone()).collect::<Vec<_>>(),
+        )
+        .load(conn)?;
     // Ids are drawn in ORDER BY n order; sorting makes that order explicit.
     rows.sort_by_key(|r| r.id);
     Ok(rows)
@@ -233,7 +250,7 @@ pub fn edit(
 }
 
 /// Deletes a message for moderation: the row stays so ids and receipts still add up,
-/// but its body and meta are gone and history no longer shows it.
+/// but its body and meta are gone and history no longer shows it, nor the lists.
 pub fn tombstone(conn: &mut PgConnection, id: i64) -> Result<Result<MessageRow, Error>, Error> {
     let row = diesel::update(
         messages::table
@@ -248,11 +265,15 @@ pub fn tombstone(conn: &mut PgConnection, id: i64) -> Result<Result<MessageRow, 
     .returning(MessageRow::as_returning())
     .get_result(conn)
     .optional()?;
+    if let Some(row) = &row {
+        super::conversations::refresh(conn, &[&row.topic])?;
+    }
     Ok(row.ok_or(Error::NotFound))
 }
 
-/// Removes every message `user_id` sent, every room membership they hold, and every
-/// notification waiting for them or their browsers' push subscriptions.
+/// Removes every message `user_id` sent, every room membership they hold, their
+/// conversation list, and every notification waiting for them or their browsers' push
+/// subscriptions. Others' lists move back to what is left.
 pub fn erase_user(conn: &mut PgConnection, user_id: &str) -> Result<super::writer::Erasure, Error> {
     use super::schema::room_members;
     let mut removed: Vec<(i64, String)> =
@@ -265,6 +286,11 @@ pub fn erase_user(conn: &mut PgConnection, user_id: &str) -> Result<super::write
             .returning(room_members::room_id)
             .get_results(conn)?;
     super::outbox::forget_user(conn, user_id)?;
+    super::conversations::forget_user(conn, user_id)?;
+    let mut touched: Vec<&str> = removed.iter().map(|(_, topic)| topic.as_str()).collect();
+    touched.sort_unstable();
+    touched.dedup();
+    super::conversations::refresh(conn, &touched)?;
     Ok(super::writer::Erasure {
         user_id: user_id.to_owned(),
         messages: removed,

@@ -3,6 +3,7 @@
 //! Query functions take `&mut PgConnection`, never the pool, so the writer thread, the
 //! blocking readers and the tests all call the same functions.
 
+pub mod conversations;
 mod lazy;
 mod linger;
 pub mod messages;

@@ -67,6 +67,17 @@ diesel::table! {
         name -> Text,
         kind -> Text,
         created_at -> Timestamptz,
+        last_message_id -> Nullable<Int8>,
+        last_message_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    user_conversations (user_id, topic) {
+        user_id -> Text,
+        topic -> Text,
+        last_message_id -> Int8,
+        last_message_at -> Timestamptz,
     }
 }
 
@@ -80,4 +91,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     push_subscriptions,
     room_members,
     rooms,
+    user_conversations,
 );

@@ -10,6 +10,7 @@ mod actioncable;
 mod architecture;
 mod budgets;
 mod chat_flow;
+mod conversations;
 mod crash;
 mod errors;
 mod faults;

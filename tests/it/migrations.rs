@@ -1,5 +1,6 @@
 //! Migrations apply, revert and apply again to the same schema.
 
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel_migrations::MigrationHarness;
 use sidechat::store::MIGRATIONS;
@@ -77,4 +78,68 @@ async fn replicas_migrating_at_once_take_turns() {
             .len(),
         "{applied:?}"
     );
+}
+
+#[derive(QueryableByName, Debug, PartialEq)]
+struct Listed {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    user_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    topic: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    last_message_id: i64,
+}
+
+/// An upgraded deployment shows the conversations it had before the list existed.
+#[tokio::test]
+async fn the_conversation_list_is_backfilled_from_existing_messages() {
+    let url = fresh_database();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        // Every migration before the list's.
+        for _ in 0..5 {
+            conn.run_next_migration(MIGRATIONS).unwrap();
+        }
+        conn.batch_execute(
+            "INSERT INTO rooms (id, name) VALUES ('club', 'Club'), ('empty', 'Empty'); \
+             INSERT INTO room_members (room_id, user_id) VALUES ('club', 'a'), ('empty', 'a'); \
+             INSERT INTO messages (id, topic, sender_id, recipient_id, body) VALUES \
+               (1, 'chat:a:b', 'a', 'b', 'one'), \
+               (2, 'chat:a:b', 'b', 'a', 'two'), \
+               (3, 'support:c', 'c', NULL, 'help'), \
+               (4, 'room:club', 'a', NULL, 'hi club'), \
+               (5, 'chat:a:d', 'a', 'd', 'gone'); \
+             UPDATE messages SET deleted_at = now() WHERE id = 5;",
+        )
+        .unwrap();
+        conn.run_pending_migrations(MIGRATIONS).unwrap();
+        let listed: Vec<Listed> = diesel::sql_query(
+            "SELECT user_id, topic, last_message_id FROM user_conversations ORDER BY 1, 2",
+        )
+        .load(&mut conn)
+        .unwrap();
+        let row = |user: &str, topic: &str, id: i64| Listed {
+            user_id: user.into(),
+            topic: topic.into(),
+            last_message_id: id,
+        };
+        assert_eq!(
+            listed,
+            [
+                row("a", "chat:a:b", 2),
+                row("b", "chat:a:b", 2),
+                row("c", "support:c", 3)
+            ],
+            "a chat with nothing live is not listed"
+        );
+        let rooms: Vec<Listed> = diesel::sql_query(
+            "SELECT id AS user_id, name AS topic, coalesce(last_message_id, 0) AS last_message_id \
+             FROM rooms ORDER BY id",
+        )
+        .load(&mut conn)
+        .unwrap();
+        assert_eq!(rooms, [row("club", "Club", 4), row("empty", "Empty", 0)]);
+    })
+    .await
+    .unwrap();
 }

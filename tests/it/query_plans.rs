@@ -93,6 +93,22 @@ async fn every_hot_query_uses_its_index() {
             "receipts: {plan}"
         );
         assert!(!plan.contains("Seq Scan on messages"), "receipts: {plan}");
+        // A page of the conversation list, as `conversations::page` runs it.
+        diesel::sql_query(format!(
+            "PREPARE list_page(text, timestamptz, text, bigint, text, timestamptz, text, \
+             bigint, bigint, text, text) AS {}",
+            sidechat::store::conversations::PAGE
+        ))
+        .execute(conn)
+        .unwrap();
+        let list = self::plan(
+            conn,
+            "EXECUTE list_page('u', 'infinity', '', 51, 'u', 'infinity', '', 51, 51, 'u', 'u')",
+        );
+        for index in ["user_conversations_recent_idx", "room_members_user_id_idx"] {
+            assert!(list.contains(index), "list page: {index} in\n{list}");
+        }
+        assert!(!list.contains("Seq Scan"), "list page: {list}");
     })
     .await;
 }

@@ -475,6 +475,19 @@ impl<C: Codec> Session<C> {
                 });
                 Ok(())
             }
+            Request::Conversations(params) => match topic {
+                // A lobby is joined only by its own user.
+                Topic::Lobby(user) => {
+                    self.in_flight(to, async move {
+                        Ok(json!(chat.conversations(&user, params).await?))
+                    });
+                    Ok(())
+                }
+                _ => {
+                    self.reply(jr, mr, &raw_topic, Err(Reason::UnknownEvent))
+                        .await
+                }
+            },
             Request::Join(_) | Request::Leave => {
                 self.reply(jr, mr, &raw_topic, Err(Reason::UnknownEvent))
                     .await

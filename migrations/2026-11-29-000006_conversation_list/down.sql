@@ -1,0 +1,3 @@
+ALTER TABLE rooms DROP COLUMN last_message_at;
+ALTER TABLE rooms DROP COLUMN last_message_id;
+DROP TABLE user_conversations;

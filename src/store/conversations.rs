@@ -1,0 +1,196 @@
+//! Every user's conversation list (PROTOCOL.md §10).
+//!
+//! One-to-one and support conversations have a row per member in `user_conversations`;
+//! rooms keep their activity on their `rooms` row, read through `room_members`, so that
+//! a message to a room of 10,000 updates one row, not 10,000. The writer moves both in
+//! the statement that inserts a batch (`LIST_MOVE`); deletions and erasures put them
+//! back to the newest live message (`refresh`). A page is one indexed read per source.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz};
+
+use super::Error;
+use super::schema::{rooms, user_conversations};
+
+/// The part of the batch INSERT's statement that moves the lists: CTEs over `ins`, the
+/// rows just inserted. Members come from the topic: both users of `chat:<a>:<b>`, the
+/// visitor of `support:<uid>`. Rows go in (user, topic) order, so two replicas' writers
+/// take their row locks in one order and cannot deadlock on them.
+pub const LIST_MOVE: &str = "\
+listed AS ( \
+    INSERT INTO user_conversations (user_id, topic, last_message_id, last_message_at) \
+    SELECT member, topic, max(id), max(sent_at) FROM ins \
+    CROSS JOIN LATERAL (VALUES \
+        (CASE WHEN topic LIKE 'chat:%' THEN split_part(topic, ':', 2) END), \
+        (CASE WHEN topic LIKE 'chat:%' THEN split_part(topic, ':', 3) \
+              WHEN topic LIKE 'support:%' THEN substr(topic, 9) END) \
+    ) AS members(member) \
+    WHERE member IS NOT NULL \
+    GROUP BY member, topic ORDER BY member, topic \
+    ON CONFLICT (user_id, topic) DO UPDATE SET \
+        last_message_id = GREATEST(user_conversations.last_message_id, EXCLUDED.last_message_id), \
+        last_message_at = GREATEST(user_conversations.last_message_at, EXCLUDED.last_message_at)), \
+rooms_moved AS ( \
+    UPDATE rooms r SET \
+        last_message_id = GREATEST(r.last_message_id, moved.id), \
+        last_message_at = GREATEST(r.last_message_at, moved.at) \
+    FROM (SELECT substr(topic, 6) AS room_id, max(id) AS id, max(sent_at) AS at FROM ins \
+          WHERE topic LIKE 'room:%' GROUP BY 1 ORDER BY 1) moved \
+    WHERE r.id = moved.room_id) ";
+
+/// The members whose lists hold a conversation's row: both users of a `chat:`, the
+/// visitor of a `support:`; none for rooms (their row is the room's).
+fn members(topic: &str) -> Vec<&str> {
+    if let Some(pair) = topic.strip_prefix("chat:") {
+        pair.split(':').collect()
+    } else if let Some(visitor) = topic.strip_prefix("support:") {
+        vec![visitor]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Puts each topic's list rows back to its newest live message after a deletion or an
+/// erasure; a one-to-one or support conversation with none left leaves the lists. Rows
+/// are only moved or removed: a deletion never adds a conversation to anyone's list.
+pub fn refresh(conn: &mut PgConnection, topics: &[&str]) -> Result<(), Error> {
+    use super::schema::messages;
+    for topic in topics {
+        let newest: Option<(i64, DateTime<Utc>)> = messages::table
+            .filter(messages::topic.eq(topic))
+            .filter(messages::deleted_at.is_null())
+            .order(messages::id.desc())
+            .select((messages::id, messages::sent_at))
+            .first(conn)
+            .optional()?;
+        if let Some(room) = topic.strip_prefix("room:") {
+            diesel::update(rooms::table.find(room))
+                .set((
+                    rooms::last_message_id.eq(newest.map(|(id, _)| id)),
+                    rooms::last_message_at.eq(newest.map(|(_, at)| at)),
+                ))
+                .execute(conn)?;
+            continue;
+        }
+        let rows = user_conversations::table
+            .filter(user_conversations::topic.eq(topic))
+            .filter(user_conversations::user_id.eq_any(members(topic)));
+        match newest {
+            Some((id, at)) => {
+                diesel::update(rows)
+                    .set((
+                        user_conversations::last_message_id.eq(id),
+                        user_conversations::last_message_at.eq(at),
+                    ))
+                    .execute(conn)?;
+            }
+            None => {
+                diesel::delete(rows).execute(conn)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes a user's own list rows (erasure).
+pub fn forget_user(conn: &mut PgConnection, user_id: &str) -> Result<(), Error> {
+    diesel::delete(user_conversations::table.filter(user_conversations::user_id.eq(user_id)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Where a page starts: after the conversation with this activity and topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub at: DateTime<Utc>,
+    pub topic: String,
+}
+
+/// One conversation of a user's list.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct Listed {
+    #[diesel(sql_type = Text)]
+    pub topic: String,
+    /// The last message's time; a room's creation while it has none.
+    #[diesel(sql_type = Timestamptz)]
+    pub at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub last_message_id: Option<i64>,
+    /// Rooms only.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub room_name: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    pub unread: i64,
+}
+
+/// The statement of `page`. Each source gives its newest `limit` past the position
+/// from its own index; the union keeps the newest `limit` of both. Unread counts as
+/// in the lobby summary: rows addressed to the user, or room messages from others past
+/// the member's read cursor. Placeholders each appear once (`store::prepared`), so the
+/// user, position and limit are bound once per use.
+pub const PAGE: &str = "\
+WITH page AS ( \
+    (SELECT c.topic, c.last_message_at AS at, c.last_message_id, \
+            NULL::text AS room_name, NULL::bigint AS read_up_to \
+     FROM user_conversations c \
+     WHERE c.user_id = $1 AND (c.last_message_at, c.topic) < ($2, $3) \
+     ORDER BY c.last_message_at DESC, c.topic DESC LIMIT $4) \
+    UNION ALL \
+    (SELECT 'room:' || r.id, COALESCE(r.last_message_at, r.created_at), r.last_message_id, \
+            r.name, m.last_read_id \
+     FROM room_members m JOIN rooms r ON r.id = m.room_id \
+     WHERE m.user_id = $5 \
+       AND (COALESCE(r.last_message_at, r.created_at), 'room:' || r.id) < ($6, $7) \
+     ORDER BY 2 DESC, 1 DESC LIMIT $8) \
+    ORDER BY at DESC, topic DESC LIMIT $9) \
+SELECT p.topic, p.at, p.last_message_id, p.room_name, \
+    CASE WHEN p.read_up_to IS NULL THEN \
+        (SELECT count(*) FROM messages u WHERE u.recipient_id = $10 AND u.topic = p.topic \
+         AND NOT u.is_delivered AND u.deleted_at IS NULL) \
+    ELSE \
+        (SELECT count(*) FROM messages u WHERE u.topic = p.topic AND u.id > p.read_up_to \
+         AND u.sender_id <> $11 AND u.deleted_at IS NULL) \
+    END AS unread \
+FROM page p ORDER BY p.at DESC, p.topic DESC";
+
+/// Up to `limit` of `user`'s conversations after `after` (from the newest when None),
+/// most recent activity first.
+pub fn page(
+    conn: &mut PgConnection,
+    user: &str,
+    after: Option<&Position>,
+    limit: i64,
+) -> Result<Vec<Listed>, Error> {
+    // Past every stored time: the first page.
+    let start = Position {
+        at: DateTime::from_timestamp(253_402_300_799, 0).unwrap_or_default(), // 9999-12-31
+        topic: String::new(),
+    };
+    let after = after.unwrap_or(&start);
+    Ok(super::prepared::prepared(PAGE)
+        .bind::<Text, _>(user)
+        .bind::<Timestamptz, _>(after.at)
+        .bind::<Text, _>(&after.topic)
+        .bind::<BigInt, _>(limit)
+        .bind::<Text, _>(user)
+        .bind::<Timestamptz, _>(after.at)
+        .bind::<Text, _>(&after.topic)
+        .bind::<BigInt, _>(limit)
+        .bind::<BigInt, _>(limit)
+        .bind::<Text, _>(user)
+        .bind::<Text, _>(user)
+        .load(conn)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_come_from_the_topic() {
+        assert_eq!(members("chat:1:2"), ["1", "2"]);
+        assert_eq!(members("support:7"), ["7"]);
+        assert!(members("room:lobby").is_empty());
+    }
+}
