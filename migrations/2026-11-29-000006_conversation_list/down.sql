@@ -1,3 +1,4 @@
 ALTER TABLE rooms DROP COLUMN last_message_at;
 ALTER TABLE rooms DROP COLUMN last_message_id;
-DROP TABLE user_conversations;
+DROP TABLE conversation_members;
+DROP TABLE conversations;

@@ -1,59 +1,56 @@
 //! Every user's conversation list (PROTOCOL.md §10).
 //!
-//! One-to-one and support conversations have a row per member in `user_conversations`;
-//! rooms keep their activity on their `rooms` row, read through `room_members`, so that
-//! a message to a room of 10,000 updates one row, not 10,000. The writer moves both in
-//! the statement that inserts a batch (`LIST_MOVE`); deletions and erasures put them
-//! back to the newest live message (`refresh`). A page is one indexed read per source.
+//! One-to-one and support conversations keep their activity in one `conversations` row
+//! each, and whose lists hold them in `conversation_members`; rooms keep theirs on their
+//! `rooms` row, read through `room_members`. So a message moves one row, however many
+//! lists hold its conversation, and that move is a HOT update (no index on what moves);
+//! memberships are written with a conversation's first message only.
+//! The writer makes it in the statement that inserts the batch (`LIST_MOVE`); deletions
+//! and erasures put rows back to the newest live message (`refresh`). A page reads the
+//! user's memberships and the rows they point to, newest first.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz};
 
 use super::Error;
-use super::schema::{rooms, user_conversations};
+use super::schema::{conversation_members, conversations, rooms};
 
 /// The part of the batch INSERT's statement that moves the lists: CTEs over `ins`, the
-/// rows just inserted. Members come from the topic: both users of `chat:<a>:<b>`, the
-/// visitor of `support:<uid>`. Rows go in (user, topic) order, so two replicas' writers
-/// take their row locks in one order and cannot deadlock on them.
+/// rows just inserted. A conversation's first message also puts it on its members'
+/// lists: both users of `chat:<a>:<b>`, the visitor of `support:<uid>` (`xmax = 0`: the
+/// upsert inserted the row). Later messages only move the one row. Rows go in key
+/// order, so two replicas' writers lock them in one order and cannot deadlock.
 pub const LIST_MOVE: &str = "\
+moved AS ( \
+    INSERT INTO conversations (topic, last_message_id, last_message_at) \
+    SELECT topic, max(id), max(sent_at) FROM ins \
+    WHERE topic LIKE 'chat:%' OR topic LIKE 'support:%' \
+    GROUP BY topic ORDER BY topic \
+    ON CONFLICT (topic) DO UPDATE SET \
+        last_message_id = GREATEST(conversations.last_message_id, EXCLUDED.last_message_id), \
+        last_message_at = GREATEST(conversations.last_message_at, EXCLUDED.last_message_at) \
+    RETURNING topic, xmax = 0 AS created), \
 listed AS ( \
-    INSERT INTO user_conversations (user_id, topic, last_message_id, last_message_at) \
-    SELECT member, topic, max(id), max(sent_at) FROM ins \
+    INSERT INTO conversation_members (user_id, topic) \
+    SELECT member, topic FROM moved \
     CROSS JOIN LATERAL (VALUES \
         (CASE WHEN topic LIKE 'chat:%' THEN split_part(topic, ':', 2) END), \
         (CASE WHEN topic LIKE 'chat:%' THEN split_part(topic, ':', 3) \
               WHEN topic LIKE 'support:%' THEN substr(topic, 9) END) \
     ) AS members(member) \
-    WHERE member IS NOT NULL \
-    GROUP BY member, topic ORDER BY member, topic \
-    ON CONFLICT (user_id, topic) DO UPDATE SET \
-        last_message_id = GREATEST(user_conversations.last_message_id, EXCLUDED.last_message_id), \
-        last_message_at = GREATEST(user_conversations.last_message_at, EXCLUDED.last_message_at)), \
+    WHERE created AND member IS NOT NULL ORDER BY member, topic \
+    ON CONFLICT DO NOTHING), \
 rooms_moved AS ( \
     UPDATE rooms r SET \
-        last_message_id = GREATEST(r.last_message_id, moved.id), \
-        last_message_at = GREATEST(r.last_message_at, moved.at) \
+        last_message_id = GREATEST(r.last_message_id, latest.id), \
+        last_message_at = GREATEST(r.last_message_at, latest.at) \
     FROM (SELECT substr(topic, 6) AS room_id, max(id) AS id, max(sent_at) AS at FROM ins \
-          WHERE topic LIKE 'room:%' GROUP BY 1 ORDER BY 1) moved \
-    WHERE r.id = moved.room_id) ";
+          WHERE topic LIKE 'room:%' GROUP BY 1 ORDER BY 1) latest \
+    WHERE r.id = latest.room_id) ";
 
-/// The members whose lists hold a conversation's row: both users of a `chat:`, the
-/// visitor of a `support:`; none for rooms (their row is the room's).
-fn members(topic: &str) -> Vec<&str> {
-    if let Some(pair) = topic.strip_prefix("chat:") {
-        pair.split(':').collect()
-    } else if let Some(visitor) = topic.strip_prefix("support:") {
-        vec![visitor]
-    } else {
-        Vec::new()
-    }
-}
-
-/// Puts each topic's list rows back to its newest live message after a deletion or an
-/// erasure; a one-to-one or support conversation with none left leaves the lists. Rows
-/// are only moved or removed: a deletion never adds a conversation to anyone's list.
+/// Puts each topic's activity back to its newest live message after a deletion or an
+/// erasure; a one-to-one or support conversation with none left leaves every list.
 pub fn refresh(conn: &mut PgConnection, topics: &[&str]) -> Result<(), Error> {
     use super::schema::messages;
     for topic in topics {
@@ -73,29 +70,28 @@ pub fn refresh(conn: &mut PgConnection, topics: &[&str]) -> Result<(), Error> {
                 .execute(conn)?;
             continue;
         }
-        let rows = user_conversations::table
-            .filter(user_conversations::topic.eq(topic))
-            .filter(user_conversations::user_id.eq_any(members(topic)));
         match newest {
             Some((id, at)) => {
-                diesel::update(rows)
+                diesel::update(conversations::table.find(topic))
                     .set((
-                        user_conversations::last_message_id.eq(id),
-                        user_conversations::last_message_at.eq(at),
+                        conversations::last_message_id.eq(id),
+                        conversations::last_message_at.eq(at),
                     ))
                     .execute(conn)?;
             }
             None => {
-                diesel::delete(rows).execute(conn)?;
+                // The members stay: the next message brings the conversation back to
+                // their lists, whichever replica stores it.
+                diesel::delete(conversations::table.find(topic)).execute(conn)?;
             }
         }
     }
     Ok(())
 }
 
-/// Removes a user's own list rows (erasure).
+/// Takes a user off every list (erasure); the conversations stay on the others'.
 pub fn forget_user(conn: &mut PgConnection, user_id: &str) -> Result<(), Error> {
-    diesel::delete(user_conversations::table.filter(user_conversations::user_id.eq(user_id)))
+    diesel::delete(conversation_members::table.filter(conversation_members::user_id.eq(user_id)))
         .execute(conn)?;
     Ok(())
 }
@@ -124,17 +120,17 @@ pub struct Listed {
     pub unread: i64,
 }
 
-/// The statement of `page`. Each source gives its newest `limit` past the position
-/// from its own index; the union keeps the newest `limit` of both. Unread counts as
-/// in the lobby summary: rows addressed to the user, or room messages from others past
-/// the member's read cursor. Placeholders each appear once (`store::prepared`), so the
-/// user, position and limit are bound once per use.
+/// The statement of `page`. Each source gives its newest `limit` past the position;
+/// the union keeps the newest `limit` of both. Unread counts as in the lobby summary:
+/// rows addressed to the user, or room messages from others past the member's read
+/// cursor. Placeholders each appear once (`store::prepared`), so the user, position and
+/// limit are bound once per use.
 pub const PAGE: &str = "\
 WITH page AS ( \
     (SELECT c.topic, c.last_message_at AS at, c.last_message_id, \
             NULL::text AS room_name, NULL::bigint AS read_up_to \
-     FROM user_conversations c \
-     WHERE c.user_id = $1 AND (c.last_message_at, c.topic) < ($2, $3) \
+     FROM conversation_members m JOIN conversations c ON c.topic = m.topic \
+     WHERE m.user_id = $1 AND (c.last_message_at, c.topic) < ($2, $3) \
      ORDER BY c.last_message_at DESC, c.topic DESC LIMIT $4) \
     UNION ALL \
     (SELECT 'room:' || r.id, COALESCE(r.last_message_at, r.created_at), r.last_message_id, \
@@ -181,16 +177,4 @@ pub fn page(
         .bind::<Text, _>(user)
         .bind::<Text, _>(user)
         .load(conn)?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn members_come_from_the_topic() {
-        assert_eq!(members("chat:1:2"), ["1", "2"]);
-        assert_eq!(members("support:7"), ["7"]);
-        assert!(members("room:lobby").is_empty());
-    }
 }

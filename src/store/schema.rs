@@ -73,8 +73,14 @@ diesel::table! {
 }
 
 diesel::table! {
-    user_conversations (user_id, topic) {
+    conversation_members (user_id, topic) {
         user_id -> Text,
+        topic -> Text,
+    }
+}
+
+diesel::table! {
+    conversations (topic) {
         topic -> Text,
         last_message_id -> Int8,
         last_message_at -> Timestamptz,
@@ -85,11 +91,12 @@ diesel::joinable!(outbox -> messages (message_id));
 diesel::joinable!(room_members -> rooms (room_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    conversation_members,
+    conversations,
     deliveries,
     messages,
     outbox,
     push_subscriptions,
     room_members,
     rooms,
-    user_conversations,
 );

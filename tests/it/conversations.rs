@@ -202,7 +202,7 @@ async fn deleted_and_erased_messages_leave_the_list_as_it_was_before_them() {
     let rows = app
         .db(|conn| {
             use diesel::prelude::*;
-            use sidechat::store::schema::user_conversations as uc;
+            use sidechat::store::schema::conversation_members as uc;
             uc::table
                 .filter(uc::user_id.eq("ivy"))
                 .count()
@@ -211,6 +211,21 @@ async fn deleted_and_erased_messages_leave_the_list_as_it_was_before_them() {
         })
         .await;
     assert_eq!(rows, 0, "erasure removes the user's list rows");
+
+    // A conversation emptied by moderation leaves both lists; its next message brings
+    // it back to both.
+    let only = app.post_message("chat:gus:kim", "kim", "oops").await;
+    let (status, _) = app
+        .api("DELETE", &format!("/api/v1/messages/{}", only["id"]), None)
+        .await;
+    assert_eq!(status, 204);
+    let (_, page) = my_list(&app, "kim", "").await;
+    assert_eq!(topics(&page), Vec::<String>::new());
+    app.post_message("chat:gus:kim", "gus", "back").await;
+    let (_, page) = my_list(&app, "kim", "").await;
+    assert_eq!(topics(&page), ["chat:gus:kim"]);
+    let (_, page) = my_list(&app, "gus", "").await;
+    assert_eq!(topics(&page), ["chat:gus:kim", "chat:gus:hal"]);
 }
 
 #[tokio::test]

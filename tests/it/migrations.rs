@@ -114,7 +114,8 @@ async fn the_conversation_list_is_backfilled_from_existing_messages() {
         .unwrap();
         conn.run_pending_migrations(MIGRATIONS).unwrap();
         let listed: Vec<Listed> = diesel::sql_query(
-            "SELECT user_id, topic, last_message_id FROM user_conversations ORDER BY 1, 2",
+            "SELECT m.user_id, m.topic, c.last_message_id FROM conversation_members m \
+             JOIN conversations c ON c.topic = m.topic ORDER BY 1, 2",
         )
         .load(&mut conn)
         .unwrap();
