@@ -99,14 +99,18 @@ pub fn storable(text: &str) -> bool {
     !text.contains('\0')
 }
 
-/// Whether every string in `value`, keys included, can be stored (see `storable`).
+/// Whether `value` can be stored and read back: every string, keys included, is
+/// `storable`, and every number is well inside an f64's range. jsonb keeps a number as
+/// exact decimal digits; one near f64::MAX comes back as 309 digits that the JSON reader
+/// refuses, and the edit or post that stored it would fail after the fact.
 pub fn storable_json(value: &serde_json::Value) -> bool {
     use serde_json::Value;
     match value {
         Value::String(s) => storable(s),
         Value::Array(items) => items.iter().all(storable_json),
         Value::Object(map) => map.iter().all(|(k, v)| storable(k) && storable_json(v)),
-        Value::Null | Value::Bool(_) | Value::Number(_) => true,
+        Value::Number(n) => n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.abs() < 1e300),
+        Value::Null | Value::Bool(_) => true,
     }
 }
 
@@ -213,6 +217,12 @@ mod tests {
         ));
         assert!(!storable_json(&serde_json::json!({"a": ["b\0"]})));
         assert!(!storable_json(&serde_json::json!({"a\0": 1})));
+        assert!(storable_json(
+            &serde_json::json!({"n": [u64::MAX, i64::MIN, 1.5e299]})
+        ));
+        assert!(!storable_json(
+            &serde_json::json!({"n": [1.797_693_134_862_315_7e308]})
+        ));
         assert!(Body::parse("😀😀😀", 12).is_ok());
     }
 

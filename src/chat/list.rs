@@ -63,9 +63,12 @@ fn decode_cursor(raw: &str) -> Result<conversations::Position, ListError> {
     else {
         return Err(NOT_OURS);
     };
+    // Within what Postgres stores (and the first page's start, 9999-12-31): any time
+    // past it would fail the query rather than the cursor.
     let at = micros
         .parse::<i64>()
         .ok()
+        .filter(|m| (0..=253_402_300_799_000_000).contains(m))
         .and_then(DateTime::<Utc>::from_timestamp_micros)
         .ok_or(NOT_OURS)?;
     match Topic::parse(topic) {
@@ -203,6 +206,8 @@ mod tests {
             forged("c1|12|chat:2:1"),
             forged("c1|12|user:1"),
             forged("c1|99999999999999999999|chat:1:2"),
+            forged("c1|-9000000000000000000|chat:1:2"),
+            forged("c1|9000000000000000000|chat:1:2"),
         ] {
             assert!(ListParams::parse(Some(&raw), None).is_err(), "{raw}");
         }
