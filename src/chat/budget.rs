@@ -21,12 +21,12 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// The kinds of push, each with a budget of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cost {
-    /// What others see written: `new_msg`, and edits, deletes and reactions.
+    /// What others see written: `new_msg`.
     Message,
     /// `phx_join`, rejoins included.
     Join,
-    /// Everything else: `history`, `read`, `typing`, leaves, heartbeats, reports, lobby
-    /// requests, and the user's HTTP reads.
+    /// Everything else: `history`, `read`, `typing`, `conversations`, leaves,
+    /// heartbeats, unknown events, and the user's HTTP requests.
     Event,
 }
 
@@ -35,7 +35,7 @@ impl Cost {
     pub fn of(event: &str) -> Cost {
         match event {
             "phx_join" => Cost::Join,
-            "new_msg" | "edit_msg" | "delete_msg" | "react" | "unreact" => Cost::Message,
+            "new_msg" => Cost::Message,
             _ => Cost::Event,
         }
     }
@@ -185,32 +185,32 @@ impl Budgets {
         }
     }
 
-    pub fn rates(&self) -> &Rates {
-        &self.rates
-    }
-
-    /// Takes one push of `cost` from `user`'s budget; false when it is spent.
-    pub fn charge(&self, user: &str, cost: Cost, now: Instant) -> bool {
+    /// Takes one push of `cost` from `user`'s budget. `Err(wait)` when it is spent: the
+    /// bucket earns a push back after `wait`.
+    pub fn charge(&self, user: &str, cost: Cost, now: Instant) -> Result<(), Duration> {
         let rate = self.rates.of(cost);
-        if rate.per_second == 0 {
-            return true;
-        }
+        let Some(refill) = rate.refill_one() else {
+            return Ok(()); // unlimited
+        };
         let index = usize::try_from(self.hasher.hash_one(user)).unwrap_or(0) % SHARDS;
         let Some(shard) = self.shards.get(index) else {
-            return true;
+            return Ok(());
         };
         // Each update is a few arithmetic steps on one entry: consistent if poisoned.
         let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
         if now.saturating_duration_since(shard.swept_at) >= SWEEP_EVERY {
             self.sweep_shard(&mut shard, now);
         }
-        if let Some(buckets) = shard.users.get_mut(user) {
-            return buckets.bucket(cost).take(rate, now);
-        }
-        let mut buckets = Buckets::full(&self.rates, now);
-        let allowed = buckets.bucket(cost).take(rate, now);
-        shard.users.insert(user.into(), buckets);
-        allowed
+        let allowed = match shard.users.get_mut(user) {
+            Some(buckets) => buckets.bucket(cost).take(rate, now),
+            None => {
+                let mut buckets = Buckets::full(&self.rates, now);
+                let allowed = buckets.bucket(cost).take(rate, now);
+                shard.users.insert(user.into(), buckets);
+                allowed
+            }
+        };
+        if allowed { Ok(()) } else { Err(refill) }
     }
 
     /// Drops the entries of users whose buckets have all refilled, in every shard
@@ -266,6 +266,10 @@ impl Streak {
 mod tests {
     use super::*;
 
+    fn allowed(budgets: &Budgets, user: &str, cost: Cost, now: Instant) -> bool {
+        budgets.charge(user, cost, now).is_ok()
+    }
+
     fn rates(messages: Rate) -> Rates {
         Rates {
             messages,
@@ -284,15 +288,19 @@ mod tests {
             burst: 3,
         }));
         let t0 = Instant::now();
-        assert!((0..3).all(|_| budgets.charge("u", Cost::Message, t0)));
-        assert!(!budgets.charge("u", Cost::Message, t0));
+        assert!((0..3).all(|_| allowed(&budgets, "u", Cost::Message, t0)));
+        assert_eq!(
+            budgets.charge("u", Cost::Message, t0),
+            Err(Duration::from_millis(500)),
+            "refused, with when the next push is earned"
+        );
         assert!(
-            budgets.charge("other", Cost::Message, t0),
+            allowed(&budgets, "other", Cost::Message, t0),
             "users are apart"
         );
         let later = t0 + Duration::from_millis(500);
-        assert!(budgets.charge("u", Cost::Message, later));
-        assert!(!budgets.charge("u", Cost::Message, later));
+        assert!(allowed(&budgets, "u", Cost::Message, later));
+        assert!(!allowed(&budgets, "u", Cost::Message, later));
     }
 
     #[test]
@@ -302,15 +310,15 @@ mod tests {
             burst: 1,
         }));
         let t0 = Instant::now();
-        assert!(budgets.charge("u", Cost::Message, t0));
-        assert!(!budgets.charge("u", Cost::Message, t0));
+        assert!(allowed(&budgets, "u", Cost::Message, t0));
+        assert!(!allowed(&budgets, "u", Cost::Message, t0));
         assert!(
-            budgets.charge("u", Cost::Join, t0),
+            allowed(&budgets, "u", Cost::Join, t0),
             "joins are not messages"
         );
-        assert!(!budgets.charge("u", Cost::Join, t0));
+        assert!(!allowed(&budgets, "u", Cost::Join, t0));
         assert!(
-            (0..10_000).all(|_| budgets.charge("u", Cost::Event, t0)),
+            (0..10_000).all(|_| allowed(&budgets, "u", Cost::Event, t0)),
             "0 per second is unlimited"
         );
     }
@@ -323,24 +331,24 @@ mod tests {
         }));
         let t0 = Instant::now();
         for user in 0..1000 {
-            assert!(budgets.charge(&format!("u{user}"), Cost::Message, t0));
+            assert!(allowed(&budgets, &format!("u{user}"), Cost::Message, t0));
         }
         assert_eq!(budgets.tracked(), 1000);
         // One user keeps spending; the others' buckets refilled long ago.
         let later = t0 + SWEEP_EVERY + Duration::from_secs(1);
         for user in ["busy", "busy2"] {
             for _ in 0..10 {
-                budgets.charge(user, Cost::Message, later);
+                allowed(&budgets, user, Cost::Message, later);
             }
         }
         assert!(
-            budgets.charge("free", Cost::Event, later),
+            allowed(&budgets, "free", Cost::Event, later),
             "an unlimited kind tracks nobody"
         );
         budgets.sweep(later);
         assert_eq!(budgets.tracked(), 2);
         assert!(
-            !budgets.charge("busy", Cost::Message, later),
+            !allowed(&budgets, "busy", Cost::Message, later),
             "the spender's debt stays"
         );
     }
@@ -364,16 +372,14 @@ mod tests {
     #[test]
     fn event_names_draw_on_their_budget() {
         assert_eq!(Cost::of("phx_join"), Cost::Join);
-        for message in ["new_msg", "edit_msg", "delete_msg", "react", "unreact"] {
-            assert_eq!(Cost::of(message), Cost::Message, "{message}");
-        }
+        assert_eq!(Cost::of("new_msg"), Cost::Message);
         for event in [
             "typing",
             "read",
             "history",
+            "conversations",
             "phx_leave",
             "heartbeat",
-            "report",
             "nonsense",
         ] {
             assert_eq!(Cost::of(event), Cost::Event, "{event}");
