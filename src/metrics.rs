@@ -68,8 +68,8 @@ pub struct Metrics {
     pub hub_topics: Gauge,
     /// Error replies and API errors, by reason.
     pub errors: Family<ReasonLabel, Counter>,
-    /// Sockets that ended, by close code: the server's, or 1006 for a connection lost
-    /// without a close frame.
+    /// Sockets the server closed, by its close code, and 1006 for connections lost
+    /// without a close frame (a client's own close is not counted).
     pub disconnects: Family<CodeLabel, Counter>,
     /// Pushes refused because the user's budget was spent, by budget.
     pub rate_limited: Family<BudgetLabel, Counter>,

@@ -14,14 +14,15 @@ const MAX_ENDPOINT_LEN: usize = 2048;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushRefused {
     pub reason: Reason,
-    pub detail: String,
+    /// The rule broken, for the client; None where the reason says it all.
+    pub detail: Option<String>,
 }
 
 impl PushRefused {
     fn invalid(detail: impl Into<String>) -> PushRefused {
         PushRefused {
             reason: Reason::InvalidPayload,
-            detail: detail.into(),
+            detail: Some(detail.into()),
         }
     }
 }
@@ -30,7 +31,7 @@ impl From<Reason> for PushRefused {
     fn from(reason: Reason) -> PushRefused {
         PushRefused {
             reason,
-            detail: reason.to_string(),
+            detail: None,
         }
     }
 }

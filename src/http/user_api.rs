@@ -62,7 +62,10 @@ impl FromRequest for AuthedUser {
 
 #[utoipa::path(
     get, path = "/v1/me/unread", tag = "user",
-    responses((status = 200, body = UnreadSummary), (status = 401, body = ErrorBody)),
+    responses(
+        (status = 200, body = UnreadSummary), (status = 401, body = ErrorBody),
+        (status = 429, description = "Over the user's budget of requests", body = ErrorBody),
+    ),
     security(("user_token" = []))
 )]
 pub async fn my_unread(
@@ -80,6 +83,7 @@ pub async fn my_unread(
         (status = 200, body = ConversationPage),
         (status = 400, description = "A limit out of range, or a cursor this server did not issue", body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 429, description = "Over the user's budget of requests", body = ErrorBody),
     ),
     security(("user_token" = []))
 )]
@@ -101,6 +105,7 @@ pub async fn my_conversations(
     responses(
         (status = 200, body = HistoryPage), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 429, description = "Over the user's budget of requests", body = ErrorBody),
     ),
     security(("user_token" = []))
 )]
@@ -172,7 +177,9 @@ pub async fn subscribe_push(
         .await
         .map_err(|PushRefused { reason, detail }| {
             let mut error = ApiError::from(reason);
-            error.message = detail;
+            if let Some(detail) = detail {
+                error.message = detail;
+            }
             error
         })?;
     Ok(if created {
@@ -189,6 +196,7 @@ pub async fn subscribe_push(
         (status = 204, description = "Removed"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 429, description = "Over the user's budget of requests", body = ErrorBody),
     ),
     security(("user_token" = []))
 )]
