@@ -1,7 +1,7 @@
 //! The session loop: one task per socket, protocol-neutral.
 //!
 //! One `select!` over the client's frames, the hub queue, the replies still owed, the
-//! idle and expiry timers, and shutdown. Work that waits on Postgres runs as futures
+//! idle, expiry, keep-alive and read-pause timers, and shutdown. Work that waits on Postgres runs as futures
 //! in `pending`, so a slow query never stops the socket from reading; on shutdown the
 //! loop stops reading and finishes those first, so no committed message loses its reply.
 
@@ -37,9 +37,6 @@ const MAX_PENDING: usize = 64;
 /// The close code a browser reports for a connection that ended without a close frame
 /// (RFC 6455 §7.1.5); never sent, only counted.
 const ABNORMAL_CLOSURE: u16 = 1006;
-
-/// The longest a refusal stops a socket being read (a budget of under one push a second).
-const MAX_READ_PAUSE: Duration = Duration::from_secs(1);
 
 /// The limits one session enforces.
 #[derive(Debug, Clone)]
@@ -370,7 +367,8 @@ impl<C: Codec> Session<C> {
         let Err(wait) = self.ctx.chat.charge(&self.actor.user_id, cost) else {
             return Ok(Ok(()));
         };
-        self.read_paused_until = Some(Instant::now() + wait.min(MAX_READ_PAUSE));
+        // At most 1 s: a budget earns at least one push a second.
+        self.read_paused_until = Some(Instant::now() + wait);
         if !toward_close {
             return Ok(Err(Reason::RateLimited));
         }

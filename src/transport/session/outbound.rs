@@ -11,7 +11,7 @@ use crate::hub::{DROP_EVENT, HubEvent};
 use crate::transport::{CloseCode, Codec, Outbound};
 
 impl<C: Codec> Session<C> {
-    /// Writes one frame. A client that does not take it in time is too slow.
+    /// Pings the client: the protocol's own keep-alive, if it has one, and a WebSocket ping.
     pub(super) async fn keep_alive(&mut self) -> Result<(), End> {
         if let Some(ping) = self.codec.keepalive(chrono::Utc::now().timestamp()) {
             self.write(ping).await?;
@@ -23,6 +23,10 @@ impl<C: Codec> Session<C> {
     pub(super) async fn send(&mut self, outbound: &Outbound<'_>) -> Result<(), End> {
         let mut frames = Vec::new();
         self.codec.encode(outbound, &mut frames);
+        self.write_all(frames).await
+    }
+
+    async fn write_all(&mut self, frames: Vec<String>) -> Result<(), End> {
         for frame in frames {
             self.write(frame).await?;
         }
@@ -125,8 +129,12 @@ impl<C: Codec> Session<C> {
                 Ok(())
             }
             JoinState::Ready => {
-                let (spelled, join_ref) = (channel.spelled.clone(), channel.join_ref.clone());
-                self.push(&spelled, join_ref.as_deref(), &event).await
+                // Encoded while the channel is borrowed: no copy of its names per event.
+                let mut frames = Vec::new();
+                let push = pushed(channel.join_ref.as_deref(), &channel.spelled, &event);
+                self.codec.encode(&push, &mut frames);
+                self.ctx.chat.metrics().messages_out.inc();
+                self.write_all(frames).await
             }
         }
     }
@@ -138,12 +146,16 @@ impl<C: Codec> Session<C> {
         event: &HubEvent,
     ) -> Result<(), End> {
         self.ctx.chat.metrics().messages_out.inc();
-        self.send(&Outbound::Push {
-            join_ref,
-            topic: spelled,
-            event: &event.event,
-            payload: &event.payload,
-        })
-        .await
+        self.send(&pushed(join_ref, spelled, event)).await
+    }
+}
+
+/// A hub event as pushed on one channel.
+fn pushed<'a>(join_ref: Option<&'a str>, spelled: &'a str, event: &'a HubEvent) -> Outbound<'a> {
+    Outbound::Push {
+        join_ref,
+        topic: spelled,
+        event: &event.event,
+        payload: &event.payload,
     }
 }
