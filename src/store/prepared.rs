@@ -102,7 +102,12 @@ fn split_at_placeholder(sql: &str, n: usize) -> QueryResult<(&str, &str)> {
         .take_while(u8::is_ascii_digit)
         .count();
     let (number, after) = from.split_at(1 + digits);
-    if number.get(1..) != Some(n.to_string().as_str()) {
+    // Parsed, not formatted: this runs for every bind of every execution.
+    if number
+        .get(1..)
+        .and_then(|digits| digits.parse::<usize>().ok())
+        != Some(n)
+    {
         return Err(placeholders_error("placeholders out of order"));
     }
     Ok((before, after))
