@@ -152,7 +152,7 @@ impl Application {
             .is_some()
             .then(|| Duration::from_secs(settings.webhooks.delay_s));
         let (writer, writer_exit, writer_thread) = Writer::start(
-            url,
+            url.clone(),
             timeout,
             Duration::from_millis(settings.database.write_window_ms),
             outbox_delay,
@@ -164,7 +164,7 @@ impl Application {
             log::info!("telling offline users by {}", notifier.describe());
         }
         let receipts = store::receipts::Receipts::start(
-            settings.database.url.expose().to_owned(),
+            url,
             timeout,
             Duration::from_millis(settings.database.receipts_window_ms),
         )
