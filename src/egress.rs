@@ -25,7 +25,8 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Registration lookups under way at once. Each holds a thread of the blocking pool
 /// (getaddrinfo) for as long as the resolver takes, past our timeout: users registering
-/// names with slow nameservers must not take the threads database reads run on.
+/// names with slow nameservers must not take the threads database reads run on. A
+/// registration that finds none free is not checked then (it is when called).
 static LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 /// Which destinations a user-chosen URL may name.
@@ -52,7 +53,7 @@ pub enum Refusal {
 
 /// Whether `ip` is an address on the public internet: not loopback, private,
 /// link-local, unique-local, multicast, or any other range that never routes there.
-pub fn is_public(ip: IpAddr) -> bool {
+fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => public_v4(v4),
         IpAddr::V6(v6) => public_v6(v6),
@@ -110,7 +111,7 @@ fn public_v6(ip: Ipv6Addr) -> bool {
 }
 
 /// The rules a URL's text must meet, before any lookup.
-pub fn check_url(url: &str, policy: Policy) -> Result<Url, Refusal> {
+fn check_url(url: &str, policy: Policy) -> Result<Url, Refusal> {
     // The URL standard drops tabs and newlines silently: what is stored must be what is called.
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(Refusal::NotUrl);
@@ -144,11 +145,19 @@ pub async fn check_destination(url: &str, policy: Policy) -> Result<(), Refusal>
         return Ok(());
     };
     let port = url.port_or_known_default().unwrap_or(443);
-    let lookup = async {
-        let _permit = LOOKUPS.acquire().await.ok()?;
-        tokio::net::lookup_host((name, port)).await.ok()
+    // Every permit taken: lookups stuck on slow nameservers are under way, and this one
+    // leaves its verdict to connect time rather than wait behind them.
+    let Ok(permit) = LOOKUPS.try_acquire() else {
+        return Ok(());
     };
-    if let Ok(Some(addresses)) = tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
+    // The permit goes with the lookup, not with our wait: getaddrinfo holds its thread
+    // until the resolver answers, past our timeout.
+    let host = name.to_owned();
+    let lookup = tokio::spawn(async move {
+        let _permit = permit;
+        tokio::net::lookup_host((host, port)).await
+    });
+    if let Ok(Ok(Ok(addresses))) = tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
         refuse_private(name, addresses)?;
     }
     Ok(())
