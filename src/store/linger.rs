@@ -35,16 +35,17 @@ impl Linger {
         }
     }
 
-    /// The next request, and whether it found the queue empty. A lone arrival waits
-    /// the window when company is expected, so that the caller's following drain of the
-    /// queue finds it. None when every sender has gone.
+    /// The next request. One that finds the queue empty waits for company when company
+    /// is expected, so that the caller's following drain of the queue finds it. None
+    /// when every sender has gone.
     pub fn next<T>(&mut self, rx: &mut mpsc::Receiver<T>) -> Option<T> {
         match rx.try_recv() {
             Ok(request) => Some(request),
             Err(TryRecvError::Disconnected) => None,
             Err(TryRecvError::Empty) => {
+                let idle_since = Instant::now();
                 let request = rx.blocking_recv()?;
-                let wait = self.wait();
+                let wait = self.wait(idle_since.elapsed());
                 // The thread is the queue's alone, so a sleep is the cheapest wait.
                 if !wait.is_zero() {
                     std::thread::sleep(wait);
@@ -54,10 +55,12 @@ impl Linger {
         }
     }
 
-    /// How long a lone arrival waits now: long enough for a lot of `aim` at the rate
-    /// seen, at most the window. A faster site waits less, since its lots form anyway.
-    fn wait(&self) -> Duration {
-        if self.rate * self.window.as_secs_f64() < 1.0 {
+    /// How long a lone arrival, after the queue stood empty for `idle`, waits: long
+    /// enough for a lot of `aim` at the rate seen, at most the window. A faster site
+    /// waits less, since its lots form anyway. A queue that stood empty longer than the
+    /// window says the rate seen is past (a burst that ended): no wait.
+    fn wait(&self, idle: Duration) -> Duration {
+        if idle > self.window || self.rate * self.window.as_secs_f64() < 1.0 {
             return Duration::ZERO;
         }
         self.window.min(Duration::from_secs_f64(
@@ -79,6 +82,8 @@ mod tests {
     use super::*;
 
     const WINDOW: Duration = Duration::from_millis(2);
+    /// How long a busy queue stands empty before the next arrival.
+    const BUSY: Duration = Duration::from_micros(500);
 
     /// Lots of `len` every `every`, `count` times, starting at `start`.
     fn feed(
@@ -99,7 +104,7 @@ mod tests {
     #[test]
     fn a_quiet_queue_never_waits() {
         let mut linger = Linger::new(WINDOW, 4);
-        assert_eq!(linger.wait(), Duration::ZERO, "nothing seen yet");
+        assert_eq!(linger.wait(BUSY), Duration::ZERO, "nothing seen yet");
         // 100 a second: one expected in 2 ms is 0.2.
         feed(
             &mut linger,
@@ -108,7 +113,7 @@ mod tests {
             1,
             50,
         );
-        assert_eq!(linger.wait(), Duration::ZERO);
+        assert_eq!(linger.wait(BUSY), Duration::ZERO);
     }
 
     #[test]
@@ -116,13 +121,13 @@ mod tests {
         let mut linger = Linger::new(WINDOW, 4);
         // 1,000 a second, one at a time.
         let now = feed(&mut linger, Instant::now(), Duration::from_millis(1), 1, 50);
-        assert_eq!(linger.wait(), WINDOW);
-        // Still 1,000 a second once lots hold the window's worth.
+        assert_eq!(linger.wait(BUSY), WINDOW);
+        // 1,200 a second, three to a lot.
         let now = feed(&mut linger, now, Duration::from_micros(2500), 3, 50);
-        assert_eq!(linger.wait(), WINDOW);
+        assert_eq!(linger.wait(BUSY), WINDOW);
         // Then a lone message a second: a few lots and the waits stop.
         feed(&mut linger, now, Duration::from_secs(1), 1, 8);
-        assert_eq!(linger.wait(), Duration::ZERO);
+        assert_eq!(linger.wait(BUSY), Duration::ZERO);
     }
 
     #[test]
@@ -136,11 +141,24 @@ mod tests {
             1,
             100,
         );
-        let wait = linger.wait();
+        let wait = linger.wait(BUSY);
         assert!(
             wait > Duration::from_micros(250) && wait < Duration::from_micros(350),
             "{wait:?}"
         );
+    }
+
+    #[test]
+    fn after_a_burst_a_queue_that_stood_empty_does_not_wait() {
+        let mut linger = Linger::new(WINDOW, 32);
+        // 50 at once, 1 ms after the lot before: the rate seen is high.
+        feed(&mut linger, Instant::now(), Duration::from_millis(1), 50, 3);
+        assert!(
+            linger.wait(BUSY) > Duration::ZERO,
+            "right after it, company is expected"
+        );
+        // The next comes a second later: the burst is over, it goes at once.
+        assert_eq!(linger.wait(Duration::from_secs(1)), Duration::ZERO);
     }
 
     #[test]
@@ -153,6 +171,6 @@ mod tests {
             10,
             50,
         );
-        assert_eq!(linger.wait(), Duration::ZERO);
+        assert_eq!(linger.wait(BUSY), Duration::ZERO);
     }
 }
