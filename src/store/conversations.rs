@@ -3,11 +3,12 @@
 //! One-to-one and support conversations keep their activity in one `conversations` row
 //! each, and whose lists hold them in `conversation_members`; rooms keep theirs on their
 //! `rooms` row, read through `room_members`. So a message moves one row, however many
-//! lists hold its conversation, and that move is a HOT update (no index on what moves);
-//! memberships are written with a conversation's first message only.
-//! The writer makes it in the statement that inserts the batch (`LIST_MOVE`); deletions
-//! and erasures put rows back to the newest live message (`refresh`). A page reads the
-//! user's memberships and the rows they point to, newest first.
+//! lists hold its conversation. In `conversations`, whose pages keep room for it, the
+//! move is a HOT update (no index on what moves). Memberships are written with a
+//! conversation's first message only. The writer makes the moves in the statement that
+//! inserts the batch (`LIST_MOVE`); deletions and erasures put rows back to the newest
+//! live message (`refresh`). A page reads the user's memberships and the rows they point
+//! to, newest first.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -20,7 +21,9 @@ use super::schema::{conversation_members, conversations, rooms};
 /// rows just inserted. A conversation's first message also puts it on its members'
 /// lists: both users of `chat:<a>:<b>`, the visitor of `support:<uid>` (`xmax = 0`: the
 /// upsert inserted the row). Later messages only move the one row. Rows go in key
-/// order, so two replicas' writers lock them in one order and cannot deadlock.
+/// order, so two replicas' batches of inserts alone lock them in one order; a batch
+/// that also deletes may still meet another in a deadlock, which Postgres breaks by
+/// failing one, and the writer then applies that batch one by one.
 pub const LIST_MOVE: &str = "\
 moved AS ( \
     INSERT INTO conversations (topic, last_message_id, last_message_at) \
@@ -54,6 +57,29 @@ rooms_moved AS ( \
 pub fn refresh(conn: &mut PgConnection, topics: &[&str]) -> Result<(), Error> {
     use super::schema::messages;
     for topic in topics {
+        // The activity row first, locked: another replica's writer moving it commits
+        // before the newest message is read (or waits until this commits), so neither
+        // overwrites the other with an older message.
+        let room = topic.strip_prefix("room:");
+        let listed = match room {
+            Some(room) => rooms::table
+                .find(room)
+                .select(rooms::id)
+                .for_update()
+                .first::<String>(conn)
+                .optional()?
+                .is_some(),
+            None => conversations::table
+                .find(topic)
+                .select(conversations::topic)
+                .for_update()
+                .first::<String>(conn)
+                .optional()?
+                .is_some(),
+        };
+        if !listed {
+            continue;
+        }
         let newest: Option<(i64, DateTime<Utc>)> = messages::table
             .filter(messages::topic.eq(topic))
             .filter(messages::deleted_at.is_null())
@@ -61,17 +87,16 @@ pub fn refresh(conn: &mut PgConnection, topics: &[&str]) -> Result<(), Error> {
             .select((messages::id, messages::sent_at))
             .first(conn)
             .optional()?;
-        if let Some(room) = topic.strip_prefix("room:") {
-            diesel::update(rooms::table.find(room))
-                .set((
-                    rooms::last_message_id.eq(newest.map(|(id, _)| id)),
-                    rooms::last_message_at.eq(newest.map(|(_, at)| at)),
-                ))
-                .execute(conn)?;
-            continue;
-        }
-        match newest {
-            Some((id, at)) => {
+        match (room, newest) {
+            (Some(room), newest) => {
+                diesel::update(rooms::table.find(room))
+                    .set((
+                        rooms::last_message_id.eq(newest.map(|(id, _)| id)),
+                        rooms::last_message_at.eq(newest.map(|(_, at)| at)),
+                    ))
+                    .execute(conn)?;
+            }
+            (None, Some((id, at))) => {
                 diesel::update(conversations::table.find(topic))
                     .set((
                         conversations::last_message_id.eq(id),
@@ -79,7 +104,7 @@ pub fn refresh(conn: &mut PgConnection, topics: &[&str]) -> Result<(), Error> {
                     ))
                     .execute(conn)?;
             }
-            None => {
+            (None, None) => {
                 // The members stay: the next message brings the conversation back to
                 // their lists, whichever replica stores it.
                 diesel::delete(conversations::table.find(topic)).execute(conn)?;
