@@ -49,7 +49,7 @@ pub fn history(
 
 /// The statement of `insert_all`: the INSERT, and the conversation lists moved by what
 /// it inserted, in one round trip and one commit.
-static INSERT_ALL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+pub static INSERT_ALL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     [
         "WITH ins AS ( \
      INSERT INTO messages (topic, sender_id, recipient_id, body, kind, status, meta, client_ref) \
@@ -75,27 +75,25 @@ static INSERT_ALL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// The rows travel as one array per column through `unnest`, so the statement text is
 /// the same for any batch size and its plan is made once per connection; it does not
 /// depend on how large the table is.
-pub fn insert_all(conn: &mut PgConnection, new: &[NewMessage]) -> Result<Vec<MessageRow>, Error> {
+pub fn insert_all(conn: &mut PgConnection, new: &[&NewMessage]) -> Result<Vec<MessageRow>, Error> {
     use diesel::sql_types::{Array, Jsonb, Nullable, Text};
     if new.is_empty() {
         return Ok(Vec::new());
     }
-    let column = |f: fn(&NewMessage) -> String| new.iter().map(f).collect::<Vec<String>>();
+    // Columns of borrowed values: the batch is bound as it is, not copied.
+    let text = |f: fn(&NewMessage) -> &str| new.iter().map(|m| f(m)).collect::<Vec<&str>>();
+    let optional = |f: fn(&NewMessage) -> Option<&str>| {
+        new.iter().map(|m| f(m)).collect::<Vec<Option<&str>>>()
+    };
     let mut rows: Vec<MessageRow> = super::prepared::prepared(INSERT_ALL.as_str())
-        .bind::<Array<Text>, _>(column(|m| m.topic.clone()))
-        .bind::<Array<Text>, _>(column(|m| m.sender_id.clone()))
-        .bind::<Array<Nullable<Text>>, _>(
-            new.iter()
-                .map(|m| m.recipient_id.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Text>, _>(column(|m| m.body.clone()))
-        .bind::<Array<Text>, _>(column(|m| m.kind.clone()))
-        .bind::<Array<Text>, _>(column(|m| m.status.clone()))
-        .bind::<Array<Jsonb>, _>(new.iter().map(|m| m.meta.clone()).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Text>>, _>(
-            new.iter().map(|m| m.client_ref.clone()).collect::<Vec<_>>(),
-        )
+        .bind::<Array<Text>, _>(text(|m| &m.topic))
+        .bind::<Array<Text>, _>(text(|m| &m.sender_id))
+        .bind::<Array<Nullable<Text>>, _>(optional(|m| m.recipient_id.as_deref()))
+        .bind::<Array<Text>, _>(text(|m| &m.body))
+        .bind::<Array<Text>, _>(text(|m| &m.kind))
+        .bind::<Array<Text>, _>(text(|m| &m.status))
+        .bind::<Array<Jsonb>, _>(new.iter().map(|m| &m.meta).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(optional(|m| m.client_ref.as_deref()))
         .load(conn)?;
     // Ids are drawn in ORDER BY n order; sorting makes that order explicit.
     rows.sort_by_key(|r| r.id);

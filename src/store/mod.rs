@@ -126,6 +126,16 @@ pub(crate) fn set_up_for_reads(conn: &mut PgConnection) -> Result<(), Error> {
     Ok(())
 }
 
+/// Sets up the writer's connection. It keeps its batch INSERT prepared, and after a few
+/// runs Postgres may keep a generic plan for it: sequential scans are priced out so that
+/// the lists' parts (rooms, conversations) keep their indexes in a plan made while those
+/// tables were small, as the read pool's plans do.
+pub fn set_up_for_writes(conn: &mut PgConnection) -> Result<(), Error> {
+    use diesel::connection::SimpleConnection;
+    conn.batch_execute("SET enable_seqscan = off")?;
+    Ok(())
+}
+
 /// Runs `work` in a transaction that waits for the WAL flush on commit, for writes on
 /// a read-pool connection that must survive a crash (room membership).
 pub fn durably<T>(

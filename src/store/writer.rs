@@ -151,7 +151,11 @@ impl Writer {
                 WriterLoop {
                     rx,
                     linger: Linger::new(window, LINGER_AIM),
-                    conn: LazyConnection::new(connect_url, connect_timeout, |_| Ok(())),
+                    conn: LazyConnection::new(
+                        connect_url,
+                        connect_timeout,
+                        super::set_up_for_writes,
+                    ),
                     outbox,
                     metrics,
                     on_commit,
@@ -383,6 +387,10 @@ fn apply_one(
 
 /// Inserts a run of messages in one statement. A resend with a `client_ref` already
 /// stored (skipped by the unique key) or earlier in the run is answered with that row.
+///
+/// Once the INSERT has returned, nothing fails the run as a whole: outside a
+/// transaction its rows are already committed, and a run answered `Unavailable` would be
+/// retried and stored twice. A row that cannot be accounted for fails only its request.
 fn insert_run(
     conn: &mut PgConnection,
     run: &[&NewMessage],
@@ -395,23 +403,23 @@ fn insert_run(
         Row(usize),
         SameAs(usize),
     }
-    let mut to_insert: Vec<NewMessage> = Vec::new();
-    let mut first_in_run: HashMap<(String, String), usize> = HashMap::new();
+    let mut to_insert: Vec<&NewMessage> = Vec::with_capacity(run.len());
+    let mut first_in_run: HashMap<(&str, &str), usize> = HashMap::new();
     let mut sources = Vec::with_capacity(run.len());
-    for message in run {
+    for &message in run {
         let key = message
             .client_ref
-            .as_ref()
-            .map(|r| (message.sender_id.clone(), r.clone()));
+            .as_deref()
+            .map(|r| (message.sender_id.as_str(), r));
         let source = match key.map(|key| first_in_run.entry(key)) {
             Some(Entry::Occupied(seen)) => Source::SameAs(*seen.get()),
             Some(Entry::Vacant(first)) => {
                 first.insert(to_insert.len());
-                to_insert.push((*message).clone());
+                to_insert.push(message);
                 Source::Row(to_insert.len() - 1)
             }
             None => {
-                to_insert.push((*message).clone());
+                to_insert.push(message);
                 Source::Row(to_insert.len() - 1)
             }
         };
@@ -433,7 +441,7 @@ fn insert_run(
         match (returned.next_if(this_one), rows.get_mut(index)) {
             (Some(row), Some(slot)) => *slot = Some((row, true)),
             (None, _) if message.client_ref.is_some() => resent.push(index),
-            _ => return Err(Error::Unavailable("an insert was skipped".into())),
+            _ => log::error!("writer: an insert of the batch was skipped"),
         }
     }
     if !resent.is_empty() {
@@ -446,19 +454,26 @@ fn insert_run(
             .collect();
         // A transaction of its own when the insert ran alone (a savepoint otherwise):
         // the lookup plans for the table as it is now.
-        let stored = conn.transaction(|conn| {
-            messages::plan_for_now(conn)?;
-            messages::by_client_refs(conn, &pairs)
-        })?;
-        for &index in &resent {
-            let Some(message) = to_insert.get(index) else {
-                continue;
-            };
-            let found = stored.iter().find(|row| {
-                row.sender_id == message.sender_id && row.client_ref == message.client_ref
+        let stored = conn
+            .transaction(|conn| {
+                messages::plan_for_now(conn)?;
+                messages::by_client_refs(conn, &pairs)
+            })
+            .unwrap_or_else(|e| {
+                log::warn!(
+                    "writer: looking up {} resent messages failed: {e}",
+                    pairs.len()
+                );
+                Vec::new()
             });
-            if let Some(slot) = rows.get_mut(index) {
-                *slot = found.map(|row| (row.clone(), false));
+        for row in stored {
+            let index = resent.iter().copied().find(|&i| {
+                to_insert
+                    .get(i)
+                    .is_some_and(|m| row.sender_id == m.sender_id && row.client_ref == m.client_ref)
+            });
+            if let Some(slot) = index.and_then(|i| rows.get_mut(i)) {
+                *slot = Some((row, false));
             }
         }
     }
@@ -472,13 +487,13 @@ fn insert_run(
                     created: created && !repeated,
                 }))
             })
-            .ok_or_else(|| Error::Unavailable("a row of the batch went missing".into()))
+            .unwrap_or_else(|| Err(Error::Unavailable("the message could not be stored".into())))
     };
-    sources
+    Ok(sources
         .into_iter()
         .map(|source| match source {
             Source::Row(index) => answer(index, false),
             Source::SameAs(index) => answer(index, true),
         })
-        .collect()
+        .collect())
 }

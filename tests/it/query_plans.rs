@@ -113,6 +113,26 @@ async fn every_hot_query_uses_its_index() {
             assert!(list.contains(index), "list page: {index} in\n{list}");
         }
         assert!(!list.contains("Seq Scan"), "list page: {list}");
+        // The writer's batch INSERT and the lists it moves, as a kept generic plan made
+        // on empty tables (the writer's connection prices scans out too).
+        diesel::sql_query(format!(
+            "PREPARE insert_all(text[], text[], text[], text[], text[], text[], jsonb[], \
+             text[]) AS {}",
+            sidechat::store::messages::INSERT_ALL.as_str()
+        ))
+        .execute(conn)
+        .unwrap();
+        diesel::sql_query("SET plan_cache_mode = force_generic_plan")
+            .execute(conn)
+            .unwrap();
+        let insert = self::plan(
+            conn,
+            "EXECUTE insert_all(ARRAY['chat:a:b', 'room:r'], ARRAY['a', 'a'], \
+             ARRAY['b', NULL], ARRAY['x', 'y'], ARRAY['user', 'user'], \
+             ARRAY['complete', 'complete'], ARRAY['{}'::jsonb, '{}'::jsonb], ARRAY[NULL, NULL])",
+        );
+        assert!(insert.contains("rooms_pkey"), "batch insert: {insert}");
+        assert!(!insert.contains("Seq Scan"), "batch insert: {insert}");
     })
     .await;
 }
@@ -149,6 +169,10 @@ async fn service_connections_are_set_up_for_short_queries() {
         assert_eq!(show(&mut pooled, "enable_seqscan"), "off");
         assert_eq!(show(&mut pooled, "plan_cache_mode"), "force_generic_plan");
         assert_eq!(show(&mut pooled, "synchronous_commit"), "off");
+        // The writer's: scans priced out.
+        let mut writer = sidechat::store::connect(&url, timeout).unwrap();
+        sidechat::store::set_up_for_writes(&mut writer).unwrap();
+        assert_eq!(show(&mut writer, "enable_seqscan"), "off");
     })
     .await
     .unwrap();
