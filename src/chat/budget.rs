@@ -341,8 +341,11 @@ mod tests {
                 allowed(&budgets, user, Cost::Message, later);
             }
         }
-        assert!(
-            allowed(&budgets, "free", Cost::Event, later),
+        let tracked = budgets.tracked();
+        assert!(allowed(&budgets, "free", Cost::Event, later));
+        assert_eq!(
+            budgets.tracked(),
+            tracked,
             "an unlimited kind tracks nobody"
         );
         budgets.sweep(later);

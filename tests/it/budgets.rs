@@ -109,10 +109,8 @@ async fn a_typing_flood_in_a_room_of_60_reaches_the_others_about_once_a_second()
         |r| json!(["1", r, "room:lounge", "typing", {"typing": true}]),
     )
     .await;
-    assert!(
-        flood.rate_limited > 0 || flood.closed == Some(4004),
-        "{flood:?}"
-    );
+    assert!(flood.rate_limited > 0, "{flood:?}");
+    assert_eq!(flood.closed, Some(4004), "{flood:?}");
     assert!(
         flood.ok
             <= most_allowed(
@@ -218,10 +216,7 @@ async fn a_join_leave_loop_is_refused_past_its_budget_and_queries_no_more_histor
     }
     let bound = most_allowed(5, 10, started.elapsed());
     assert!(joined <= bound, "{joined} joins allowed, at most {bound}");
-    assert!(
-        refused >= attempts - bound.min(attempts),
-        "{refused} refused"
-    );
+    assert!(joined >= 10, "the burst is allowed: {joined}");
     assert!(refused > 0);
     // Only the allowed joins reached Postgres: each is one successful join.
     assert_eq!(
@@ -285,7 +280,10 @@ async fn history_read_and_lobby_floods_are_each_bounded_by_their_budget() {
             }
         }
         let bound = most_allowed(rate, budget, started.elapsed());
-        assert!(allowed >= 1, "{event}: the first is allowed");
+        assert!(
+            allowed >= u64::from(budget),
+            "{event}: the burst is allowed ({allowed})"
+        );
         assert!(allowed < 60, "{event}: some were refused");
         assert!(
             allowed <= bound,
@@ -296,15 +294,17 @@ async fn history_read_and_lobby_floods_are_each_bounded_by_their_budget() {
 
 #[tokio::test]
 async fn a_users_http_calls_draw_on_the_same_budget() {
+    // One a second: nothing earned back between the last call and the socket's push.
     let app = spawn_app_with(|s| {
-        s.limits.events_per_second = 10;
+        s.limits.events_per_second = 1;
         s.limits.events_burst = 20;
     })
     .await;
     let token = hmac_token("poller", 600);
+    let mut client = app.connect("poller").await;
     let started = Instant::now();
     let (mut allowed, mut refused) = (0u64, 0u64);
-    for _ in 0..100 {
+    for _ in 0..60 {
         let response = http_client()
             .get(app.http("/v1/me/unread"))
             .bearer_auth(&token)
@@ -324,19 +324,13 @@ async fn a_users_http_calls_draw_on_the_same_budget() {
         }
     }
     assert!(allowed >= 20, "the burst is allowed");
-    assert!(allowed <= most_allowed(10, 20, started.elapsed()));
+    assert!(allowed <= most_allowed(1, 20, started.elapsed()));
     assert!(refused > 0);
-    // The socket shares the budget: spent over HTTP, spent for pushes too (five pushes
-    // come faster than it earns them back).
-    let mut client = app.connect("poller").await;
-    let mut replies = Vec::new();
-    for _ in 0..5 {
-        let reply = client
-            .push_with_join_ref(None, "phoenix", "heartbeat", json!({}))
-            .await;
-        replies.push(reply["response"]["reason"].clone());
-    }
-    assert!(replies.contains(&json!("rate_limited")), "{replies:?}");
+    // The socket shares the budget: spent over HTTP, spent for its pushes too.
+    let reply = client
+        .push_with_join_ref(None, "phoenix", "heartbeat", json!({}))
+        .await;
+    assert_eq!(reply["response"]["reason"], "rate_limited", "{reply}");
 }
 
 #[tokio::test]
