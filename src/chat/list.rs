@@ -19,6 +19,7 @@ use crate::store::{self, conversations, messages};
 /// Items in a page when the client names no limit, and the most it may name.
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 200;
+const LIMIT_RULE: &str = "limit must be 1 to 200";
 
 /// Marks the cursors this server issues, so that anything else is told apart.
 const CURSOR_VERSION: &str = "c1";
@@ -41,7 +42,7 @@ impl ListParams {
         let limit = match limit {
             None => DEFAULT_LIMIT,
             Some(n) if (1..=i64::from(MAX_LIMIT)).contains(&n) => n as u32,
-            Some(_) => return Err(ListError("limit must be 1 to 200")),
+            Some(_) => return Err(ListError(LIMIT_RULE)),
         };
         let after = before.map(decode_cursor).transpose()?;
         Ok(ListParams { after, limit })
@@ -63,12 +64,12 @@ fn decode_cursor(raw: &str) -> Result<conversations::Position, ListError> {
     else {
         return Err(NOT_OURS);
     };
-    // Within what Postgres stores (and the first page's start, 9999-12-31): any time
-    // past it would fail the query rather than the cursor.
+    // Within what a page can start from: any time past it would fail the query rather
+    // than the cursor.
     let at = micros
         .parse::<i64>()
         .ok()
-        .filter(|m| (0..=253_402_300_799_000_000).contains(m))
+        .filter(|m| (0..=conversations::LATEST_SECOND * 1_000_000).contains(m))
         .and_then(DateTime::<Utc>::from_timestamp_micros)
         .ok_or(NOT_OURS)?;
     match Topic::parse(topic) {
@@ -148,11 +149,12 @@ impl Chat {
         let conversations = listed
             .into_iter()
             .filter_map(|l| {
-                let (kind, peer) = match Topic::parse(&l.topic).ok()? {
-                    Topic::Direct(a, b) => {
-                        let peer = if &a == user { b } else { a };
-                        (ConversationKind::Chat, Some(peer.to_string()))
-                    }
+                let topic = Topic::parse(&l.topic).ok()?;
+                let (kind, peer) = match topic {
+                    Topic::Direct(..) => (
+                        ConversationKind::Chat,
+                        topic.recipient_of(user).map(|peer| peer.to_string()),
+                    ),
                     Topic::Room(_) => (ConversationKind::Room, None),
                     Topic::Support(_) => (ConversationKind::Support, None),
                     _ => return None,

@@ -121,6 +121,10 @@ pub fn forget_user(conn: &mut PgConnection, user_id: &str) -> Result<(), Error> 
     Ok(())
 }
 
+/// The last second Postgres and a cursor may name: 9999-12-31T23:59:59Z. The first page
+/// starts there.
+pub const LATEST_SECOND: i64 = 253_402_300_799;
+
 /// Where a page starts: after the conversation with this activity and topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
@@ -185,7 +189,7 @@ pub fn page(
 ) -> Result<Vec<Listed>, Error> {
     // Past every stored time: the first page.
     let start = Position {
-        at: DateTime::from_timestamp(253_402_300_799, 0).unwrap_or_default(), // 9999-12-31
+        at: DateTime::from_timestamp(LATEST_SECOND, 0).unwrap_or_default(),
         topic: String::new(),
     };
     let after = after.unwrap_or(&start);

@@ -321,14 +321,14 @@ fn apply_batch(
     batch: &[Mutation],
     outbox: Option<Duration>,
 ) -> BatchResult {
-    if outbox.is_none() && batch.iter().all(|m| matches!(m, Mutation::Insert(_))) {
-        let inserts: Vec<&NewMessage> = batch
-            .iter()
-            .filter_map(|m| match m {
-                Mutation::Insert(message) => Some(message),
-                _ => None,
-            })
-            .collect();
+    let only_inserts: Option<Vec<&NewMessage>> = batch
+        .iter()
+        .map(|m| match m {
+            Mutation::Insert(message) => Some(message),
+            _ => None,
+        })
+        .collect();
+    if let (None, Some(inserts)) = (outbox, only_inserts) {
         return insert_run(conn, &inserts);
     }
     conn.transaction(|conn| {
