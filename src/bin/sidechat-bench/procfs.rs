@@ -15,16 +15,36 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// CPU time (user + system) of `pid`, in milliseconds.
 pub fn cpu_ms(pid: u32) -> u64 {
+    stat_ms(pid, &[UTIME, STIME])
+}
+
+/// CPU time of `pid` and of its children that have ended and been waited for: a
+/// postmaster's figure then keeps what its exited backends (autovacuum workers, closed
+/// connections) spent, which a sum over the live ones loses.
+pub fn cpu_ms_with_ended_children(pid: u32) -> u64 {
+    stat_ms(pid, &[UTIME, STIME, CUTIME, CSTIME])
+}
+
+/// Fields of /proc/<pid>/stat, counted after the command name.
+const UTIME: usize = 11;
+const STIME: usize = 12;
+const CUTIME: usize = 13;
+const CSTIME: usize = 14;
+
+/// The sum of clock-tick `fields` of `pid`'s stat, in milliseconds.
+fn stat_ms(pid: u32, fields: &[usize]) -> u64 {
     let ticks_per_second = 100; // USER_HZ on Linux
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {
             // Fields after the command name, which is in parentheses and may hold spaces.
             let rest = stat.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let utime: u64 = fields.get(11)?.parse().ok()?;
-            let stime: u64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) * 1000 / ticks_per_second)
+            let values: Vec<&str> = rest.split_whitespace().collect();
+            let mut ticks = 0u64;
+            for &field in fields {
+                ticks += values.get(field)?.parse::<u64>().ok()?;
+            }
+            Some(ticks * 1000 / ticks_per_second)
         })
         .unwrap_or(0)
 }

@@ -116,19 +116,20 @@ impl Server {
         self.pid.map(procfs::rss_kib)
     }
 
-    /// CPU milliseconds of the server and of the private Postgres (postmaster and
-    /// backends), when known.
+    /// CPU milliseconds of the server and of the private Postgres (the postmaster with
+    /// the backends that ended, and the live ones), when known.
     pub fn cpu_ms(&self) -> (Option<u64>, Option<u64>) {
         let server = self.pid.map(procfs::cpu_ms);
         let postgres = self.postgres_dir.as_ref().map(|dir| {
             procfs::pids_matching(dir)
                 .into_iter()
-                .flat_map(|postmaster| {
-                    let mut all = procfs::children(postmaster);
-                    all.push(postmaster);
-                    all
+                .map(|postmaster| {
+                    procfs::cpu_ms_with_ended_children(postmaster)
+                        + procfs::children(postmaster)
+                            .into_iter()
+                            .map(procfs::cpu_ms)
+                            .sum::<u64>()
                 })
-                .map(procfs::cpu_ms)
                 .sum()
         });
         (server, postgres)
