@@ -40,9 +40,8 @@ impl<'a> Prepared<'a> {
         ST: Send + 'static,
         V: ToSql<ST, Pg> + Send + 'b,
     {
-        let mut binds: Vec<Box<dyn QueryFragment<Pg> + Send + 'b>> =
-            Vec::with_capacity(self.binds.len() + 1);
-        binds.extend(self.binds);
+        // What lives for 'a lives for 'b: the same Vec serves, grown in place.
+        let mut binds: Vec<Box<dyn QueryFragment<Pg> + Send + 'b>> = self.binds;
         binds.push(Box::new(Bind::<ST, V> {
             value,
             sql_type: PhantomData,
