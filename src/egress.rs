@@ -19,7 +19,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::Host;
 
 /// No answer in this long is a failed call, retried later (PROTOCOL.md §8).
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long registration waits for DNS before leaving the verdict to connect time.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -217,7 +217,7 @@ impl Egress {
         let base = || {
             reqwest::Client::builder()
                 .user_agent(concat!("sidechat/", env!("CARGO_PKG_VERSION")))
-                .connect_timeout(TIMEOUT)
+                .timeout(TIMEOUT)
         };
         let public = if policy.allow_local {
             base()
@@ -251,20 +251,10 @@ impl Egress {
             })
     }
 
-    /// A POST to the operator's webhook URL, to build and pass to `to_operator`.
+    /// A POST to the operator's webhook URL, wherever it points: the public-destination
+    /// rule is for URLs users chose.
     pub fn post_to_operator(&self, url: Url) -> reqwest::RequestBuilder {
-        self.operator.post(url).timeout(TIMEOUT)
-    }
-
-    /// Sends `request` to the operator's webhook URL.
-    pub async fn to_operator(
-        &self,
-        request: reqwest::Request,
-    ) -> Result<reqwest::Response, String> {
-        self.operator
-            .execute(request)
-            .await
-            .map_err(|e| describe(&e))
+        self.operator.post(url)
     }
 }
 
@@ -281,7 +271,7 @@ fn refusal_in(e: &reqwest::Error) -> Option<Refusal> {
 }
 
 /// A client error without the URL (it may carry credentials), with its cause.
-fn describe(e: &reqwest::Error) -> String {
+pub fn describe(e: &reqwest::Error) -> String {
     let what = if e.is_timeout() {
         "no answer in time"
     } else if e.is_connect() {

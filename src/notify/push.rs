@@ -9,7 +9,7 @@ use web_push_native::{Auth, WebPushBuilder, p256};
 use std::sync::Arc;
 
 use super::Attempt;
-use crate::egress::{Egress, Failure, TIMEOUT};
+use crate::egress::{Egress, Failure};
 use crate::settings::PushSettings;
 use crate::store::push::PushSubscriptionRow;
 
@@ -99,10 +99,7 @@ impl WebPush {
             .with_vapid(&self.key_pair, &self.subject)
             .build(payload)
             .map_err(|e| format!("cannot build the push request: {e}"))?;
-        let mut request =
-            reqwest::Request::try_from(request).map_err(|e| format!("bad push request: {e}"))?;
-        *request.timeout_mut() = Some(TIMEOUT);
-        Ok(request)
+        reqwest::Request::try_from(request).map_err(|e| format!("bad push request: {e}"))
     }
 }
 

@@ -24,24 +24,21 @@ impl Webhook {
     /// POSTs `body` as event `event_id`, signed now.
     pub async fn send(&self, event_id: &str, body: Vec<u8>) -> Attempt {
         let signed = signature::sign(&self.secret, chrono::Utc::now().timestamp(), &body);
-        let built = self
+        let sent = self
             .egress
             .post_to_operator(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("X-Sidechat-Event-Id", event_id)
             .header(signature::HEADER, signed)
             .body(body)
-            .build();
-        // Never sent unsigned: ids and signatures are ASCII we made, so this is a bug.
-        let request = match built {
-            Ok(request) => request,
-            Err(e) => return Attempt::Refused(format!("cannot build the call: {e}")),
-        };
-        // The operator's own URL: exempt from the public-destination rule.
-        match self.egress.to_operator(request).await {
+            .send()
+            .await;
+        match sent {
             Ok(answer) if answer.status().is_success() => Attempt::Delivered,
             Ok(answer) => Attempt::Failed(format!("the host answered {}", answer.status())),
-            Err(why) => Attempt::Failed(why),
+            // Never sent unsigned: ids and signatures are ASCII we made, so this is a bug.
+            Err(e) if e.is_builder() => Attempt::Refused(format!("cannot build the call: {e}")),
+            Err(e) => Attempt::Failed(crate::egress::describe(&e)),
         }
     }
 }
