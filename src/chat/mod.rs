@@ -2,9 +2,11 @@
 //! Knows nothing of sockets or HTTP; both transports and the HTTP API call into here.
 //!
 //! `conversation.rs` holds what a member does in a conversation (join, send, read,
-//! typing, presence); `host.rs` what the host backend does (post as anyone, edit, delete,
-//! erase, rooms). Every message, whoever sends it, goes through `Chat::post`.
+//! typing, presence); `away.rs` how those not in it hear of a new message; `list.rs` a
+//! user's conversation list; `host.rs` what the host backend does (post as anyone, edit,
+//! delete, erase, rooms). Every message, whoever sends it, goes through `Chat::post`.
 
+mod away;
 mod budget;
 mod conversation;
 pub use conversation::{Entered, presence_leave};
@@ -116,7 +118,7 @@ pub struct Chat {
     presence_refs: AtomicU64,
     presence_diffs: Arc<PresenceDiffs>,
     receipts: Receipts,
-    room_rounds: Arc<conversation::RoomRounds>,
+    room_rounds: Arc<away::RoomRounds>,
 }
 
 /// Storage failures as the client sees them; the cause goes to the log.
