@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use super::message::timestamp;
 use super::{Chat, Message, Reason, Topic, UserId, storage};
-use crate::store::{self, conversations, messages};
+use crate::store::{self, conversations};
 
 /// Items in a page when the client names no limit, and the most it may name.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -129,12 +129,9 @@ impl Chat {
     ) -> Result<ConversationPage, Reason> {
         let user_id = user.to_string();
         let limit = i64::from(params.limit);
-        let (mut listed, mut last) = store::blocking(&self.pool, move |conn| {
-            // One more than asked: whether there is a next page.
-            let listed = conversations::page(conn, &user_id, params.after.as_ref(), limit + 1)?;
-            let ids: Vec<i64> = listed.iter().filter_map(|l| l.last_message_id).collect();
-            let last = messages::rows_by_id(conn, &ids)?;
-            Ok((listed, last))
+        // One more than asked: whether there is a next page.
+        let mut listed = store::blocking(&self.pool, move |conn| {
+            conversations::page(conn, &user_id, params.after.as_ref(), limit + 1)
         })
         .await
         .map_err(storage)?;
@@ -163,10 +160,7 @@ impl Chat {
                     kind,
                     peer,
                     name: l.room_name,
-                    last_message: l
-                        .last_message_id
-                        .and_then(|id| last.remove(&id))
-                        .map(Message::from),
+                    last_message: l.last_message.map(Message::from),
                     unread: l.unread,
                     updated_at: timestamp(l.at),
                     topic: l.topic,

@@ -15,6 +15,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz};
 
 use super::Error;
+use super::models::MessageRow;
 use super::schema::{conversation_members, conversations, rooms};
 
 /// The part of the batch INSERT's statement that moves the lists: CTEs over `ins`, the
@@ -140,8 +141,10 @@ pub struct Listed {
     /// The last message's time; a room's creation while it has none.
     #[diesel(sql_type = Timestamptz)]
     pub at: DateTime<Utc>,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    pub last_message_id: Option<i64>,
+    /// The newest live message, read in the same statement (so from the same snapshot);
+    /// None for a room that has none. Its `topic` is the conversation's.
+    #[diesel(embed)]
+    pub last_message: Option<MessageRow>,
     /// Rooms only.
     #[diesel(sql_type = Nullable<Text>)]
     pub room_name: Option<String>,
@@ -150,7 +153,7 @@ pub struct Listed {
 }
 
 /// The statement of `page`. Each source gives its newest `limit` past the position;
-/// the union keeps the newest `limit` of both. Unread counts as in the lobby summary:
+/// the union keeps the newest `limit` of both, each with its last message. Unread counts as in the lobby summary:
 /// rows addressed to the user, or room messages from others past the member's read
 /// cursor. Placeholders each appear once (`store::prepared`), so the user, position and
 /// limit are bound once per use.
@@ -169,7 +172,9 @@ WITH page AS ( \
        AND (COALESCE(r.last_message_at, r.created_at), 'room:' || r.id) < ($6, $7) \
      ORDER BY 2 DESC, 1 DESC LIMIT $8) \
     ORDER BY at DESC, topic DESC LIMIT $9) \
-SELECT p.topic, p.at, p.last_message_id, p.room_name, \
+SELECT p.topic, p.at, p.room_name, \
+    m.id, m.sender_id, m.recipient_id, m.body, m.kind, m.status, m.meta, m.client_ref, \
+    m.sent_at, m.edited_at, m.deleted_at, m.is_delivered, \
     CASE WHEN p.read_up_to IS NULL THEN \
         (SELECT count(*) FROM messages u WHERE u.recipient_id = $10 AND u.topic = p.topic \
          AND NOT u.is_delivered AND u.deleted_at IS NULL) \
@@ -177,7 +182,8 @@ SELECT p.topic, p.at, p.last_message_id, p.room_name, \
         (SELECT count(*) FROM messages u WHERE u.topic = p.topic AND u.id > p.read_up_to \
          AND u.sender_id <> $11 AND u.deleted_at IS NULL) \
     END AS unread \
-FROM page p ORDER BY p.at DESC, p.topic DESC";
+FROM page p LEFT JOIN messages m ON m.id = p.last_message_id AND m.deleted_at IS NULL \
+ORDER BY p.at DESC, p.topic DESC";
 
 /// Up to `limit` of `user`'s conversations after `after` (from the newest when None),
 /// most recent activity first.
