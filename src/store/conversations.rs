@@ -16,7 +16,7 @@ use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz};
 
 use super::Error;
 use super::models::MessageRow;
-use super::schema::{conversation_members, conversations, rooms};
+use super::schema::conversation_members;
 
 /// The part of the batch INSERT's statement that moves the lists: CTEs over `ins`, the
 /// rows just inserted. A conversation's first message also puts it on its members'
@@ -54,64 +54,56 @@ rooms_moved AS ( \
     WHERE r.id = latest.room_id) ";
 
 /// Puts each topic's activity back to its newest live message after a deletion or an
-/// erasure; a one-to-one or support conversation with none left leaves every list.
+/// erasure; a one-to-one or support conversation with none left leaves every list (its
+/// members stay: the next message brings it back to their lists, whichever replica
+/// stores it). A few statements whatever the number of topics: an erasure may touch
+/// thousands, inside the writer's transaction.
 pub fn refresh(conn: &mut PgConnection, topics: &[&str]) -> Result<(), Error> {
-    use super::schema::messages;
-    for topic in topics {
-        // The activity row first, locked: another replica's writer moving it commits
-        // before the newest message is read (or waits until this commits), so neither
-        // overwrites the other with an older message.
-        let room = topic.strip_prefix("room:");
-        let listed = match room {
-            Some(room) => rooms::table
-                .find(room)
-                .select(rooms::id)
-                .for_update()
-                .first::<String>(conn)
-                .optional()?
-                .is_some(),
-            None => conversations::table
-                .find(topic)
-                .select(conversations::topic)
-                .for_update()
-                .first::<String>(conn)
-                .optional()?
-                .is_some(),
-        };
-        if !listed {
-            continue;
-        }
-        let newest: Option<(i64, DateTime<Utc>)> = messages::table
-            .filter(messages::topic.eq(topic))
-            .filter(messages::deleted_at.is_null())
-            .order(messages::id.desc())
-            .select((messages::id, messages::sent_at))
-            .first(conn)
-            .optional()?;
-        match (room, newest) {
-            (Some(room), newest) => {
-                diesel::update(rooms::table.find(room))
-                    .set((
-                        rooms::last_message_id.eq(newest.map(|(id, _)| id)),
-                        rooms::last_message_at.eq(newest.map(|(_, at)| at)),
-                    ))
-                    .execute(conn)?;
-            }
-            (None, Some((id, at))) => {
-                diesel::update(conversations::table.find(topic))
-                    .set((
-                        conversations::last_message_id.eq(id),
-                        conversations::last_message_at.eq(at),
-                    ))
-                    .execute(conn)?;
-            }
-            (None, None) => {
-                // The members stay: the next message brings the conversation back to
-                // their lists, whichever replica stores it.
-                diesel::delete(conversations::table.find(topic)).execute(conn)?;
-            }
-        }
+    use diesel::sql_types::Array;
+    if topics.is_empty() {
+        return Ok(());
     }
+    let (rooms, others): (Vec<&str>, Vec<&str>) =
+        topics.iter().partition(|t| t.starts_with("room:"));
+    let room_ids: Vec<&str> = rooms
+        .iter()
+        .filter_map(|t| t.strip_prefix("room:"))
+        .collect();
+    // The activity rows first, locked in key order, each lock a statement of its own:
+    // another replica's writer moving one commits before the reads below (which then see
+    // its message) or waits until this commits, so neither overwrites the other with an
+    // older message.
+    diesel::sql_query(
+        "SELECT 1 FROM conversations WHERE topic = ANY($1) ORDER BY topic FOR UPDATE",
+    )
+    .bind::<Array<Text>, _>(&others)
+    .execute(conn)?;
+    diesel::sql_query("SELECT 1 FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind::<Array<Text>, _>(&room_ids)
+        .execute(conn)?;
+    diesel::sql_query(
+        "DELETE FROM conversations c WHERE c.topic = ANY($1) AND NOT EXISTS ( \
+         SELECT 1 FROM messages m WHERE m.topic = c.topic AND m.deleted_at IS NULL)",
+    )
+    .bind::<Array<Text>, _>(&others)
+    .execute(conn)?;
+    diesel::sql_query(
+        "UPDATE conversations c SET (last_message_id, last_message_at) = ( \
+         SELECT m.id, m.sent_at FROM messages m \
+         WHERE m.topic = c.topic AND m.deleted_at IS NULL ORDER BY m.id DESC LIMIT 1) \
+         WHERE c.topic = ANY($1)",
+    )
+    .bind::<Array<Text>, _>(&others)
+    .execute(conn)?;
+    // A room with no live message goes back to its creation time (both NULL).
+    diesel::sql_query(
+        "UPDATE rooms r SET (last_message_id, last_message_at) = ( \
+         SELECT m.id, m.sent_at FROM messages m \
+         WHERE m.topic = 'room:' || r.id AND m.deleted_at IS NULL ORDER BY m.id DESC LIMIT 1) \
+         WHERE r.id = ANY($1)",
+    )
+    .bind::<Array<Text>, _>(&room_ids)
+    .execute(conn)?;
     Ok(())
 }
 

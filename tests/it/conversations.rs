@@ -224,6 +224,41 @@ async fn deleted_and_erased_messages_leave_the_list_as_it_was_before_them() {
     assert_eq!(topics(&page), ["chat:gus:kim"]);
     let (_, page) = my_list(&app, "gus", "").await;
     assert_eq!(topics(&page), ["chat:gus:kim", "chat:gus:hal"]);
+
+    // A room goes back to its previous message, then to its creation time.
+    let (status, room) = app
+        .api(
+            "PUT",
+            "/api/v1/rooms/den",
+            Some(json!({"name": "Den", "members": ["gus", "kim"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{room}");
+    let older = app.post_message("room:den", "kim", "older").await;
+    let newer = app.post_message("room:den", "kim", "newer").await;
+    let den = |page: &Value| item(page, "room:den").clone();
+    for (deleted, left) in [(&newer, Some(&older)), (&older, None)] {
+        let path = format!("/api/v1/messages/{}", deleted["id"]);
+        assert_eq!(app.api("DELETE", &path, None).await.0, 204);
+        let (_, page) = my_list(&app, "gus", "").await;
+        match left {
+            Some(message) => {
+                assert_eq!(den(&page)["last_message"]["id"], message["id"]);
+                assert_eq!(den(&page)["updated_at"], message["sent_at"]);
+            }
+            None => {
+                assert_eq!(den(&page)["last_message"], Value::Null);
+                assert_eq!(den(&page)["unread"], 0);
+                // Its creation time: before either message (same format, so the
+                // strings order as the times do).
+                let created = den(&page)["updated_at"].as_str().unwrap().to_owned();
+                assert!(
+                    created < older["sent_at"].as_str().unwrap().to_owned(),
+                    "{page}"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test]
