@@ -252,10 +252,8 @@ async fn deleted_and_erased_messages_leave_the_list_as_it_was_before_them() {
                 // Its creation time: before either message (same format, so the
                 // strings order as the times do).
                 let created = den(&page)["updated_at"].as_str().unwrap().to_owned();
-                assert!(
-                    created < older["sent_at"].as_str().unwrap().to_owned(),
-                    "{page}"
-                );
+                let older_at = older["sent_at"].as_str().unwrap();
+                assert!(created.as_str() < older_at, "{page}");
             }
         }
     }
