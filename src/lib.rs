@@ -94,6 +94,9 @@ impl Application {
                 log::info!("applied {applied} migration(s)");
             }
         }
+        // Sends and notifications read blocks from memory: hold them before serving.
+        let blocks = store::blocks::all(&mut conn)
+            .map_err(|e| anyhow::anyhow!("database: cannot read blocks: {e}"))?;
         drop(conn);
         let pool = store::read_pool(&url, settings.database.pool_size, timeout)
             .map_err(|e| anyhow::anyhow!("database.url: {}", first_line(&e.to_string())))?;
@@ -185,8 +188,11 @@ impl Application {
                 push_endpoints: egress::Policy {
                     allow_local: settings.push.allow_local_endpoints,
                 },
+                direct_by_host: settings.chat.direct == "host",
+                report_webhook: !settings.webhooks.url.is_empty(),
             },
         ));
+        chat.load_blocks(blocks);
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             verifier,
@@ -268,6 +274,8 @@ impl Application {
         let mut server_task = actix_web::rt::spawn(server);
         let notifier_stop = CancellationToken::new();
         let notifier_task = notifier.map(|n| actix_web::rt::spawn(n.run(notifier_stop.clone())));
+        let blocks_task =
+            actix_web::rt::spawn(state.chat.clone().keep_blocks(notifier_stop.clone()));
         let shutdown = state.shutdown.clone();
         tokio::select! {
             _ = shutdown.cancelled() => {}
@@ -302,6 +310,7 @@ impl Application {
             if let Some(task) = notifier_task {
                 let _ = task.await;
             }
+            let _ = blocks_task.await;
         };
         if tokio::time::timeout(deadline, drain).await.is_err() {
             log::warn!("shutdown deadline passed; stopping with work in flight");

@@ -81,6 +81,10 @@ pub struct Metrics {
     pub outbox_waiting: Gauge,
     /// Deliveries waiting to be made or retried (counted every few seconds).
     pub outbox_deliveries: Gauge,
+    /// Blocks in this replica's copy (every replica holds them all).
+    pub blocks: Gauge,
+    /// Reports of messages stored (repeats not counted).
+    pub reports: Counter,
 }
 
 impl Default for Metrics {
@@ -112,6 +116,8 @@ impl Metrics {
             deliveries: Family::default(),
             outbox_waiting: Gauge::default(),
             outbox_deliveries: Gauge::default(),
+            blocks: Gauge::default(),
+            reports: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open sockets", metrics.connections.clone());
@@ -190,6 +196,16 @@ impl Metrics {
             "outbox_deliveries",
             "Offline notifications waiting to be made or retried",
             metrics.outbox_deliveries.clone(),
+        );
+        registry.register(
+            "blocks",
+            "Blocks held in this replica's copy",
+            metrics.blocks.clone(),
+        );
+        registry.register(
+            "reports",
+            "Reports of messages stored",
+            metrics.reports.clone(),
         );
         Metrics {
             registry,

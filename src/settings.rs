@@ -126,6 +126,8 @@ pub struct ChatSettings {
     pub max_body_bytes: usize,
     pub presence_room_limit: u32,
     pub typing_interval_ms: u64,
+    /// Who opens one-to-one chats: "open" (any two users) or "host" (`PUT /api/v1/chats`).
+    pub direct: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -251,6 +253,12 @@ impl Settings {
         if self.chat.history_limit == 0 || self.chat.history_limit > MAX_HISTORY_LIMIT {
             return invalid(format!(
                 "chat.history_limit: must be between 1 and {MAX_HISTORY_LIMIT}"
+            ));
+        }
+        if !["open", "host"].contains(&self.chat.direct.as_str()) {
+            return invalid(format!(
+                "chat.direct: must be \"open\" or \"host\", not {:?}",
+                self.chat.direct
             ));
         }
         if self.chat.max_body_bytes == 0 {

@@ -64,7 +64,8 @@ impl RoomRounds {
 impl Chat {
     /// Tells whoever should hear of a new message outside the conversation: the
     /// recipient's lobby when none of their sockets is in it, every absent room member's
-    /// lobby, or the staff inbox when a visitor writes. Runs after the sender's ack.
+    /// lobby, or the staff inbox when a visitor writes; never someone who blocks the
+    /// sender. Runs after the sender's ack.
     pub(super) fn notify_away(
         &self,
         topic: &Topic,
@@ -81,6 +82,9 @@ impl Chat {
     }
 
     fn notify_recipient(&self, topic: &Topic, recipient: UserId, row: &MessageRow) {
+        if self.blocks.blocks(recipient.as_str(), &row.sender_id) {
+            return;
+        }
         let topic_name = topic.to_string();
         let (pool, hub, presence) = (self.pool.clone(), self.hub.clone(), self.presence.clone());
         let message = Message::from(row.clone());
@@ -125,62 +129,69 @@ impl Chat {
         let Some(first) = self.room_rounds.start(&topic_name, newest) else {
             return;
         };
-        let (pool, hub, presence) = (self.pool.clone(), self.hub.clone(), self.presence.clone());
+        let teller = RoomTeller {
+            pool: self.pool.clone(),
+            hub: self.hub.clone(),
+            presence: self.presence.clone(),
+            blocks: self.blocks.clone(),
+            topic_name,
+            room,
+        };
         let rounds = self.room_rounds.clone();
         tokio::spawn(async move {
             let mut next = Some(first);
             while let Some((sender, message)) = next {
-                notify_room_round(
-                    &pool,
-                    &hub,
-                    presence.as_ref(),
-                    &topic_name,
-                    &room,
-                    sender,
-                    message,
-                )
-                .await;
-                next = rounds.next(&topic_name);
+                teller.round(sender, message).await;
+                next = rounds.next(&teller.topic_name);
             }
         });
     }
 }
 
-/// One round of a room's lobby notifications: every member who is in the room on no
-/// replica hears of `message` with their unread count.
-async fn notify_room_round(
-    pool: &store::PgPool,
-    hub: &crate::hub::Hub,
-    presence: &dyn crate::hub::Presence,
-    topic_name: &str,
-    room: &str,
-    sender: String,
-    message: Message,
-) {
-    let present: HashSet<String> = presence
-        .list(topic_name)
-        .await
-        .into_iter()
-        .map(|(user, _)| user)
-        .collect();
-    let room = room.to_owned();
-    let counts = store::blocking(pool, move |c| {
-        let away: Vec<String> = rooms::members(c, &room)?
+/// What a room's rounds of lobby notifications read.
+struct RoomTeller {
+    pool: store::PgPool,
+    hub: std::sync::Arc<crate::hub::Hub>,
+    presence: std::sync::Arc<dyn crate::hub::Presence>,
+    blocks: std::sync::Arc<super::blocks::BlockList>,
+    topic_name: String,
+    room: String,
+}
+
+impl RoomTeller {
+    /// One round: every member who is in the room on no replica, and does not block the
+    /// sender, hears of `message` with their unread count.
+    async fn round(&self, sender: String, message: Message) {
+        let topic_name = &self.topic_name;
+        // Those present saw it; those who block the sender are not told.
+        let mut skipped: HashSet<String> = self
+            .presence
+            .list(topic_name)
+            .await
             .into_iter()
-            .filter(|m| *m != sender && !present.contains(m))
+            .map(|(user, _)| user)
             .collect();
-        rooms::unread_for_members(c, &room, &away)
-    })
-    .await;
-    match counts {
-        Ok(counts) => {
-            for (member, count) in counts {
-                if let Ok(lobby) = UserId::parse(&member).map(Topic::Lobby) {
-                    hub.publish(notification(&lobby, topic_name, &message, count));
+        skipped.extend(self.blocks.blockers_of(&sender));
+        let room = self.room.clone();
+        let counts = store::blocking(&self.pool, move |c| {
+            let away: Vec<String> = rooms::members(c, &room)?
+                .into_iter()
+                .filter(|m| *m != sender && !skipped.contains(m))
+                .collect();
+            rooms::unread_for_members(c, &room, &away)
+        })
+        .await;
+        match counts {
+            Ok(counts) => {
+                for (member, count) in counts {
+                    if let Ok(lobby) = UserId::parse(&member).map(Topic::Lobby) {
+                        self.hub
+                            .publish(notification(&lobby, topic_name, &message, count));
+                    }
                 }
             }
+            Err(e) => log::warn!("room notifications for {topic_name} dropped: {e}"),
         }
-        Err(e) => log::warn!("room notifications for {topic_name} dropped: {e}"),
     }
 }
 

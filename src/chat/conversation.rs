@@ -64,6 +64,12 @@ impl Chat {
         if !topic.admits(actor) {
             return Err(Reason::Unauthorized);
         }
+        if self.config.direct_by_host
+            && let Topic::Direct(..) = topic
+            && !self.is_open_chat(topic).await?
+        {
+            return Err(Reason::Unauthorized);
+        }
         let reply = match topic {
             Topic::Lobby(owner) => JoinReply::Lobby(self.unread_summary(owner).await?),
             Topic::Inbox => JoinReply::Inbox(self.inbox_summary().await?),
@@ -166,6 +172,11 @@ impl Chat {
     pub async fn send(&self, actor: &Actor, topic: &Topic, msg: NewMsg) -> Result<Message, Reason> {
         if !topic.is_conversation() {
             return Err(Reason::UnknownEvent);
+        }
+        if let Topic::Direct(a, b) = topic
+            && self.blocked_between(a, b)
+        {
+            return Err(Reason::Blocked);
         }
         let post = Post {
             topic: topic.clone(),

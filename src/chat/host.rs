@@ -172,6 +172,37 @@ impl Chat {
         }
     }
 
+    /// Opens the one-to-one chat of `a` and `b` (idempotent). It matters where
+    /// `chat.direct = "host"`: only opened chats may be joined.
+    pub async fn open_chat(&self, a: &UserId, b: &UserId) -> Result<(), Reason> {
+        let topic = direct_topic(a, b)?.to_string();
+        store::blocking(&self.pool, move |c| store::open_chats::open(c, &topic))
+            .await
+            .map_err(storage)
+    }
+
+    /// Closes the chat of `a` and `b`: where `chat.direct = "host"` it can no longer be
+    /// joined, and sockets in it on every replica leave it now. History is kept.
+    pub async fn close_chat(&self, a: &UserId, b: &UserId) -> Result<(), Reason> {
+        let topic = direct_topic(a, b)?.to_string();
+        let closing = topic.clone();
+        store::blocking(&self.pool, move |c| store::open_chats::close(c, &closing))
+            .await
+            .map_err(storage)?;
+        if self.config.direct_by_host {
+            self.hub.publish(HubEvent::drop_all(&topic));
+        }
+        Ok(())
+    }
+
+    /// Whether the host opened `topic`.
+    pub(super) async fn is_open_chat(&self, topic: &Topic) -> Result<bool, Reason> {
+        let topic = topic.to_string();
+        store::blocking(&self.pool, move |c| store::open_chats::is_open(c, &topic))
+            .await
+            .map_err(storage)
+    }
+
     /// A page of any conversation, for the host.
     pub async fn host_history(
         &self,
@@ -249,4 +280,12 @@ fn room_info(row: rooms::RoomRow, members: Vec<String>) -> RoomInfo {
             .created_at
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     }
+}
+
+/// The chat of two different users.
+fn direct_topic(a: &UserId, b: &UserId) -> Result<Topic, Reason> {
+    if a == b {
+        return Err(Reason::InvalidPayload);
+    }
+    Ok(Topic::direct(a.clone(), b.clone()))
 }

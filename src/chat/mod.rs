@@ -7,6 +7,7 @@
 //! delete, erase, rooms). Every message, whoever sends it, goes through `Chat::post`.
 
 mod away;
+mod blocks;
 mod budget;
 mod conversation;
 pub use conversation::{Entered, presence_leave};
@@ -17,6 +18,7 @@ mod message;
 mod presence_diffs;
 mod push;
 mod reason;
+mod reports;
 mod request;
 mod topic;
 mod typing;
@@ -36,6 +38,7 @@ use crate::store::{self, Change, PgPool, Writer};
 use presence_diffs::PresenceDiffs;
 use typing::TypingGate;
 
+pub use blocks::BLOCKS_TOPIC;
 use budget::Budgets;
 pub use budget::{Cost, Rate, Rates, Streak};
 pub use host::{ErasureReport, MessagePatch, Post, RoomInfo, RoomUpdate};
@@ -44,7 +47,8 @@ pub use list::{Conversation, ConversationKind, ConversationPage, ListError, List
 pub use message::{Message, MessageKind, MessageStatus};
 pub use push::{NewPushSubscription, PushRefused};
 pub use reason::Reason;
-pub use request::{HistoryParams, JoinParams, NewMsg, Request};
+pub use reports::{Report, ReportPage};
+pub use request::{HistoryParams, JoinParams, NewMsg, ReportParams, Request};
 pub use topic::{Topic, TopicError};
 
 /// What a join answers: the lobby's unread summary, the inbox, or history.
@@ -104,6 +108,10 @@ pub struct ChatConfig {
     pub typing_interval: std::time::Duration,
     /// Which push endpoints users may register.
     pub push_endpoints: crate::egress::Policy,
+    /// `chat.direct = "host"`: a `chat:` may be joined only once the host opened it.
+    pub direct_by_host: bool,
+    /// Reports are told to the host by webhook (`webhooks.url` is set).
+    pub report_webhook: bool,
 }
 
 pub struct Chat {
@@ -119,6 +127,7 @@ pub struct Chat {
     presence_diffs: Arc<PresenceDiffs>,
     receipts: Receipts,
     room_rounds: Arc<away::RoomRounds>,
+    blocks: Arc<blocks::BlockList>,
 }
 
 /// Storage failures as the client sees them; the cause goes to the log.
@@ -155,6 +164,7 @@ impl Chat {
             presence_diffs: PresenceDiffs::new(hub.clone(), PRESENCE_WINDOW),
             receipts,
             room_rounds: Arc::default(),
+            blocks: Arc::default(),
             pool,
             writer,
             hub,
@@ -203,6 +213,7 @@ impl Chat {
                                 &erasure.user_id,
                             ));
                         }
+                        blocks::publish_forgotten(&hub, &erasure.blocks);
                     }
                 }
             }

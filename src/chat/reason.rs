@@ -33,6 +33,9 @@ pub enum Reason {
     /// Storage is down; nothing was stored.
     #[error("unavailable")]
     Unavailable,
+    /// One of the two users of a `chat:` blocks the other; nothing was stored.
+    #[error("blocked")]
+    Blocked,
 }
 
 impl Reason {
@@ -47,6 +50,7 @@ impl Reason {
             Reason::UnknownEvent => "unknown_event",
             Reason::NotJoined => "not_joined",
             Reason::Unavailable => "unavailable",
+            Reason::Blocked => "blocked",
         }
     }
 }
@@ -77,6 +81,7 @@ mod tests {
             (Reason::UnknownEvent, "unknown_event"),
             (Reason::NotJoined, "not_joined"),
             (Reason::Unavailable, "unavailable"),
+            (Reason::Blocked, "blocked"),
         ];
         for (reason, wire) in all {
             assert_eq!(serde_json::to_value(reason).unwrap(), wire);

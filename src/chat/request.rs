@@ -18,6 +18,18 @@ pub enum Request {
     History(HistoryParams),
     /// The lobby's page of the user's conversation list.
     Conversations(ListParams),
+    /// A report of a message of the conversation.
+    Report(ReportParams),
+}
+
+/// The longest reason a report may give, in bytes.
+pub const MAX_REPORT_REASON_BYTES: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportParams {
+    pub message_id: MessageId,
+    /// Trimmed; an empty one is none.
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -71,6 +83,13 @@ struct RawNewMsg {
 #[derive(Deserialize)]
 struct RawRead {
     message_id: i64,
+}
+
+#[derive(Deserialize)]
+struct RawReport {
+    message_id: i64,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -150,6 +169,21 @@ impl Request {
                     .map(Request::Conversations)
                     .map_err(|_| Reason::InvalidPayload)
             }
+            "report" => {
+                let raw: RawReport = fields(payload)?;
+                let message_id =
+                    MessageId::parse(raw.message_id).map_err(|_| Reason::InvalidPayload)?;
+                let reason = raw
+                    .reason
+                    .map(|r| r.trim().to_owned())
+                    .filter(|r| !r.is_empty());
+                if let Some(reason) = &reason
+                    && (reason.len() > MAX_REPORT_REASON_BYTES || !super::ids::storable(reason))
+                {
+                    return Err(Reason::InvalidPayload);
+                }
+                Ok(Request::Report(ReportParams { message_id, reason }))
+            }
             _ => Err(Reason::UnknownEvent),
         }
     }
@@ -177,6 +211,13 @@ mod tests {
             Request::parse("typing", &json!({"typing": true})).unwrap(),
             Request::Typing(true)
         );
+        assert_eq!(
+            Request::parse("report", &json!({"message_id": 3, "reason": "  "})).unwrap(),
+            Request::Report(ReportParams {
+                message_id: MessageId::parse(3).unwrap(),
+                reason: None
+            })
+        );
         assert!(matches!(
             Request::parse("new_msg", &json!({"body": "hi", "client_ref": "c", "meta": {"a": 1}})),
             Ok(Request::NewMsg(m)) if m.body == "hi" && m.meta.len() == 1
@@ -201,6 +242,14 @@ mod tests {
             ("conversations", json!({"limit": 0})),
             ("conversations", json!({"before": "nope"})),
             ("conversations", json!({"before": 5})),
+            ("report", json!({})),
+            ("report", json!({"message_id": 0})),
+            ("report", json!({"message_id": 1, "reason": 5})),
+            (
+                "report",
+                json!({"message_id": 1, "reason": "x".repeat(1001)}),
+            ),
+            ("report", json!({"message_id": 1, "reason": "a\u{0}b"})),
         ];
         for (event, payload) in cases {
             assert_eq!(

@@ -70,6 +70,7 @@ impl From<Reason> for ApiError {
             Reason::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate limited"),
             Reason::UnknownEvent => (StatusCode::BAD_REQUEST, "not supported on this topic"),
             Reason::NotJoined => (StatusCode::BAD_REQUEST, "not joined"),
+            Reason::Blocked => (StatusCode::FORBIDDEN, "one of these users blocks the other"),
             Reason::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage unavailable; nothing was stored",

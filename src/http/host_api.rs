@@ -68,11 +68,11 @@ impl FromRequest for HostKey {
     }
 }
 
-fn bad(reason: Reason, message: impl Into<String>) -> ApiError {
+pub(super) fn bad(reason: Reason, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, reason.as_str(), message)
 }
 
-fn user_id(raw: &str) -> Result<UserId, ApiError> {
+pub(super) fn user_id(raw: &str) -> Result<UserId, ApiError> {
     UserId::parse(raw).map_err(|e| bad(Reason::InvalidPayload, format!("user id {raw:?}: {e}")))
 }
 

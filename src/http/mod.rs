@@ -1,11 +1,12 @@
-//! HTTP: the socket upgrade, the user reads, health and metrics. The whole route table
-//! is `routes`.
+//! HTTP: the socket upgrade, the user reads, who may talk to whom, health and metrics.
+//! The whole route table is `routes`.
 
 mod demo;
 mod error;
 mod health;
 mod host_api;
 pub mod openapi;
+mod safety;
 mod socket;
 mod user_api;
 
@@ -178,6 +179,27 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/api/v1/conversations/{topic}/messages",
             web::get().to(host_api::conversation_messages),
         )
+        .route(
+            "/api/v1/users/{uid}/blocks",
+            web::get().to(safety::user_blocks),
+        )
+        .route(
+            "/api/v1/users/{uid}/blocks/{other}",
+            web::put().to(safety::host_block),
+        )
+        .route(
+            "/api/v1/users/{uid}/blocks/{other}",
+            web::delete().to(safety::host_unblock),
+        )
+        .route("/api/v1/chats/{a}/{b}", web::put().to(safety::open_chat))
+        .route(
+            "/api/v1/chats/{a}/{b}",
+            web::delete().to(safety::close_chat),
+        )
+        .route("/api/v1/reports", web::get().to(safety::reports))
+        .route("/v1/me/blocks", web::get().to(safety::my_blocks))
+        .route("/v1/me/blocks/{uid}", web::put().to(safety::block))
+        .route("/v1/me/blocks/{uid}", web::delete().to(safety::unblock))
         .route("/api/openapi.json", web::get().to(openapi::openapi_json))
         .route("/demo", web::get().to(demo::page))
         .route("/demo/phoenix.min.js", web::get().to(demo::phoenix_js))

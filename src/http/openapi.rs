@@ -4,7 +4,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{demo, health, host_api, socket, user_api};
+use super::{demo, health, host_api, safety, socket, user_api};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,6 +32,15 @@ use super::{demo, health, host_api, socket, user_api};
         user_api::subscribe_push,
         user_api::unsubscribe_push,
         user_api::push_public_key,
+        safety::my_blocks,
+        safety::block,
+        safety::unblock,
+        safety::user_blocks,
+        safety::host_block,
+        safety::host_unblock,
+        safety::open_chat,
+        safety::close_chat,
+        safety::reports,
         health::healthz,
         health::readyz,
         health::metrics,

@@ -60,6 +60,11 @@ impl HubEvent {
         }
     }
 
+    /// Makes every socket leave `topic` (a chat the host closed).
+    pub fn drop_all(topic: &str) -> HubEvent {
+        HubEvent::new(topic, DROP_EVENT, Arc::from("{}"))
+    }
+
     /// Makes `user_id`'s sockets leave `topic`.
     pub fn drop_user(topic: &str, user_id: &str) -> HubEvent {
         HubEvent {

@@ -28,6 +28,7 @@ use crate::metrics::{DeliveryLabel, Metrics};
 use crate::settings::Settings;
 use crate::store::outbox::{self, Delivery, Sink};
 use crate::store::push::PushSubscriptionRow;
+use crate::store::reports;
 use crate::store::{self, MessageRow, PgPool};
 use push::WebPush;
 use webhook::Webhook;
@@ -223,6 +224,9 @@ impl Notifier {
     /// One attempt at one delivery, and its bookkeeping. A database error leaves the
     /// delivery leased: it is tried again when the lease runs out.
     async fn deliver(&self, delivery: Delivery) {
+        if let Some(report_id) = delivery.report_id {
+            return self.deliver_report(delivery, report_id).await;
+        }
         let sink = delivery.sink;
         let wanted = delivery.clone();
         let context = store::blocking(&self.pool, move |c| {
@@ -263,6 +267,29 @@ impl Notifier {
         };
         let settled = self.settle(&delivery, attempt).await;
         self.count(sink, skipped.unwrap_or(settled), 1);
+    }
+
+    /// A `message.reported` webhook: the report as it stands now, whoever is online.
+    async fn deliver_report(&self, delivery: Delivery, report_id: i64) {
+        let report = store::blocking(&self.pool, move |c| reports::get(c, report_id)).await;
+        let (attempt, skipped) = match report {
+            Err(e) => return log::warn!("notifications: delivery {}: {e}", delivery.id),
+            // Erased since: nothing to tell.
+            Ok(None) => (Attempt::Delivered, Some("skipped_erased")),
+            Ok(Some(report)) => match &self.webhook {
+                Some(hook) => (
+                    hook.send(&delivery.id, report_body(&delivery, report))
+                        .await,
+                    None,
+                ),
+                None => (
+                    Attempt::Refused("webhook is off on this replica".into()),
+                    None,
+                ),
+            },
+        };
+        let settled = self.settle(&delivery, attempt).await;
+        self.count(Sink::Webhook, skipped.unwrap_or(settled), 1);
     }
 
     /// The call itself, to the sink the delivery names.
@@ -416,6 +443,19 @@ fn webhook_body(delivery: &Delivery, messages: Vec<MessageRow>, count: i64) -> V
     .into_bytes()
 }
 
+/// The `message.reported` event of PROTOCOL.md §10.
+fn report_body(delivery: &Delivery, report: reports::ReportRow) -> Vec<u8> {
+    json!({
+        "id": delivery.id,
+        "type": "message.reported",
+        "message": Message::from(report.message),
+        "reporter": report.reporter_id,
+        "reason": report.reason,
+    })
+    .to_string()
+    .into_bytes()
+}
+
 /// What a service worker's `push` event reads: the same event, with only the newest
 /// message, its body cut to fit a push message.
 fn push_payload(delivery: &Delivery, messages: Vec<MessageRow>, count: i64) -> Vec<u8> {
@@ -467,6 +507,7 @@ mod tests {
             message_ids: vec![1],
             attempts: 0,
             created_at: chrono::Utc::now(),
+            report_id: None,
         };
         let row = MessageRow::sample(1, "chat:alice:bob", "alice", &"é".repeat(PUSH_BODY_BYTES));
         let payload: serde_json::Value =

@@ -270,10 +270,14 @@ pub fn tombstone(conn: &mut PgConnection, id: i64) -> Result<Result<MessageRow, 
 }
 
 /// Removes every message `user_id` sent, every room membership they hold, their
-/// conversation list, and every notification waiting for them or their browsers' push
+/// conversation list, blocks, opened chats and reports (made by them or of their
+/// messages), and every notification waiting for them or their browsers' push
 /// subscriptions. Others' lists move back to what is left.
 pub fn erase_user(conn: &mut PgConnection, user_id: &str) -> Result<super::writer::Erasure, Error> {
     use super::schema::room_members;
+    super::reports::forget_user(conn, user_id)?;
+    let blocks = super::blocks::forget_user(conn, user_id)?;
+    super::open_chats::forget_user(conn, user_id)?;
     let mut removed: Vec<(i64, String)> =
         diesel::delete(messages::table.filter(messages::sender_id.eq(user_id)))
             .returning((messages::id, messages::topic))
@@ -293,6 +297,7 @@ pub fn erase_user(conn: &mut PgConnection, user_id: &str) -> Result<super::write
         user_id: user_id.to_owned(),
         messages: removed,
         rooms,
+        blocks,
     })
 }
 

@@ -3,15 +3,18 @@
 //! Query functions take `&mut PgConnection`, never the pool, so the writer thread, the
 //! blocking readers and the tests all call the same functions.
 
+pub mod blocks;
 pub mod conversations;
 mod lazy;
 mod linger;
 pub mod messages;
 pub mod models;
+pub mod open_chats;
 pub mod outbox;
 pub mod prepared;
 pub mod push;
 pub mod receipts;
+pub mod reports;
 pub mod rooms;
 pub mod schema;
 pub mod writer;

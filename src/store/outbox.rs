@@ -51,6 +51,8 @@ pub struct Delivery {
     /// Attempts made before this one.
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
+    /// Set when the delivery tells the host of this report, not of unread messages.
+    pub report_id: Option<i64>,
 }
 
 /// Adds the messages just inserted that someone may have to be told of: those with a
@@ -115,7 +117,8 @@ pub fn due_topics(conn: &mut PgConnection, groups: i64) -> Result<Vec<String>, E
 /// Turns up to `groups` due (topic, recipient) groups into deliveries, in one
 /// transaction: the webhook's when `webhook`, and one per Web Push subscription of the
 /// recipient when `push`. A room's messages become one group per member who has not
-/// read them. What was read or deleted meanwhile is left out, and so are the
+/// read them. What was read or deleted meanwhile, or sent by someone the recipient
+/// blocks, is left out, and so are the
 /// (user, topic) pairs in `present` (joined there: they saw it); a group with nothing
 /// left makes no delivery.
 ///
@@ -152,12 +155,16 @@ pub fn form(
                  JOIN messages m ON m.id = c.message_id \
                  WHERE c.recipient_id IS NOT NULL AND NOT m.is_delivered \
                    AND m.deleted_at IS NULL \
+                   AND NOT EXISTS (SELECT 1 FROM blocks b \
+                       WHERE b.blocker_id = c.recipient_id AND b.blocked_id = m.sender_id) \
                  UNION ALL \
                  SELECT rm.user_id, c.topic, m.id FROM claimed c \
                  JOIN messages m ON m.id = c.message_id \
                  JOIN room_members rm ON rm.room_id = substr(c.topic, 6) \
                       AND rm.user_id <> m.sender_id AND rm.last_read_id < m.id \
                  WHERE c.recipient_id IS NULL AND m.deleted_at IS NULL \
+                   AND NOT EXISTS (SELECT 1 FROM blocks b \
+                       WHERE b.blocker_id = rm.user_id AND b.blocked_id = m.sender_id) \
              ), grouped AS ( \
                  SELECT user_id, topic, array_agg(id ORDER BY id) AS ids \
                  FROM unread \
@@ -203,7 +210,8 @@ pub fn take(conn: &mut PgConnection, limit: i64, lease: Duration) -> Result<Vec<
          WHERE id IN ( \
              SELECT id FROM deliveries WHERE next_attempt_at <= now() \
              ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
-         RETURNING id, sink, target, recipient_id, topic, message_ids, attempts, created_at",
+         RETURNING id, sink, target, recipient_id, topic, message_ids, attempts, created_at, \
+                   report_id",
     )
     .bind::<BigInt, _>(limit)
     .bind::<Double, _>(lease.as_secs_f64())
@@ -225,6 +233,7 @@ struct DeliveryByName {
     message_ids: Vec<i64>,
     attempts: i32,
     created_at: DateTime<Utc>,
+    report_id: Option<i64>,
 }
 
 impl From<DeliveryByName> for Delivery {
@@ -243,19 +252,24 @@ impl From<DeliveryByName> for Delivery {
             message_ids: d.message_ids,
             attempts: d.attempts,
             created_at: d.created_at,
+            report_id: d.report_id,
         }
     }
 }
 
-/// The messages of `delivery` its recipient still has to read, oldest first, and how
-/// many they have unread in its topic now. Empty: nothing left to tell.
+/// The messages of `delivery` its recipient still has to read (and whose senders they
+/// do not block), oldest first, and how many they have unread in its topic now. Empty:
+/// nothing left to tell.
 pub fn still_unread(
     conn: &mut PgConnection,
     delivery: &Delivery,
 ) -> Result<(Vec<MessageRow>, i64), Error> {
     let messages: Vec<MessageRow> = diesel::sql_query(
         "SELECT m.* FROM messages m \
-         WHERE m.id = ANY($1) AND m.deleted_at IS NULL AND ( \
+         WHERE m.id = ANY($1) AND m.deleted_at IS NULL \
+           AND NOT EXISTS (SELECT 1 FROM blocks b \
+               WHERE b.blocker_id = $2 AND b.blocked_id = m.sender_id) \
+           AND ( \
              (m.recipient_id = $2 AND NOT m.is_delivered) \
              OR (m.recipient_id IS NULL AND m.topic LIKE 'room:%' AND EXISTS ( \
                  SELECT 1 FROM room_members rm \

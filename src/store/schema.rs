@@ -12,6 +12,7 @@ diesel::table! {
         next_attempt_at -> Timestamptz,
         last_error -> Nullable<Text>,
         created_at -> Timestamptz,
+        report_id -> Nullable<Int8>,
     }
 }
 
@@ -87,10 +88,39 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    blocks (blocker_id, blocked_id) {
+        blocker_id -> Text,
+        blocked_id -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    open_chats (topic) {
+        topic -> Text,
+        opened_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    reports (id) {
+        id -> Int8,
+        message_id -> Int8,
+        reporter_id -> Text,
+        reason -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(outbox -> messages (message_id));
+diesel::joinable!(reports -> messages (message_id));
 diesel::joinable!(room_members -> rooms (room_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    blocks,
+    open_chats,
+    reports,
     conversation_members,
     conversations,
     deliveries,

@@ -61,6 +61,8 @@ pub struct Erasure {
     pub messages: Vec<(i64, String)>,
     /// Rooms the user was a member of.
     pub rooms: Vec<String>,
+    /// Blocks the user gave or got, as (blocker, blocked): every replica forgets them.
+    pub blocks: Vec<(String, String)>,
 }
 
 /// One change to make.

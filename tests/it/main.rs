@@ -8,6 +8,7 @@ mod receiver;
 
 mod actioncable;
 mod architecture;
+mod blocks;
 mod budgets;
 mod chat_flow;
 mod conversations;

@@ -127,14 +127,14 @@ async fn bad_subscriptions_are_refused_and_store_nothing() {
 }
 
 /// A browser's side of a subscription: its own key pair and auth secret (RFC 8291).
-struct Browser {
+pub(crate) struct Browser {
     secret: web_push_native::p256::SecretKey,
     auth: [u8; 16],
     endpoint: String,
 }
 
 impl Browser {
-    fn new(endpoint: String) -> Browser {
+    pub(crate) fn new(endpoint: String) -> Browser {
         let random: Vec<u8> = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()]
             .iter()
             .flat_map(|u| *u.as_bytes())
@@ -157,14 +157,14 @@ impl Browser {
     }
 
     /// Registers this browser for `token`'s user.
-    async fn subscribe(&self, app: &TestApp, token: &str) {
+    pub(crate) async fn subscribe(&self, app: &TestApp, token: &str) {
         let (status, error) =
             call(app, reqwest::Method::POST, Some(token), self.subscription()).await;
         assert_eq!(status, 201, "{error}");
     }
 
     /// Decrypts a push message as the browser would.
-    fn open(&self, body: &[u8]) -> Value {
+    pub(crate) fn open(&self, body: &[u8]) -> Value {
         let plain = web_push_native::decrypt(
             body.to_vec(),
             &self.secret,
@@ -182,7 +182,7 @@ fn b64url(bytes: &[u8]) -> String {
 
 /// Web Push on, with a fresh VAPID key; returns the key pair. `allow_local` lets
 /// browsers register this machine's stand-in push service.
-fn with_push(
+pub(crate) fn with_push(
     allow_local: bool,
 ) -> (
     web_push_native::jwt_simple::algorithms::ES256KeyPair,

@@ -9,10 +9,10 @@ use sidechat::store::schema::{deliveries, outbox};
 use crate::helpers::*;
 use crate::receiver::{Received, Receiver};
 
-const SECRET: &str = "webhook-secret-0123456789abcdef0123";
+pub(crate) const SECRET: &str = "webhook-secret-0123456789abcdef0123";
 
 /// Webhooks to `receiver`, told after `delay_s`, retried after 100 ms.
-fn hooked(receiver: &Receiver, delay_s: u64) -> impl Fn(&mut Settings) + use<> {
+pub(crate) fn hooked(receiver: &Receiver, delay_s: u64) -> impl Fn(&mut Settings) + use<> {
     let url = receiver.url("/hooks/sidechat");
     move |settings: &mut Settings| {
         settings.webhooks.url = url.clone();
@@ -24,7 +24,7 @@ fn hooked(receiver: &Receiver, delay_s: u64) -> impl Fn(&mut Settings) + use<> {
 
 /// Checks the signature as a host would, with nothing of sidechat's: HMAC-SHA256 over
 /// "<t>.<raw body>", hex; then with sidechat's own verifier.
-fn verify_signature(request: &Received) {
+pub(crate) fn verify_signature(request: &Received) {
     let header = request.header("x-sidechat-signature");
     let mut parts = header.split(',');
     let t = parts.next().unwrap().strip_prefix("t=").unwrap();

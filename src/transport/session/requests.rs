@@ -107,6 +107,13 @@ impl<C: Codec> Session<C> {
                         .await
                 }
             },
+            Request::Report(params) => {
+                self.in_flight(to, async move {
+                    chat.report(&actor, &topic, params).await?;
+                    Ok(json!({}))
+                });
+                Ok(())
+            }
             Request::Join(_) | Request::Leave => {
                 self.reply(jr, mr, &raw_topic, Err(Reason::UnknownEvent))
                     .await

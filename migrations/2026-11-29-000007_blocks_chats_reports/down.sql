@@ -1,0 +1,4 @@
+ALTER TABLE deliveries DROP COLUMN report_id;
+DROP TABLE reports;
+DROP TABLE open_chats;
+DROP TABLE blocks;
