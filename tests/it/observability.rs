@@ -91,7 +91,8 @@ async fn metrics_count_connections_joins_messages_batches_and_errors() {
     assert_eq!(value("sidechat_writer_batch_size_count"), 2.0);
     assert!(value("sidechat_writer_batch_seconds_sum") > 0.0);
     assert_eq!(value("sidechat_writer_queue_depth"), 0.0);
-    assert_eq!(value("sidechat_hub_topics"), 1.0);
+    // The conversation, and the topic every replica hears block changes on.
+    assert_eq!(value("sidechat_hub_topics"), 2.0);
     assert_eq!(value("sidechat_errors_total{reason=\"unauthorized\"}"), 1.0);
 }
 
