@@ -1,5 +1,6 @@
 // The demo page in headless Chromium (Debian's package, driven by playwright-core):
-// two pages as two users exchange messages, see typing and a read receipt.
+// two pages as two users exchange messages, see typing and a read receipt; the sidebar
+// lists every conversation, and block, unblock and report work from it.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync } from "node:fs";
@@ -96,4 +97,77 @@ test("staff see the support inbox on the demo page", async () => {
   await visitorPage.waitForSelector('.message:not(.mine):has-text("happy to help")');
   await staff.waitForSelector('.message.mine:has-text("happy to help")');
   await staff.screenshot({ path: join(artifacts, "demo-staff-inbox.png") });
+});
+
+async function hostApi(method, path, body) {
+  const { API_KEY } = await import("../lib/server.mjs");
+  const response = await fetch(`${server.url}${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  assert.ok(response.ok, `${method} ${path}: ${response.status}`);
+  return response.status === 204 ? null : response.json();
+}
+
+test("the sidebar lists every conversation live; block, unblock and report from it", async () => {
+  const [alice, bob] = [uid("alice"), uid("bob")];
+  const room = uid("club");
+  await hostApi("PUT", `/api/v1/rooms/${room}`, { name: "Book club", members: [alice, bob] });
+  const alicePage = await signIn(alice);
+  // A room is listed as soon as one is a member, messages or not.
+  const clubItem = alicePage.locator(".conversation-item", { hasText: "Book club" });
+  await clubItem.locator(".preview", { hasText: "no messages yet" }).waitFor();
+
+  // Bob writes: alice's sidebar shows the chat at the top, with a badge and a preview.
+  const bobPage = await signIn(bob);
+  await bobPage.fill("#peer", alice);
+  await bobPage.click("#open");
+  await bobPage.waitForSelector("#body:not([disabled])");
+  await bobPage.fill("#body", "first");
+  await bobPage.click("#send");
+  const bobItem = alicePage.locator(".conversation-item", { hasText: bob });
+  await bobItem.locator(".badge", { hasText: "1" }).waitFor();
+  await bobItem.locator(".preview", { hasText: `${bob}: first` }).waitFor();
+  assert.equal(await alicePage.locator(".conversation-item").first().getAttribute("data-topic"),
+    await bobItem.getAttribute("data-topic"), "the newest activity is on top");
+
+  // Read, it stays in the list without a badge, also after a fresh sign-in.
+  await bobItem.click();
+  await alicePage.waitForSelector('.message:not(.mine):has-text("first")');
+  await bobItem.locator(".badge").waitFor({ state: "detached" });
+  await alicePage.reload();
+  await alicePage.fill("#token", hmacToken(alice));
+  await alicePage.click("#connect");
+  await alicePage.locator(".conversation-item", { hasText: bob })
+    .locator(".preview", { hasText: "first" }).waitFor();
+  await alicePage.locator(".conversation-item", { hasText: "Book club" }).waitFor();
+
+  // Alice blocks bob: his next message is refused. Unblocked, it goes through.
+  await alicePage.locator(".conversation-item", { hasText: bob }).click();
+  await alicePage.waitForSelector('.message:not(.mine):has-text("first")');
+  await alicePage.click("#block");
+  await alicePage.waitForSelector(`#status:has-text("blocked ${bob}")`);
+  await alicePage.waitForSelector(`#block:has-text("Unblock ${bob}")`);
+  await bobPage.fill("#body", "second");
+  await bobPage.click("#send");
+  await bobPage.waitForSelector('#status:has-text("not sent: blocked")');
+  await alicePage.click("#block");
+  await alicePage.waitForSelector(`#status:has-text("unblocked ${bob}")`);
+  await bobPage.fill("#body", "third");
+  await bobPage.click("#send");
+  const third = alicePage.locator(".message:not(.mine)", { hasText: "third" });
+  await third.waitFor();
+  assert.equal(await alicePage.locator('.message:has-text("second")').count(), 0, "the blocked message was not stored");
+
+  // Alice reports it; the host lists the report.
+  await third.locator(".report").click();
+  await third.locator(".report", { hasText: "reported" }).waitFor();
+  const { reports } = await hostApi("GET", "/api/v1/reports?limit=200");
+  const mine = reports.filter((r) => r.reporter === alice);
+  assert.equal(mine.length, 1);
+  assert.equal(mine[0].message.body, "third");
+
+  mkdirSync(artifacts, { recursive: true });
+  await alicePage.screenshot({ path: join(artifacts, "demo-sidebar.png") });
 });
