@@ -1,3 +1,4 @@
+ALTER TABLE conversations DROP COLUMN listed_with;
 ALTER TABLE deliveries DROP COLUMN report_id;
 DROP TABLE reports;
 DROP TABLE open_chats;

@@ -34,3 +34,9 @@ CREATE INDEX reports_reporter ON reports (reporter_id);
 -- A delivery that tells the host of a report (`message.reported`) instead of unread
 -- messages. It travels through the same outbox, signing and retries.
 ALTER TABLE deliveries ADD COLUMN report_id BIGINT;
+
+-- The message with which a conversation last put its members on their lists. Erasure
+-- takes a user off every list and clears this, so the conversation's next message puts
+-- its members back (an erased user who comes back and chats is listed again); NULL
+-- also on rows from before this migration, which then check once.
+ALTER TABLE conversations ADD COLUMN listed_with BIGINT;

@@ -20,21 +20,25 @@ use super::schema::conversation_members;
 
 /// The part of the batch INSERT's statement that moves the lists: CTEs over `ins`, the
 /// rows just inserted. A conversation's first message also puts it on its members'
-/// lists: both users of `chat:<a>:<b>`, the visitor of `support:<uid>` (`xmax = 0`: the
-/// upsert inserted the row). Later messages only move the one row. Rows go in key
-/// order, so two replicas' batches of inserts alone lock them in one order; a batch
-/// that also deletes may still meet another in a deadlock, which Postgres breaks by
-/// failing one, and the writer then applies that batch one by one.
+/// lists: both users of `chat:<a>:<b>`, the visitor of `support:<uid>`. Later messages
+/// only move the one row, unless an erasure took a member off the lists since: it
+/// cleared `listed_with`, so the next message lists the members again. (`listed_with`
+/// equals the new last message exactly when the row was inserted or relisted now.)
+/// Rows go in key order, so two replicas' batches of inserts alone lock them in one
+/// order; a batch that also deletes may still meet another in a deadlock, which
+/// Postgres breaks by failing one, and the writer then applies that batch one by one.
 pub const LIST_MOVE: &str = "\
 moved AS ( \
-    INSERT INTO conversations (topic, last_message_id, last_message_at) \
-    SELECT topic, max(id), max(sent_at) FROM ins \
+    INSERT INTO conversations (topic, last_message_id, last_message_at, listed_with) \
+    SELECT topic, max(id), max(sent_at), max(id) FROM ins \
     WHERE topic LIKE 'chat:%' OR topic LIKE 'support:%' \
     GROUP BY topic ORDER BY topic \
     ON CONFLICT (topic) DO UPDATE SET \
         last_message_id = GREATEST(conversations.last_message_id, EXCLUDED.last_message_id), \
-        last_message_at = GREATEST(conversations.last_message_at, EXCLUDED.last_message_at) \
-    RETURNING topic, xmax = 0 AS created), \
+        last_message_at = GREATEST(conversations.last_message_at, EXCLUDED.last_message_at), \
+        listed_with = COALESCE(conversations.listed_with, \
+            GREATEST(conversations.last_message_id, EXCLUDED.last_message_id)) \
+    RETURNING topic, listed_with = last_message_id AS listing), \
 listed AS ( \
     INSERT INTO conversation_members (user_id, topic) \
     SELECT member, topic FROM moved \
@@ -43,7 +47,7 @@ listed AS ( \
         (CASE WHEN topic LIKE 'chat:%' THEN split_part(topic, ':', 3) \
               WHEN topic LIKE 'support:%' THEN substr(topic, 9) END) \
     ) AS members(member) \
-    WHERE created AND member IS NOT NULL ORDER BY member, topic \
+    WHERE listing AND member IS NOT NULL ORDER BY member, topic \
     ON CONFLICT DO NOTHING), \
 rooms_moved AS ( \
     UPDATE rooms r SET \
@@ -107,9 +111,17 @@ pub fn refresh(conn: &mut PgConnection, topics: &[&str]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Takes a user off every list (erasure); the conversations stay on the others'.
+/// Takes a user off every list (erasure); the conversations stay on the others', and
+/// their next message lists the user again should they come back.
 pub fn forget_user(conn: &mut PgConnection, user_id: &str) -> Result<(), Error> {
-    diesel::delete(conversation_members::table.filter(conversation_members::user_id.eq(user_id)))
+    use super::schema::conversations;
+    let topics: Vec<String> = diesel::delete(
+        conversation_members::table.filter(conversation_members::user_id.eq(user_id)),
+    )
+    .returning(conversation_members::topic)
+    .get_results(conn)?;
+    diesel::update(conversations::table.filter(conversations::topic.eq_any(&topics)))
+        .set(conversations::listed_with.eq(None::<i64>))
         .execute(conn)?;
     Ok(())
 }

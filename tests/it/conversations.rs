@@ -209,6 +209,18 @@ async fn deleted_and_erased_messages_leave_the_list_as_it_was_before_them() {
         })
         .await;
     assert_eq!(rows, 0, "erasure removes the user's list rows");
+    // An erased user who comes back is listed again with the chat's next message,
+    // though the chat kept hal's messages (and its row) meanwhile.
+    app.post_message("chat:gus:hal", "gus", "for the record").await;
+    let (status, _) = app.api("DELETE", "/api/v1/users/gus", None).await;
+    assert_eq!(status, 200);
+    let (_, page) = my_list(&app, "gus", "").await;
+    assert_eq!(topics(&page), Vec::<String>::new());
+    let (_, page) = my_list(&app, "hal", "").await;
+    assert_eq!(topics(&page), ["chat:gus:hal"], "hal keeps the chat");
+    app.post_message("chat:gus:hal", "gus", "I am back").await;
+    let (_, page) = my_list(&app, "gus", "").await;
+    assert_eq!(topics(&page), ["chat:gus:hal"], "gus is listed again");
 
     // A conversation emptied by moderation leaves both lists; its next message brings
     // it back to both.
