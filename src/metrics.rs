@@ -56,6 +56,8 @@ pub struct Metrics {
     pub joins: Counter,
     /// From a join's arrival to its reply on the socket (history or summary included).
     pub join_seconds: Family<KindLabel, Histogram, fn() -> Histogram>,
+    /// From a read request (a `conversations` page) to its answer built, storage included.
+    pub read_seconds: Family<KindLabel, Histogram, fn() -> Histogram>,
     /// Messages stored (new rows, whoever sent them).
     pub messages_in: Counter,
     /// Events written to sockets.
@@ -101,6 +103,7 @@ impl Metrics {
             channels: Gauge::default(),
             joins: Counter::default(),
             join_seconds: Family::new_with_constructor(join_histogram),
+            read_seconds: Family::new_with_constructor(join_histogram),
             messages_in: Counter::default(),
             messages_out: Counter::default(),
             // 1 to 512 messages per batch.
@@ -131,6 +134,11 @@ impl Metrics {
             "join_seconds",
             "From a join's arrival to its reply, by what was joined",
             metrics.join_seconds.clone(),
+        );
+        registry.register(
+            "read_seconds",
+            "From a read request to its answer built, storage included, by what was read",
+            metrics.read_seconds.clone(),
         );
         registry.register(
             "messages_in",

@@ -127,6 +127,7 @@ impl Chat {
         user: &UserId,
         params: ListParams,
     ) -> Result<ConversationPage, Reason> {
+        let started = std::time::Instant::now();
         let user_id = user.to_string();
         let limit = i64::from(params.limit);
         // One more than asked: whether there is a next page.
@@ -167,6 +168,12 @@ impl Chat {
                 })
             })
             .collect();
+        self.metrics
+            .read_seconds
+            .get_or_create(&crate::metrics::KindLabel {
+                kind: "conversations",
+            })
+            .observe(started.elapsed().as_secs_f64());
         Ok(ConversationPage {
             conversations,
             more,

@@ -211,7 +211,8 @@ async fn deleted_and_erased_messages_leave_the_list_as_it_was_before_them() {
     assert_eq!(rows, 0, "erasure removes the user's list rows");
     // An erased user who comes back is listed again with the chat's next message,
     // though the chat kept hal's messages (and its row) meanwhile.
-    app.post_message("chat:gus:hal", "gus", "for the record").await;
+    app.post_message("chat:gus:hal", "gus", "for the record")
+        .await;
     let (status, _) = app.api("DELETE", "/api/v1/users/gus", None).await;
     assert_eq!(status, 200);
     let (_, page) = my_list(&app, "gus", "").await;

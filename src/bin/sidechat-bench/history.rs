@@ -1,8 +1,10 @@
-//! `history`: joins with history, and lobby summaries, against a table filled with many
-//! messages over many conversations.
+//! `history`: joins with history, lobby summaries and conversation-list pages, against a
+//! table filled with many messages over many conversations.
 //!
 //! Conversation c is `chat:h<c/100>:p<c>`: user h<k> has 100 conversations, each of
-//! rows/conversations messages from its peer, all unread.
+//! rows/conversations messages from its peer, all unread. Beside them, `LISTERS` users
+//! `l<j>` have `LISTED` conversations each (two messages, the peer's unread), for the
+//! list's pages.
 
 use std::net::Ipv4Addr;
 use std::time::Instant;
@@ -17,6 +19,9 @@ use crate::stats::summarize;
 
 /// Rows per INSERT ... SELECT: keeps each transaction (and its WAL) moderate.
 const CHUNK: i64 = 1_000_000;
+/// Users with a long conversation list, and how long.
+const LISTERS: i64 = 10;
+const LISTED: i64 = 1_000;
 
 fn prefill(url: &str, rows: i64, conversations: i64) -> anyhow::Result<()> {
     let mut conn = PgConnection::establish(url)?;
@@ -34,8 +39,33 @@ fn prefill(url: &str, rows: i64, conversations: i64) -> anyhow::Result<()> {
         eprintln!("prefilled {end} of {rows} rows");
         start = end;
     }
+    // The listers: conversation i of l<j> is chat:l<j>:q<j>x<i>, one message each way,
+    // newest last, so every page of the list has fresh and older conversations.
+    diesel::sql_query(format!(
+        "INSERT INTO messages (topic, sender_id, recipient_id, body, sent_at, is_delivered) \
+         SELECT 'chat:l' || j || ':q' || j || 'x' || i, who.sender, who.recipient, \
+                'list message ' || i, now() - interval '1 millisecond' * ({LISTED} - i) * 2 \
+                    + interval '1 millisecond' * who.n, who.n = 0 \
+         FROM generate_series(0, {LISTERS} - 1) AS j, generate_series(0, {LISTED} - 1) AS i, \
+              LATERAL (VALUES (0, 'l' || j, 'q' || j || 'x' || i), \
+                              (1, 'q' || j || 'x' || i, 'l' || j)) AS who(n, sender, recipient)"
+    ))
+    .execute(&mut conn)?;
+    // The lists, as the migration backfills them (messages went in by SQL, not the writer).
+    diesel::sql_query(
+        "INSERT INTO conversations (topic, last_message_id, last_message_at, listed_with) \
+         SELECT topic, max(id), max(sent_at), max(id) FROM messages GROUP BY topic",
+    )
+    .execute(&mut conn)?;
+    diesel::sql_query(
+        "INSERT INTO conversation_members (user_id, topic) \
+         SELECT split_part(topic, ':', 2), topic FROM conversations \
+         UNION SELECT split_part(topic, ':', 3), topic FROM conversations",
+    )
+    .execute(&mut conn)?;
     // What autovacuum leaves behind in steady state: statistics and a visibility map.
-    diesel::sql_query("VACUUM ANALYZE messages").execute(&mut conn)?;
+    diesel::sql_query("VACUUM ANALYZE messages, conversations, conversation_members")
+        .execute(&mut conn)?;
     // Write out what the bulk load dirtied now, not while joins are being timed.
     diesel::sql_query("CHECKPOINT").execute(&mut conn)?;
     Ok(())
@@ -90,7 +120,10 @@ pub async fn run(
             "empty lobby for {user}"
         );
     }
+    // Before the listers join their lobbies, which would count in the lobby figure.
     let metrics = server_metrics::scrape(&server.address).await?;
+    let (mut first_pages, mut later_pages) = list_pages(server, samples).await?;
+    let list_metrics = server_metrics::scrape(&server.address).await?;
     let histogram = "sidechat_join_seconds";
     Ok(json!({
         "scenario": "history",
@@ -102,5 +135,80 @@ pub async fn run(
         "lobby_summary_100_conversations": summarize(&mut lobbies),
         "server_join_with_50_messages": server_metrics::summary(&metrics, histogram, "kind=\"conversation\""),
         "server_lobby_summary_100_conversations": server_metrics::summary(&metrics, histogram, "kind=\"lobby\""),
+        "conversations_first_page_of_1000": summarize(&mut first_pages),
+        "conversations_later_page_of_1000": summarize(&mut later_pages),
+        "server_conversations_page": server_metrics::summary(&list_metrics, "sidechat_read_seconds", "kind=\"conversations\""),
     }))
+}
+
+/// Pages of 50 of a list of `LISTED` conversations on the lobby: the first, and one
+/// further in (from the first page's cursor, then on), for sampled listers. Returns the
+/// round trips of each.
+async fn list_pages(
+    server: &Server,
+    samples: usize,
+) -> anyhow::Result<(Vec<std::time::Duration>, Vec<std::time::Duration>)> {
+    let (mut first, mut later) = (Vec::new(), Vec::new());
+    for n in 0..samples {
+        let user = format!("l{}", n as i64 % LISTERS);
+        let mut ws = client::connect(
+            &server.address,
+            &server.socket_url(&token(&user)?),
+            Ipv4Addr::LOCALHOST,
+        )
+        .await?;
+        let lobby = format!("user:{user}");
+        client::ok(client::join(&mut ws, &lobby, json!({}), "1").await?)?;
+        let started = Instant::now();
+        let page = client::ok(
+            client::request(
+                &mut ws,
+                "1",
+                "2",
+                &lobby,
+                "conversations",
+                json!({"limit": 50}),
+            )
+            .await?,
+        )?;
+        first.push(started.elapsed());
+        anyhow::ensure!(
+            page["conversations"].as_array().map_or(0, Vec::len) == 50,
+            "a short first page for {user}: {page}"
+        );
+        // Some pages further in: how deep varies with the sample.
+        let mut cursor = page["next"].clone();
+        for _ in 0..(n % 5) {
+            let page = client::ok(
+                client::request(
+                    &mut ws,
+                    "1",
+                    "3",
+                    &lobby,
+                    "conversations",
+                    json!({"before": cursor, "limit": 50}),
+                )
+                .await?,
+            )?;
+            cursor = page["next"].clone();
+        }
+        let started = Instant::now();
+        let page = client::ok(
+            client::request(
+                &mut ws,
+                "1",
+                "4",
+                &lobby,
+                "conversations",
+                json!({"before": cursor, "limit": 50}),
+            )
+            .await?,
+        )?;
+        later.push(started.elapsed());
+        anyhow::ensure!(
+            page["conversations"].as_array().map_or(0, Vec::len) == 50,
+            "a short later page for {user}"
+        );
+    }
+    Ok((first, later))
 }
