@@ -157,7 +157,11 @@ impl Application {
         let (writer, writer_exit, writer_thread) = Writer::start(
             url.clone(),
             timeout,
-            Duration::from_millis(settings.database.write_window_ms),
+            store::Batching {
+                window: Duration::from_millis(settings.database.write_window_ms),
+                list_window: Duration::from_millis(settings.database.list_window_ms),
+                list_defer_rate: f64::from(settings.database.list_defer_rate),
+            },
             outbox_delay,
             metrics.clone(),
             on_commit,

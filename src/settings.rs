@@ -96,6 +96,8 @@ pub struct DatabaseSettings {
     pub connect_timeout_s: u64,
     pub write_window_ms: u64,
     pub receipts_window_ms: u64,
+    pub list_window_ms: u64,
+    pub list_defer_rate: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

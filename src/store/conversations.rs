@@ -23,7 +23,9 @@ use super::schema::conversation_members;
 /// lists: both users of `chat:<a>:<b>`, the visitor of `support:<uid>`. Later messages
 /// only move the one row, unless an erasure took a member off the lists since: it
 /// cleared `listed_with`, so the next message lists the members again. (`listed_with`
-/// equals the new last message exactly when the row was inserted or relisted now.)
+/// equals the new last message exactly when the row was inserted or relisted now.) A
+/// row already past the batch's newest message is not written at all: the moves are
+/// idempotent, so `list_moves` can make them again after a crash.
 /// Rows go in key order, so two replicas' batches of inserts alone lock them in one
 /// order; a batch that also deletes may still meet another in a deadlock, which
 /// Postgres breaks by failing one, and the writer then applies that batch one by one.
@@ -38,6 +40,8 @@ moved AS ( \
         last_message_at = GREATEST(conversations.last_message_at, EXCLUDED.last_message_at), \
         listed_with = COALESCE(conversations.listed_with, \
             GREATEST(conversations.last_message_id, EXCLUDED.last_message_id)) \
+    WHERE conversations.last_message_id < EXCLUDED.last_message_id \
+       OR conversations.listed_with IS NULL \
     RETURNING topic, listed_with = last_message_id AS listing), \
 listed AS ( \
     INSERT INTO conversation_members (user_id, topic) \
@@ -55,7 +59,8 @@ rooms_moved AS ( \
         last_message_at = GREATEST(r.last_message_at, latest.at) \
     FROM (SELECT substr(topic, 6) AS room_id, max(id) AS id, max(sent_at) AS at FROM ins \
           WHERE topic LIKE 'room:%' GROUP BY 1 ORDER BY 1) latest \
-    WHERE r.id = latest.room_id) ";
+    WHERE r.id = latest.room_id \
+      AND (r.last_message_id IS NULL OR r.last_message_id < latest.id)) ";
 
 /// Puts each topic's activity back to its newest live message after a deletion or an
 /// erasure; a one-to-one or support conversation with none left leaves every list (its

@@ -68,6 +68,11 @@ impl Linger {
         ))
     }
 
+    /// Arrivals per second, as seen over the last lots.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
     /// Tells of a lot of `len` requests taken at `now`: it arrived since the last.
     pub fn took(&mut self, len: usize, now: Instant) {
         if let Some(last) = self.last_take.replace(now) {

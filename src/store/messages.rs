@@ -47,11 +47,8 @@ pub fn history(
     Ok((rows, more))
 }
 
-/// The statement of `insert_all`: the INSERT, and the conversation lists moved by what
-/// it inserted, in one round trip and one commit.
-pub static INSERT_ALL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    [
-        "WITH ins AS ( \
+/// The batch INSERT, as the CTE `ins` the list moves read.
+const INSERT_CTE: &str = "WITH ins AS ( \
      INSERT INTO messages (topic, sender_id, recipient_id, body, kind, status, meta, client_ref) \
      SELECT topic, sender_id, recipient_id, body, kind, status, meta, client_ref \
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
@@ -60,22 +57,45 @@ pub static INSERT_ALL: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
                                client_ref, n) \
      ORDER BY n \
      ON CONFLICT (sender_id, client_ref) DO NOTHING \
-     RETURNING *), ",
+     RETURNING *) ";
+
+/// The statement of `insert_all` with `Lists::Moved`: the INSERT, and the conversation
+/// lists moved by what it inserted, in one round trip and one commit.
+pub static INSERT_ALL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    [
+        INSERT_CTE.trim_end(),
+        ", ",
         super::conversations::LIST_MOVE,
         "SELECT * FROM ins",
     ]
     .concat()
 });
 
+/// The statement of `insert_all` with `Lists::Deferred`.
+pub static INSERT_ONLY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| [INSERT_CTE, "SELECT * FROM ins"].concat());
+
+/// Whether a batch INSERT moves the conversation lists itself, or leaves that to
+/// `list_moves` (on a busy replica).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lists {
+    Moved,
+    Deferred,
+}
+
 /// Inserts every message in one statement; rows come back in insertion (id) order. A
 /// message whose (sender, client_ref) is already stored is skipped, not an error: the
-/// caller answers a resend with the stored row. The members' conversation lists move
-/// in the same statement.
+/// caller answers a resend with the stored row. With `Lists::Moved` the members'
+/// conversation lists move in the same statement.
 ///
 /// The rows travel as one array per column through `unnest`, so the statement text is
 /// the same for any batch size and its plan is made once per connection; it does not
 /// depend on how large the table is.
-pub fn insert_all(conn: &mut PgConnection, new: &[&NewMessage]) -> Result<Vec<MessageRow>, Error> {
+pub fn insert_all(
+    conn: &mut PgConnection,
+    new: &[&NewMessage],
+    lists: Lists,
+) -> Result<Vec<MessageRow>, Error> {
     use diesel::sql_types::{Array, Jsonb, Nullable, Text};
     if new.is_empty() {
         return Ok(Vec::new());
@@ -85,7 +105,11 @@ pub fn insert_all(conn: &mut PgConnection, new: &[&NewMessage]) -> Result<Vec<Me
     let optional = |f: fn(&NewMessage) -> Option<&str>| {
         new.iter().map(|m| f(m)).collect::<Vec<Option<&str>>>()
     };
-    let mut rows: Vec<MessageRow> = super::prepared::prepared(INSERT_ALL.as_str())
+    let statement = match lists {
+        Lists::Moved => INSERT_ALL.as_str(),
+        Lists::Deferred => INSERT_ONLY.as_str(),
+    };
+    let mut rows: Vec<MessageRow> = super::prepared::prepared(statement)
         .bind::<Array<Text>, _>(text(|m| &m.topic))
         .bind::<Array<Text>, _>(text(|m| &m.sender_id))
         .bind::<Array<Nullable<Text>>, _>(optional(|m| m.recipient_id.as_deref()))
@@ -215,7 +239,7 @@ pub fn unread_summary(conn: &mut PgConnection, user: &str) -> Result<Vec<UnreadT
 /// (no such message) or `TooLarge` (the body would pass the limit); nothing changes then.
 pub fn edit(
     conn: &mut PgConnection,
-    edit: &super::writer::MessageEdit,
+    edit: &super::mutation::MessageEdit,
 ) -> Result<Result<MessageRow, Error>, Error> {
     let current: Option<MessageRow> = messages::table
         .filter(messages::id.eq(edit.id))
@@ -267,38 +291,6 @@ pub fn tombstone(conn: &mut PgConnection, id: i64) -> Result<Result<MessageRow, 
         super::conversations::refresh(conn, &[&row.topic])?;
     }
     Ok(row.ok_or(Error::NotFound))
-}
-
-/// Removes every message `user_id` sent, every room membership they hold, their
-/// conversation list, blocks, opened chats and reports (made by them or of their
-/// messages), and every notification waiting for them or their browsers' push
-/// subscriptions. Others' lists move back to what is left.
-pub fn erase_user(conn: &mut PgConnection, user_id: &str) -> Result<super::writer::Erasure, Error> {
-    use super::schema::room_members;
-    super::reports::forget_user(conn, user_id)?;
-    let blocks = super::blocks::forget_user(conn, user_id)?;
-    super::open_chats::forget_user(conn, user_id)?;
-    let mut removed: Vec<(i64, String)> =
-        diesel::delete(messages::table.filter(messages::sender_id.eq(user_id)))
-            .returning((messages::id, messages::topic))
-            .get_results(conn)?;
-    removed.sort();
-    let rooms: Vec<String> =
-        diesel::delete(room_members::table.filter(room_members::user_id.eq(user_id)))
-            .returning(room_members::room_id)
-            .get_results(conn)?;
-    super::outbox::forget_user(conn, user_id)?;
-    super::conversations::forget_user(conn, user_id)?;
-    let mut touched: Vec<&str> = removed.iter().map(|(_, topic)| topic.as_str()).collect();
-    touched.sort_unstable();
-    touched.dedup();
-    super::conversations::refresh(conn, &touched)?;
-    Ok(super::writer::Erasure {
-        user_id: user_id.to_owned(),
-        messages: removed,
-        rooms,
-        blocks,
-    })
 }
 
 /// The visitor of a `support:<uid>` topic.

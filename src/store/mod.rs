@@ -3,12 +3,16 @@
 //! Query functions take `&mut PgConnection`, never the pool, so the writer thread, the
 //! blocking readers and the tests all call the same functions.
 
+mod batch;
 pub mod blocks;
 pub mod conversations;
+mod erasure;
 mod lazy;
 mod linger;
+pub mod list_moves;
 pub mod messages;
 pub mod models;
+pub mod mutation;
 pub mod open_chats;
 pub mod outbox;
 pub mod prepared;
@@ -27,7 +31,8 @@ use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use models::{MessageRow, NewMessage};
-pub use writer::{Change, Erasure, MessageEdit, Mutation, Outcome, Stored, Writer, WriterExit};
+pub use mutation::{Change, Erasure, MessageEdit, Mutation, Outcome, Stored};
+pub use writer::{Batching, Writer, WriterExit};
 
 /// `migrations/`, compiled in.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");

@@ -8,20 +8,20 @@
 //! broadcasts them, in order) and answer each caller. On a database error it answers the
 //! batch `Unavailable`, drops the connection and reconnects with backoff on the next batch.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use diesel::Connection;
-use diesel::pg::PgConnection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::Error;
+use super::batch::apply_batch;
 use super::lazy::LazyConnection;
 use super::linger::Linger;
-use super::models::{MessageRow, NewMessage};
-use super::{Error, messages};
+use super::list_moves::DeferredMoves;
+use super::messages::Lists;
+use super::models::NewMessage;
+use super::mutation::{Change, Mutation, Outcome, Stored};
 use crate::metrics::Metrics;
 
 /// Most requests in one transaction: well inside Postgres's 65535 bind parameters.
@@ -32,72 +32,6 @@ const LINGER_AIM: usize = 4;
 /// Requests that may wait for the writer; senders wait for room beyond this.
 const QUEUE_CAPACITY: usize = 4096;
 
-/// A committed message, and whether this request created it (false: a resend with a
-/// `client_ref` already used, answered with the stored row).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Stored {
-    pub row: MessageRow,
-    pub created: bool,
-}
-
-/// An edit of a stored message. `body` replaces, `append` extends (an assistant
-/// streaming its answer); both may not be given at once.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct MessageEdit {
-    pub id: i64,
-    pub body: Option<String>,
-    pub append: Option<String>,
-    pub status: Option<String>,
-    pub meta: Option<serde_json::Value>,
-    /// The body after the edit may not be longer.
-    pub max_body_bytes: usize,
-}
-
-/// What an erasure removed.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Erasure {
-    pub user_id: String,
-    /// (id, topic) of every message removed.
-    pub messages: Vec<(i64, String)>,
-    /// Rooms the user was a member of.
-    pub rooms: Vec<String>,
-    /// Blocks the user gave or got, as (blocker, blocked): every replica forgets them.
-    pub blocks: Vec<(String, String)>,
-}
-
-/// One change to make.
-#[derive(Debug, Clone)]
-pub enum Mutation {
-    Insert(NewMessage),
-    Edit(MessageEdit),
-    /// Moderation: the row stays as a tombstone with its body cleared.
-    Delete {
-        id: i64,
-    },
-    /// Every message the user sent, and their memberships.
-    EraseUser {
-        user_id: String,
-    },
-}
-
-/// What one mutation did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Inserted(Stored),
-    Edited(MessageRow),
-    Deleted(MessageRow),
-    Erased(Erasure),
-}
-
-/// A committed change, as `on_commit` sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    Created(MessageRow),
-    Updated(MessageRow),
-    Deleted(MessageRow),
-    Erased(Erasure),
-}
-
 /// Called on the writer thread after each COMMIT with its changes, in order.
 pub type OnCommit = Box<dyn Fn(&[Change]) + Send>;
 
@@ -107,8 +41,39 @@ type Reply = oneshot::Sender<Result<Outcome, Error>>;
 #[allow(clippy::large_enum_variant)]
 enum Command {
     Apply(Mutation, Reply),
+    /// From the ticker: deferred list moves may be due.
+    Tick,
     /// Finish everything queued before it, then stop.
     Stop,
+}
+
+/// How the writer batches on a busy site.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// How long a message that finds the queue empty waits for company (`linger`).
+    pub window: Duration,
+    /// How long conversation-list moves may be deferred (`list_moves`); zero never.
+    pub list_window: Duration,
+    /// Messages a second from which they are deferred.
+    pub list_defer_rate: f64,
+}
+
+/// Wakes the writer every `every` so that deferred list moves fall due on a quiet
+/// queue too. Ends with the writer (its queue closes).
+fn start_ticker(queue: mpsc::Sender<Command>, every: Duration) -> std::io::Result<()> {
+    thread::Builder::new()
+        .name("sidechat-writer-tick".into())
+        .spawn(move || {
+            loop {
+                thread::sleep(every);
+                match queue.try_send(Command::Tick) {
+                    // A full queue wakes the writer anyway.
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+                }
+            }
+        })?;
+    Ok(())
 }
 
 /// The handle the rest of the service sends through. Cheap to clone.
@@ -134,25 +99,29 @@ impl Drop for ExitSignal {
 impl Writer {
     /// Starts the writer thread. `connect_url` is opened on the thread, lazily. With
     /// `outbox` set, each new message someone may have to be told of offline enters the
-    /// outbox in its own transaction, due after that delay (`store::outbox`). A message
-    /// that finds the queue empty on a busy site waits `window` for others (`linger`).
+    /// outbox in its own transaction, due after that delay (`store::outbox`). How it
+    /// batches on a busy site: `Batching`.
     pub fn start(
         connect_url: String,
         connect_timeout: Duration,
-        window: Duration,
+        batching: Batching,
         outbox: Option<Duration>,
         metrics: Arc<Metrics>,
         on_commit: OnCommit,
     ) -> std::io::Result<(Writer, WriterExit, thread::JoinHandle<()>)> {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (exit_tx, exit_rx) = oneshot::channel();
+        if !batching.list_window.is_zero() {
+            start_ticker(queue.clone(), batching.list_window / 2)?;
+        }
         let handle = thread::Builder::new()
             .name("sidechat-writer".into())
             .spawn(move || {
                 let _exit = ExitSignal(Some(exit_tx));
                 WriterLoop {
                     rx,
-                    linger: Linger::new(window, LINGER_AIM),
+                    linger: Linger::new(batching.window, LINGER_AIM),
+                    moves: DeferredMoves::new(batching.list_window, batching.list_defer_rate),
                     conn: LazyConnection::new(
                         connect_url,
                         connect_timeout,
@@ -201,6 +170,7 @@ impl Writer {
 struct WriterLoop {
     rx: mpsc::Receiver<Command>,
     linger: Linger,
+    moves: DeferredMoves,
     conn: LazyConnection,
     outbox: Option<Duration>,
     metrics: Arc<Metrics>,
@@ -209,6 +179,7 @@ struct WriterLoop {
 
 impl WriterLoop {
     fn run(mut self) {
+        self.heal_lists();
         let mut stopping = false;
         while !stopping {
             let Some(first) = self.linger.next(&mut self.rx) else {
@@ -219,6 +190,7 @@ impl WriterLoop {
             for command in std::iter::once(first).chain(rest) {
                 match command {
                     Command::Apply(mutation, reply) => batch.push((mutation, reply)),
+                    Command::Tick => {}
                     Command::Stop => {
                         stopping = true;
                         break;
@@ -228,20 +200,63 @@ impl WriterLoop {
                     break;
                 }
             }
-            self.linger.took(batch.len(), Instant::now());
             if !batch.is_empty() {
+                self.linger.took(batch.len(), Instant::now());
+                // A deletion or erasure must come after the moves deferred before it,
+                // or a move would bring back what it took away.
+                if batch.iter().any(|(m, _)| !matches!(m, Mutation::Insert(_))) {
+                    self.move_lists();
+                }
                 self.process(batch);
+            }
+            if stopping || self.moves.due(Instant::now()) {
+                self.move_lists();
             }
         }
         log::info!("writer stopped");
+    }
+
+    /// Makes the deferred list moves now.
+    fn move_lists(&mut self) {
+        if self.moves.is_empty() {
+            return;
+        }
+        let result = match self.conn.get() {
+            Ok(conn) => self.moves.flush(conn),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            log::warn!("writer: deferred list moves failed ({e}); retrying");
+        }
+    }
+
+    /// At start, when this replica defers list moves: what a replica that died with
+    /// moves pending left undone.
+    fn heal_lists(&mut self) {
+        if !self.moves.enabled() {
+            return;
+        }
+        let started = Instant::now();
+        match self.conn.get().and_then(super::list_moves::heal) {
+            Ok(moved) => log::debug!(
+                "writer: list moves of the newest {moved} messages checked in {:?}",
+                started.elapsed()
+            ),
+            Err(e) => log::warn!("writer: cannot check the newest list moves: {e}"),
+        }
     }
 
     fn process(&mut self, batch: Vec<(Mutation, Reply)>) {
         let started = Instant::now();
         let (mutations, replies): (Vec<Mutation>, Vec<Reply>) = batch.into_iter().unzip();
         let outbox = self.outbox;
+        let lists = if self.moves.defers_at(self.linger.rate()) {
+            Lists::Deferred
+        } else {
+            Lists::Moved
+        };
         let result = match self.conn.get() {
-            Ok(conn) => apply_batch(conn, &mutations, outbox),
+            Ok(conn) => apply_batch(conn, &mutations, outbox, lists),
             Err(e) => Err(e),
         };
         match result {
@@ -268,6 +283,13 @@ impl WriterLoop {
                     .iter()
                     .filter(|c| matches!(c, Change::Created(_)))
                     .count();
+                if lists == Lists::Deferred {
+                    let ids = changes.iter().filter_map(|c| match c {
+                        Change::Created(row) => Some(row.id),
+                        _ => None,
+                    });
+                    self.moves.defer(ids, Instant::now());
+                }
                 self.metrics.messages_in.inc_by(created as u64);
                 if !changes.is_empty() {
                     (self.on_commit)(&changes);
@@ -305,197 +327,4 @@ impl WriterLoop {
             .current()
             .is_some_and(|conn| diesel::sql_query("SELECT 1").execute(conn).is_ok())
     }
-}
-
-/// Per-request results of a committed batch; `Err` for the whole batch means nothing
-/// was committed.
-type BatchResult = Result<Vec<Result<Outcome, Error>>, Error>;
-
-/// Applies one batch in one transaction, in order. Another replica's writer inserting
-/// the same client_ref at the same moment is no error: the insert waits for it, skips
-/// the row, and the lookup then finds theirs.
-///
-/// A batch of new messages and nothing else, with no outbox to fill, is one INSERT:
-/// atomic on its own, so it runs without BEGIN and COMMIT around it. At a low rate,
-/// where every message is its own batch, that is two round trips of three saved.
-fn apply_batch(
-    conn: &mut PgConnection,
-    batch: &[Mutation],
-    outbox: Option<Duration>,
-) -> BatchResult {
-    let only_inserts: Option<Vec<&NewMessage>> = batch
-        .iter()
-        .map(|m| match m {
-            Mutation::Insert(message) => Some(message),
-            _ => None,
-        })
-        .collect();
-    if let (None, Some(inserts)) = (outbox, only_inserts) {
-        return insert_run(conn, &inserts);
-    }
-    conn.transaction(|conn| {
-        let outcomes = apply_batch_once(conn, batch)?;
-        if let Some(delay) = outbox {
-            let created: Vec<&MessageRow> = outcomes
-                .iter()
-                .filter_map(|outcome| match outcome {
-                    Ok(Outcome::Inserted(stored)) if stored.created => Some(&stored.row),
-                    _ => None,
-                })
-                .collect();
-            super::outbox::enqueue(conn, &created, delay)?;
-        }
-        Ok(outcomes)
-    })
-}
-
-fn apply_batch_once(conn: &mut PgConnection, batch: &[Mutation]) -> BatchResult {
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let mut inserts: Vec<&NewMessage> = Vec::new();
-    for mutation in batch {
-        match mutation {
-            Mutation::Insert(message) => inserts.push(message),
-            other => {
-                // Keep the order: the inserts queued before this change go first.
-                outcomes.extend(insert_run(conn, &std::mem::take(&mut inserts))?);
-                outcomes.push(apply_one(conn, other)?);
-            }
-        }
-    }
-    outcomes.extend(insert_run(conn, &inserts)?);
-    Ok(outcomes)
-}
-
-/// One mutation on its own. The outer `Err` fails the transaction; the inner one is
-/// this request's answer (unknown message, body too long) and changes nothing.
-fn apply_one(
-    conn: &mut PgConnection,
-    mutation: &Mutation,
-) -> Result<Result<Outcome, Error>, Error> {
-    Ok(match mutation {
-        Mutation::Insert(message) => insert_run(conn, &[message])?
-            .pop()
-            .unwrap_or_else(|| Err(Error::Unavailable("the insert returned nothing".into()))),
-        Mutation::Edit(edit) => {
-            messages::plan_for_now(conn)?;
-            messages::edit(conn, edit)?.map(Outcome::Edited)
-        }
-        Mutation::Delete { id } => messages::tombstone(conn, *id)?.map(Outcome::Deleted),
-        Mutation::EraseUser { user_id } => {
-            Ok(Outcome::Erased(messages::erase_user(conn, user_id)?))
-        }
-    })
-}
-
-/// Inserts a run of messages in one statement. A resend with a `client_ref` already
-/// stored (skipped by the unique key) or earlier in the run is answered with that row.
-///
-/// Once the INSERT has returned, nothing fails the run as a whole: outside a
-/// transaction its rows are already committed, and a run answered `Unavailable` would be
-/// retried and stored twice. A row that cannot be accounted for fails only its request.
-fn insert_run(
-    conn: &mut PgConnection,
-    run: &[&NewMessage],
-) -> Result<Vec<Result<Outcome, Error>>, Error> {
-    if run.is_empty() {
-        return Ok(Vec::new());
-    }
-    // Within the run, a repeated (sender, client_ref) is the first one again.
-    enum Source {
-        Row(usize),
-        SameAs(usize),
-    }
-    let mut to_insert: Vec<&NewMessage> = Vec::with_capacity(run.len());
-    let mut first_in_run: HashMap<(&str, &str), usize> = HashMap::new();
-    let mut sources = Vec::with_capacity(run.len());
-    for &message in run {
-        let key = message
-            .client_ref
-            .as_deref()
-            .map(|r| (message.sender_id.as_str(), r));
-        let source = match key.map(|key| first_in_run.entry(key)) {
-            Some(Entry::Occupied(seen)) => Source::SameAs(*seen.get()),
-            Some(Entry::Vacant(first)) => {
-                first.insert(to_insert.len());
-                to_insert.push(message);
-                Source::Row(to_insert.len() - 1)
-            }
-            None => {
-                to_insert.push(message);
-                Source::Row(to_insert.len() - 1)
-            }
-        };
-        sources.push(source);
-    }
-
-    // Rows come back in the order given, less the ones the unique key skipped.
-    let mut returned = messages::insert_all(conn, &to_insert)?
-        .into_iter()
-        .peekable();
-    let mut rows: Vec<Option<(MessageRow, bool)>> = vec![None; to_insert.len()];
-    let mut resent: Vec<usize> = Vec::new();
-    for (index, message) in to_insert.iter().enumerate() {
-        let this_one = |row: &MessageRow| {
-            row.sender_id == message.sender_id
-                && row.client_ref == message.client_ref
-                && row.topic == message.topic
-        };
-        match (returned.next_if(this_one), rows.get_mut(index)) {
-            (Some(row), Some(slot)) => *slot = Some((row, true)),
-            (None, _) if message.client_ref.is_some() => resent.push(index),
-            _ => log::error!("writer: an insert of the batch was skipped"),
-        }
-    }
-    if !resent.is_empty() {
-        let pairs: Vec<(&str, &str)> = resent
-            .iter()
-            .filter_map(|&i| {
-                let m = to_insert.get(i)?;
-                Some((m.sender_id.as_str(), m.client_ref.as_deref()?))
-            })
-            .collect();
-        // A transaction of its own when the insert ran alone (a savepoint otherwise):
-        // the lookup plans for the table as it is now.
-        let stored = conn
-            .transaction(|conn| {
-                messages::plan_for_now(conn)?;
-                messages::by_client_refs(conn, &pairs)
-            })
-            .unwrap_or_else(|e| {
-                log::warn!(
-                    "writer: looking up {} resent messages failed: {e}",
-                    pairs.len()
-                );
-                Vec::new()
-            });
-        for row in stored {
-            let index = resent.iter().copied().find(|&i| {
-                to_insert
-                    .get(i)
-                    .is_some_and(|m| row.sender_id == m.sender_id && row.client_ref == m.client_ref)
-            });
-            if let Some(slot) = index.and_then(|i| rows.get_mut(i)) {
-                *slot = Some((row, false));
-            }
-        }
-    }
-    let answer = |index: usize, repeated: bool| {
-        rows.get(index)
-            .cloned()
-            .flatten()
-            .map(|(row, created)| {
-                Ok(Outcome::Inserted(Stored {
-                    row,
-                    created: created && !repeated,
-                }))
-            })
-            .unwrap_or_else(|| Err(Error::Unavailable("the message could not be stored".into())))
-    };
-    Ok(sources
-        .into_iter()
-        .map(|source| match source {
-            Source::Row(index) => answer(index, false),
-            Source::SameAs(index) => answer(index, true),
-        })
-        .collect())
 }

@@ -251,7 +251,11 @@ async fn writer_alone(
     let started = sidechat::store::Writer::start(
         url.clone(),
         WAIT,
-        std::time::Duration::ZERO,
+        sidechat::store::Batching {
+            window: std::time::Duration::ZERO,
+            list_window: std::time::Duration::ZERO,
+            list_defer_rate: 0.0,
+        },
         None,
         std::sync::Arc::new(sidechat::metrics::Metrics::new()),
         on_commit,

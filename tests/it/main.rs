@@ -18,6 +18,7 @@ mod faults;
 mod health;
 mod host_api;
 mod hostile;
+mod list_moves;
 mod migrations;
 mod observability;
 mod open_chats;

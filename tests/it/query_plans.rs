@@ -134,6 +134,16 @@ async fn every_hot_query_uses_its_index() {
         );
         assert!(insert.contains("rooms_pkey"), "batch insert: {insert}");
         assert!(!insert.contains("Seq Scan"), "batch insert: {insert}");
+        // The deferred moves of a busy replica, by message id, as a kept generic plan.
+        diesel::sql_query(format!(
+            "PREPARE move_lists(bigint[]) AS {}",
+            sidechat::store::list_moves::MOVE_BY_IDS.as_str()
+        ))
+        .execute(conn)
+        .unwrap();
+        let moves = self::plan(conn, "EXECUTE move_lists(ARRAY[1, 2, 3])");
+        assert!(moves.contains("messages_pkey"), "list moves: {moves}");
+        assert!(!moves.contains("Seq Scan"), "list moves: {moves}");
     })
     .await;
 }
