@@ -319,6 +319,12 @@ impl Chat {
         if !topic.is_conversation() {
             return Err(Reason::UnknownEvent);
         }
+        // A blocked pair's chat carries no typing either: answered `ok`, told to nobody.
+        if let Topic::Direct(a, b) = topic
+            && self.blocked_between(a, b)
+        {
+            return Ok(());
+        }
         let topic_name = topic.to_string();
         let user = actor.user_id.as_str();
         if !self

@@ -63,6 +63,16 @@ async fn a_blocked_pair_cannot_chat_either_way_until_unblocked() {
         .await;
     assert_eq!(status, 200, "history stays readable");
     assert_eq!(history["messages"].as_array().unwrap().len(), 1);
+    // Nor does typing reach the other side.
+    let reply = bob
+        .push("chat:alice:bob", "typing", json!({"typing": true}))
+        .await;
+    assert_eq!(reply["status"], "ok", "typing is answered as ever: {reply}");
+    alice.sync().await;
+    assert!(
+        !alice.has_buffered(|f| f[3] == "typing"),
+        "the blocker saw the blocked typing"
+    );
 
     assert_eq!(
         as_user(&app, "alice", "DELETE", "/v1/me/blocks/bob")
@@ -70,6 +80,9 @@ async fn a_blocked_pair_cannot_chat_either_way_until_unblocked() {
             .0,
         204
     );
+    bob.push("chat:alice:bob", "typing", json!({"typing": true}))
+        .await;
+    alice.expect_event("chat:alice:bob", "typing").await;
     bob.send_msg("chat:alice:bob", "sorry").await;
     alice.send_msg("chat:alice:bob", "fine").await;
     assert_eq!(
