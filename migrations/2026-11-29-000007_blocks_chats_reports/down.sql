@@ -1,4 +1,4 @@
-ALTER TABLE conversations DROP COLUMN listed_with;
+ALTER TABLE conversations DROP COLUMN relist_after;
 ALTER TABLE deliveries DROP COLUMN report_id;
 DROP TABLE reports;
 DROP TABLE open_chats;

@@ -35,8 +35,7 @@ CREATE INDEX reports_reporter ON reports (reporter_id);
 -- messages. It travels through the same outbox, signing and retries.
 ALTER TABLE deliveries ADD COLUMN report_id BIGINT;
 
--- The message with which a conversation last put its members on their lists. Erasure
--- takes a user off every list and clears this, so the conversation's next message puts
--- its members back (an erased user who comes back and chats is listed again); NULL
--- also on rows from before this migration, which then check once.
-ALTER TABLE conversations ADD COLUMN listed_with BIGINT;
+-- Set when an erasure took a member off a conversation's lists: the newest message id
+-- then. The first message after it puts the conversation's members back (an erased user
+-- who comes back and chats is listed again); older messages moved late never do.
+ALTER TABLE conversations ADD COLUMN relist_after BIGINT;

@@ -19,39 +19,45 @@ use super::models::MessageRow;
 use super::schema::conversation_members;
 
 /// The part of the batch INSERT's statement that moves the lists: CTEs over `ins`, the
-/// rows just inserted. A conversation's first message also puts it on its members'
-/// lists: both users of `chat:<a>:<b>`, the visitor of `support:<uid>`. Later messages
-/// only move the one row, unless an erasure took a member off the lists since: it
-/// cleared `listed_with`, so the next message lists the members again. (`listed_with`
-/// equals the new last message exactly when the row was inserted or relisted now.) A
-/// row already past the batch's newest message is not written at all: the moves are
-/// idempotent, so `list_moves` can make them again after a crash.
+/// rows just inserted (or, from `list_moves`, messages stored a moment ago). A
+/// conversation's first message also puts it on its members' lists: both users of
+/// `chat:<a>:<b>`, the visitor of `support:<uid>`. Later messages only move the one row,
+/// unless an erasure took a member off the lists since: it set `relist_after` to the
+/// newest message id then, and the first newer message lists the members again. Older
+/// messages moved late (a deferred or replayed move) never do, so an erased user is not
+/// brought back by their own past. A row already past the batch's newest message is not
+/// written at all: the moves are idempotent, so `list_moves` can make them again.
 /// Rows go in key order, so two replicas' batches of inserts alone lock them in one
 /// order; a batch that also deletes may still meet another in a deadlock, which
 /// Postgres breaks by failing one, and the writer then applies that batch one by one.
 pub const LIST_MOVE: &str = "\
+batch AS ( \
+    SELECT topic, max(id) AS id, max(sent_at) AS at FROM ins \
+    WHERE topic LIKE 'chat:%' OR topic LIKE 'support:%' GROUP BY topic), \
+relisting AS ( \
+    SELECT c.topic FROM conversations c JOIN batch b ON b.topic = c.topic \
+    WHERE c.relist_after < b.id), \
 moved AS ( \
-    INSERT INTO conversations (topic, last_message_id, last_message_at, listed_with) \
-    SELECT topic, max(id), max(sent_at), max(id) FROM ins \
-    WHERE topic LIKE 'chat:%' OR topic LIKE 'support:%' \
-    GROUP BY topic ORDER BY topic \
+    INSERT INTO conversations (topic, last_message_id, last_message_at) \
+    SELECT topic, id, at FROM batch ORDER BY topic \
     ON CONFLICT (topic) DO UPDATE SET \
         last_message_id = GREATEST(conversations.last_message_id, EXCLUDED.last_message_id), \
         last_message_at = GREATEST(conversations.last_message_at, EXCLUDED.last_message_at), \
-        listed_with = COALESCE(conversations.listed_with, \
-            GREATEST(conversations.last_message_id, EXCLUDED.last_message_id)) \
+        relist_after = CASE WHEN conversations.topic IN (SELECT topic FROM relisting) \
+                            THEN NULL ELSE conversations.relist_after END \
     WHERE conversations.last_message_id < EXCLUDED.last_message_id \
-       OR conversations.listed_with IS NULL \
-    RETURNING topic, listed_with = last_message_id AS listing), \
+       OR conversations.topic IN (SELECT topic FROM relisting) \
+    RETURNING topic, xmax = 0 AS created), \
 listed AS ( \
     INSERT INTO conversation_members (user_id, topic) \
-    SELECT member, topic FROM moved \
+    SELECT member, topic FROM ( \
+        SELECT topic FROM moved WHERE created UNION SELECT topic FROM relisting) t \
     CROSS JOIN LATERAL (VALUES \
         (CASE WHEN topic LIKE 'chat:%' THEN split_part(topic, ':', 2) END), \
         (CASE WHEN topic LIKE 'chat:%' THEN split_part(topic, ':', 3) \
               WHEN topic LIKE 'support:%' THEN substr(topic, 9) END) \
     ) AS members(member) \
-    WHERE listing AND member IS NOT NULL ORDER BY member, topic \
+    WHERE member IS NOT NULL ORDER BY member, topic \
     ON CONFLICT DO NOTHING), \
 rooms_moved AS ( \
     UPDATE rooms r SET \
@@ -119,15 +125,18 @@ pub fn refresh(conn: &mut PgConnection, topics: &[&str]) -> Result<(), Error> {
 /// Takes a user off every list (erasure); the conversations stay on the others', and
 /// their next message lists the user again should they come back.
 pub fn forget_user(conn: &mut PgConnection, user_id: &str) -> Result<(), Error> {
-    use super::schema::conversations;
     let topics: Vec<String> = diesel::delete(
         conversation_members::table.filter(conversation_members::user_id.eq(user_id)),
     )
     .returning(conversation_members::topic)
     .get_results(conn)?;
-    diesel::update(conversations::table.filter(conversations::topic.eq_any(&topics)))
-        .set(conversations::listed_with.eq(None::<i64>))
-        .execute(conn)?;
+    // Messages up to now are the user's past; the first newer one lists them again.
+    diesel::sql_query(
+        "UPDATE conversations SET relist_after = (SELECT coalesce(max(id), 0) FROM messages) \
+         WHERE topic = ANY($1)",
+    )
+    .bind::<diesel::sql_types::Array<Text>, _>(&topics)
+    .execute(conn)?;
     Ok(())
 }
 

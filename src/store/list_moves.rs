@@ -9,9 +9,12 @@
 //! window.
 //!
 //! The moves are idempotent (each row only moves forward), so what a crash loses is
-//! made good by `heal` when the writer starts: the newest messages' moves are made
-//! again. Deletions and erasures on this replica run after the pending moves, so they
-//! never see a move that comes after them.
+//! made good by `heal`: the newest messages' moves are made again when the writer
+//! starts and every `HEAL_EVERY` after. A late move cannot undo a deletion or an
+//! erasure: it moves only messages still there and live, and an erased user's past
+//! messages do not put them back on a list (`conversations::LIST_MOVE`). The writer
+//! also makes the pending moves before a batch that deletes or erases, so that on one
+//! replica the list follows the order of the changes.
 
 use std::time::{Duration, Instant};
 

@@ -85,7 +85,7 @@ diesel::table! {
         topic -> Text,
         last_message_id -> Int8,
         last_message_at -> Timestamptz,
-        listed_with -> Nullable<Int8>,
+        relist_after -> Nullable<Int8>,
     }
 }
 

@@ -250,7 +250,9 @@ impl WriterLoop {
         let started = Instant::now();
         let (mutations, replies): (Vec<Mutation>, Vec<Reply>) = batch.into_iter().unzip();
         let outbox = self.outbox;
-        let lists = if self.moves.defers_at(self.linger.rate()) {
+        // A batch that also deletes or erases moves its own lists, in order with them.
+        let only_inserts = mutations.iter().all(|m| matches!(m, Mutation::Insert(_)));
+        let lists = if only_inserts && self.moves.defers_at(self.linger.rate()) {
             Lists::Deferred
         } else {
             Lists::Moved

@@ -124,3 +124,33 @@ async fn moves_a_dead_replica_left_undone_are_made_at_the_next_start() {
     );
     assert_eq!(second.message_count().await, 3);
 }
+
+#[tokio::test]
+async fn replayed_moves_do_not_bring_an_erased_user_back() {
+    let mut first = spawn_app_with(deferring(50)).await;
+    first.post_message("chat:ann:bo", "bo", "hello ann").await;
+    first.post_message("chat:ann:bo", "ann", "hi bo").await;
+    eventually("ann's chat is listed", || async {
+        !last_ids(&list(&first, "ann").await).is_empty()
+    })
+    .await;
+    assert_eq!(first.api("DELETE", "/api/v1/users/ann", None).await.0, 200);
+    first.shutdown.cancel();
+    first.stopped().await.unwrap();
+
+    // The next start replays the newest messages' moves, bo's to ann among them.
+    let second = spawn_app_on(first.db_url.clone(), deferring(50)).await;
+    assert!(
+        last_ids(&list(&second, "ann").await).is_empty(),
+        "ann's past put her back on a list"
+    );
+    assert_eq!(last_ids(&list(&second, "bo").await).len(), 1);
+    // A new message to her does.
+    let again = second
+        .post_message("chat:ann:bo", "bo", "still there?")
+        .await;
+    eventually("ann is listed again", || async {
+        last_ids(&list(&second, "ann").await) == [("chat:ann:bo".to_owned(), again["id"].clone())]
+    })
+    .await;
+}

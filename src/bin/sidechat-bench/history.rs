@@ -53,8 +53,8 @@ fn prefill(url: &str, rows: i64, conversations: i64) -> anyhow::Result<()> {
     .execute(&mut conn)?;
     // The lists, as the migration backfills them (messages went in by SQL, not the writer).
     diesel::sql_query(
-        "INSERT INTO conversations (topic, last_message_id, last_message_at, listed_with) \
-         SELECT topic, max(id), max(sent_at), max(id) FROM messages GROUP BY topic",
+        "INSERT INTO conversations (topic, last_message_id, last_message_at) \
+         SELECT topic, max(id), max(sent_at) FROM messages GROUP BY topic",
     )
     .execute(&mut conn)?;
     diesel::sql_query(
