@@ -280,6 +280,14 @@ impl Application {
         let notifier_task = notifier.map(|n| actix_web::rt::spawn(n.run(notifier_stop.clone())));
         let blocks_task =
             actix_web::rt::spawn(state.chat.clone().keep_blocks(notifier_stop.clone()));
+        // Where replicas defer list moves, what one that died left undone is made good.
+        let heal_task = (state.settings.database.list_window_ms > 0).then(|| {
+            actix_web::rt::spawn(store::list_moves::keep_healed(
+                state.chat.pool().clone(),
+                state.chat.metrics().clone(),
+                notifier_stop.clone(),
+            ))
+        });
         let shutdown = state.shutdown.clone();
         tokio::select! {
             _ = shutdown.cancelled() => {}
@@ -315,6 +323,9 @@ impl Application {
                 let _ = task.await;
             }
             let _ = blocks_task.await;
+            if let Some(task) = heal_task {
+                let _ = task.await;
+            }
         };
         if tokio::time::timeout(deadline, drain).await.is_err() {
             log::warn!("shutdown deadline passed; stopping with work in flight");

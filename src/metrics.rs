@@ -87,6 +87,8 @@ pub struct Metrics {
     pub blocks: Gauge,
     /// Reports of messages stored (repeats not counted).
     pub reports: Counter,
+    /// Checks of deferred list moves run (`store::list_moves::keep_healed`).
+    pub list_heals: Counter,
 }
 
 impl Default for Metrics {
@@ -121,6 +123,7 @@ impl Metrics {
             outbox_deliveries: Gauge::default(),
             blocks: Gauge::default(),
             reports: Counter::default(),
+            list_heals: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open sockets", metrics.connections.clone());
@@ -214,6 +217,11 @@ impl Metrics {
             "reports",
             "Reports of messages stored",
             metrics.reports.clone(),
+        );
+        registry.register(
+            "list_heals",
+            "Checks of the newest messages' conversation-list moves run",
+            metrics.list_heals.clone(),
         );
         Metrics {
             registry,

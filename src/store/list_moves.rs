@@ -9,8 +9,8 @@
 //! window.
 //!
 //! The moves are idempotent (each row only moves forward), so what a crash loses is
-//! made good by `heal`: the newest messages' moves are made again when the writer
-//! starts and every `HEAL_EVERY` after. A late move cannot undo a deletion or an
+//! made good by `keep_healed`, beside the writer: the newest messages' moves are made
+//! again at start and every `HEAL_EVERY` after, by every replica that defers. A late move cannot undo a deletion or an
 //! erasure: it moves only messages still there and live, and an erased user's past
 //! messages do not put them back on a list (`conversations::LIST_MOVE`). The writer
 //! also makes the pending moves before a batch that deletes or erases, so that on one
@@ -26,8 +26,14 @@ use super::Error;
 
 /// Past this many pending ids, they are moved at once.
 const MAX_PENDING: usize = 10_000;
-/// How many of the newest messages `heal` moves again: far more than any window holds.
+/// How many of the newest messages the first `heal` moves again: far more than any
+/// window holds.
 pub const HEAL_NEWEST: i64 = 100_000;
+/// How often a writer that defers heals what dead replicas left: what it heals is every
+/// message since the last time, less `HEAL_MARGIN` ids (ids drawn by another replica
+/// before ours and committed after our last heal).
+pub const HEAL_EVERY: Duration = Duration::from_secs(60);
+const HEAL_MARGIN: i64 = 10_000;
 
 /// The list moves of the live messages whose ids are `$1`.
 pub static MOVE_BY_IDS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -35,18 +41,18 @@ pub static MOVE_BY_IDS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
         "WITH ins AS (SELECT topic, id, sent_at FROM messages \
          WHERE id = ANY($1) AND deleted_at IS NULL), ",
         super::conversations::LIST_MOVE,
-        "SELECT count(*) AS moved FROM ins",
+        "SELECT count(*) AS moved, 0::bigint AS up_to FROM ins",
     ]
     .concat()
 });
 
-/// The list moves of the newest `$1` live messages.
-pub static MOVE_NEWEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// The list moves of every live message after id `$1`.
+pub static MOVE_AFTER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     [
         "WITH ins AS (SELECT topic, id, sent_at FROM messages \
-         WHERE id > (SELECT coalesce(max(id), 0) FROM messages) - $1 AND deleted_at IS NULL), ",
+         WHERE id > $1 AND deleted_at IS NULL), ",
         super::conversations::LIST_MOVE,
-        "SELECT count(*) AS moved FROM ins",
+        "SELECT count(*) AS moved, coalesce(max(id), $2) AS up_to FROM ins",
     ]
     .concat()
 });
@@ -55,6 +61,9 @@ pub static MOVE_NEWEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
 struct Moved {
     #[diesel(sql_type = BigInt)]
     moved: i64,
+    /// The newest id moved (`MOVE_AFTER`).
+    #[diesel(sql_type = BigInt)]
+    up_to: i64,
 }
 
 /// When the writer defers list moves, and what it has deferred.
@@ -82,11 +91,6 @@ impl DeferredMoves {
         !self.window.is_zero() && rate >= self.from_rate
     }
 
-    /// Whether deferring is on at all (then the writer heals at start).
-    pub fn enabled(&self) -> bool {
-        !self.window.is_zero()
-    }
-
     pub fn defer(&mut self, ids: impl IntoIterator<Item = i64>, now: Instant) {
         let before = self.pending.len();
         self.pending.extend(ids);
@@ -108,7 +112,7 @@ impl DeferredMoves {
     }
 
     /// Makes the pending moves in one statement. On failure they stay pending (up to a
-    /// bound: past it, `heal` at the next start makes them good).
+    /// bound: past it, the next `heal` makes them good).
     pub fn flush(&mut self, conn: &mut PgConnection) -> Result<usize, Error> {
         if self.pending.is_empty() {
             return Ok(0);
@@ -125,7 +129,7 @@ impl DeferredMoves {
             Err(e) => {
                 if self.pending.len() > MAX_PENDING * 10 {
                     log::warn!(
-                        "lists: dropping {} pending moves; the next start heals them",
+                        "lists: dropping {} pending moves; the next heal makes them",
                         self.pending.len()
                     );
                     self.pending.clear();
@@ -137,14 +141,54 @@ impl DeferredMoves {
     }
 }
 
-/// Makes the list moves of the newest `HEAL_NEWEST` messages again: what a replica that
-/// died with moves pending left undone. Cheap when nothing is missing (a row that is
-/// already there does not move).
-pub fn heal(conn: &mut PgConnection) -> Result<usize, Error> {
-    let moved: Moved = diesel::sql_query(MOVE_NEWEST.as_str())
-        .bind::<BigInt, _>(HEAL_NEWEST)
+/// Makes the list moves of every message after `healed_up_to` (less a margin) again,
+/// or of the newest `HEAL_NEWEST` the first time: what a replica that died with moves
+/// pending left undone. Cheap when nothing is missing (a row already there does not
+/// move). Returns how many messages it went over and the id to go on from.
+pub fn heal(conn: &mut PgConnection, healed_up_to: Option<i64>) -> Result<(usize, i64), Error> {
+    let after = match healed_up_to {
+        Some(id) => id - HEAL_MARGIN,
+        None => {
+            let newest: Option<i64> = super::schema::messages::table
+                .select(diesel::dsl::max(super::schema::messages::id))
+                .first(conn)?;
+            newest.unwrap_or(0) - HEAL_NEWEST
+        }
+    };
+    let moved: Moved = diesel::sql_query(MOVE_AFTER.as_str())
+        .bind::<BigInt, _>(after)
+        .bind::<BigInt, _>(after.max(healed_up_to.unwrap_or(0)))
         .get_result(conn)?;
-    Ok(usize::try_from(moved.moved).unwrap_or(0))
+    Ok((usize::try_from(moved.moved).unwrap_or(0), moved.up_to))
+}
+
+/// Heals at once, then every `HEAL_EVERY`, until `stop`. On the pool, off the writer's
+/// thread: a heal goes over a minute of messages, which would hold up the sends queued
+/// behind it.
+pub async fn keep_healed(
+    pool: super::PgPool,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut healed_up_to = None;
+    loop {
+        let started = Instant::now();
+        match super::blocking(&pool, move |conn| heal(conn, healed_up_to)).await {
+            Ok((moved, up_to)) => {
+                healed_up_to = Some(up_to);
+                metrics.list_heals.inc();
+                log::debug!(
+                    "lists: moves of {moved} messages checked in {:?}",
+                    started.elapsed()
+                );
+            }
+            Err(e) => log::warn!("lists: cannot check the newest moves: {e}"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(HEAL_EVERY) => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -166,6 +210,6 @@ mod tests {
     #[test]
     fn a_zero_window_never_defers() {
         let moves = DeferredMoves::new(Duration::ZERO, 0.0);
-        assert!(!moves.enabled() && !moves.defers_at(1e9));
+        assert!(!moves.defers_at(1e9));
     }
 }

@@ -179,7 +179,6 @@ struct WriterLoop {
 
 impl WriterLoop {
     fn run(mut self) {
-        self.heal_lists();
         let mut stopping = false;
         while !stopping {
             let Some(first) = self.linger.next(&mut self.rx) else {
@@ -227,22 +226,6 @@ impl WriterLoop {
         };
         if let Err(e) = result {
             log::warn!("writer: deferred list moves failed ({e}); retrying");
-        }
-    }
-
-    /// At start, when this replica defers list moves: what a replica that died with
-    /// moves pending left undone.
-    fn heal_lists(&mut self) {
-        if !self.moves.enabled() {
-            return;
-        }
-        let started = Instant::now();
-        match self.conn.get().and_then(super::list_moves::heal) {
-            Ok(moved) => log::debug!(
-                "writer: list moves of the newest {moved} messages checked in {:?}",
-                started.elapsed()
-            ),
-            Err(e) => log::warn!("writer: cannot check the newest list moves: {e}"),
         }
     }
 

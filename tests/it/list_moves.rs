@@ -1,6 +1,6 @@
 //! Conversation-list moves deferred on a busy replica (`database.list_window_ms`): the
 //! list catches up within the window, stays right across a deletion, is flushed on a
-//! graceful stop, and what a dead replica left undone is made good at the next start.
+//! graceful stop, and what a dead replica left undone is made good by the replicas.
 
 use diesel::prelude::*;
 use serde_json::Value;
@@ -35,6 +35,14 @@ fn last_ids(page: &Value) -> Vec<(String, Value)> {
             )
         })
         .collect()
+}
+
+/// Waits for the replica's first check of the newest messages' moves.
+async fn healed(app: &TestApp) {
+    eventually("the newest moves are checked", || async {
+        app.metric("sidechat_list_heals_total").await >= Some(1.0)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -111,6 +119,7 @@ async fn moves_a_dead_replica_left_undone_are_made_at_the_next_start() {
         })
         .await;
     let second = spawn_app_on(first.db_url.clone(), |_| {}).await;
+    healed(&second).await;
     let page = list(&second, "ann").await;
     let topics: Vec<String> = last_ids(&page).into_iter().map(|(t, _)| t).collect();
     assert_eq!(topics, ["chat:ann:eve", "chat:ann:bo"], "{page}");
@@ -140,6 +149,7 @@ async fn replayed_moves_do_not_bring_an_erased_user_back() {
 
     // The next start replays the newest messages' moves, bo's to ann among them.
     let second = spawn_app_on(first.db_url.clone(), deferring(50)).await;
+    healed(&second).await;
     assert!(
         last_ids(&list(&second, "ann").await).is_empty(),
         "ann's past put her back on a list"
