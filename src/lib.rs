@@ -194,6 +194,7 @@ impl Application {
                 },
                 direct_by_host: settings.chat.direct == "host",
                 report_webhook: !settings.webhooks.url.is_empty(),
+                max_blocks_per_user: settings.chat.max_blocks_per_user,
             },
         ));
         chat.load_blocks(blocks);

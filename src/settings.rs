@@ -130,6 +130,8 @@ pub struct ChatSettings {
     pub typing_interval_ms: u64,
     /// Who opens one-to-one chats: "open" (any two users) or "host" (`PUT /api/v1/chats`).
     pub direct: String,
+    /// Users one user may block (every replica holds every block in memory).
+    pub max_blocks_per_user: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

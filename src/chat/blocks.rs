@@ -3,12 +3,13 @@
 //! Every send and every notification asks, so each replica keeps the whole relation in
 //! memory (`BlockList`) and never asks Postgres on that path. Postgres is the truth: the
 //! copy is loaded from it at start-up and again every `RELOAD`, and each change is
-//! published on `BLOCKS_TOPIC`, which every replica listens to, so a block made on one
-//! holds on the others as soon as the broker carries it. The reload mends what the
-//! broker's at-most-once delivery may have lost.
+//! published on `BLOCKS_TOPIC`, which every replica listens to. An event names only the
+//! pair: each replica reads the pair's state from Postgres when it hears of it, so two
+//! changes heard in either order leave every copy as the last commit left the table.
+//! The reload mends what the broker's at-most-once delivery may have lost; changes made
+//! while it reads are laid over what it read.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -28,12 +29,11 @@ const LISTENER: ConnId = ConnId(u64::MAX);
 /// How often the copy is read again from Postgres.
 const RELOAD: Duration = Duration::from_secs(30);
 
-/// One change, as it travels between replicas.
+/// A pair whose block changed, as it travels between replicas.
 #[derive(Debug, Serialize, Deserialize)]
 struct BlockChange {
     blocker: String,
     blocked: String,
-    on: bool,
 }
 
 /// Both directions of the relation, so each question is one lookup.
@@ -78,80 +78,104 @@ fn unlink(map: &mut HashMap<String, HashSet<String>>, from: &str, to: &str) {
     }
 }
 
+/// The copy, and while a reload reads: the pairs set meanwhile, to lay over what it read.
+#[derive(Default)]
+struct State {
+    relation: Relation,
+    set_during_reload: Option<Vec<(String, String, bool)>>,
+}
+
 /// This replica's copy of every block.
 #[derive(Default)]
 pub(super) struct BlockList {
-    relation: RwLock<Relation>,
-    /// Counts changes applied, so a reload that raced one does not undo it.
-    changes: AtomicU64,
+    state: RwLock<State>,
 }
 
 impl BlockList {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Relation> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         // Each write is one insert or removal, or a whole replacement: consistent if poisoned.
-        self.relation.read().unwrap_or_else(|p| p.into_inner())
+        self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Relation> {
-        self.relation.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether `blocker` blocks `blocked`.
     pub fn blocks(&self, blocker: &str, blocked: &str) -> bool {
-        self.read().blocks(blocker, blocked)
+        self.read().relation.blocks(blocker, blocked)
     }
 
     /// Whether either of two users blocks the other.
     pub fn between(&self, a: &str, b: &str) -> bool {
-        let relation = self.read();
-        relation.blocks(a, b) || relation.blocks(b, a)
+        let state = self.read();
+        state.relation.blocks(a, b) || state.relation.blocks(b, a)
     }
 
     /// Everyone who blocks `blocked`.
     pub fn blockers_of(&self, blocked: &str) -> Vec<String> {
         self.read()
+            .relation
             .by_blocked
             .get(blocked)
             .map(|blockers| blockers.iter().cloned().collect())
             .unwrap_or_default()
     }
 
-    fn apply(&self, change: &BlockChange) {
-        let mut relation = self.write();
-        if change.on {
-            relation.insert(&change.blocker, &change.blocked);
+    /// Sets one pair as Postgres has it.
+    fn set(&self, blocker: &str, blocked: &str, on: bool) {
+        let mut state = self.write();
+        if on {
+            state.relation.insert(blocker, blocked);
         } else {
-            relation.remove(&change.blocker, &change.blocked);
+            state.relation.remove(blocker, blocked);
         }
-        self.changes.fetch_add(1, Ordering::Relaxed);
+        if let Some(meanwhile) = &mut state.set_during_reload {
+            meanwhile.push((blocker.to_owned(), blocked.to_owned(), on));
+        }
     }
 
-    /// Replaces the copy with `rows` read from Postgres, unless a change was applied
-    /// since `seen` (the rows may predate it; the next reload tries again).
-    fn replace(&self, rows: Vec<(String, String)>, seen: u64) -> bool {
+    /// A reload's query starts: pairs set from now on are laid over its rows.
+    fn reload_starts(&self) {
+        self.write().set_during_reload = Some(Vec::new());
+    }
+
+    /// A reload's rows, or None when its query failed (the copy stays as it is).
+    fn reload_ends(&self, rows: Option<Vec<(String, String)>>) {
+        let Some(rows) = rows else {
+            self.write().set_during_reload = None;
+            return;
+        };
         let mut fresh = Relation::default();
         for (blocker, blocked) in &rows {
             fresh.insert(blocker, blocked);
         }
-        let mut relation = self.write();
-        if self.changes.load(Ordering::Relaxed) != seen {
-            return false;
+        let mut state = self.write();
+        for (blocker, blocked, on) in state.set_during_reload.take().unwrap_or_default() {
+            if on {
+                fresh.insert(&blocker, &blocked);
+            } else {
+                fresh.remove(&blocker, &blocked);
+            }
         }
-        *relation = fresh;
-        true
+        state.relation = fresh;
     }
 
     pub fn len(&self) -> usize {
-        self.read().by_blocker.values().map(HashSet::len).sum()
+        self.read()
+            .relation
+            .by_blocker
+            .values()
+            .map(HashSet::len)
+            .sum()
     }
 }
 
 /// The hub event that tells every replica (this one included) of a change.
-fn change_event(blocker: &str, blocked: &str, on: bool) -> HubEvent {
+fn change_event(blocker: &str, blocked: &str) -> HubEvent {
     let change = BlockChange {
         blocker: blocker.to_owned(),
         blocked: blocked.to_owned(),
-        on,
     };
     event(BLOCKS_TOPIC, "block", &change)
 }
@@ -159,7 +183,7 @@ fn change_event(blocker: &str, blocked: &str, on: bool) -> HubEvent {
 /// Tells every replica that the blocks of an erased user are gone.
 pub(super) fn publish_forgotten(hub: &crate::hub::Hub, blocks: &[(String, String)]) {
     for (blocker, blocked) in blocks {
-        hub.publish(change_event(blocker, blocked, false));
+        hub.publish(change_event(blocker, blocked));
     }
 }
 
@@ -179,25 +203,27 @@ impl Chat {
             return Err(Reason::InvalidPayload);
         }
         let (a, b) = (blocker.to_string(), blocked.to_string());
-        store::blocking(&self.pool, move |c| {
+        let most = i64::from(self.config.max_blocks_per_user);
+        let now_on = store::blocking(&self.pool, move |c| {
             if on {
-                store::blocks::add(c, &a, &b)
+                if store::blocks::add(c, &a, &b, most)? == store::blocks::Added::TooMany {
+                    return Ok(None);
+                }
             } else {
-                store::blocks::remove(c, &a, &b)
+                store::blocks::remove(c, &a, &b)?;
             }
+            // As the table has it now, whatever raced this.
+            store::blocks::is_blocked(c, &a, &b).map(Some)
         })
         .await
-        .map_err(storage)?;
+        .map_err(storage)?
+        .ok_or(Reason::TooLarge)?;
+        self.blocks.set(blocker.as_str(), blocked.as_str(), now_on);
+        self.count_blocks();
         // Told even when nothing changed here: a replica that missed the first telling
         // catches up on the repeat.
-        self.blocks.apply(&BlockChange {
-            blocker: blocker.to_string(),
-            blocked: blocked.to_string(),
-            on,
-        });
-        self.count_blocks();
         self.hub
-            .publish(change_event(blocker.as_str(), blocked.as_str(), on));
+            .publish(change_event(blocker.as_str(), blocked.as_str()));
         Ok(())
     }
 
@@ -216,8 +242,8 @@ impl Chat {
 
     /// Loads every block from Postgres into this replica's copy (start-up).
     pub fn load_blocks(&self, rows: Vec<(String, String)>) {
-        let seen = self.blocks.changes.load(Ordering::Relaxed);
-        self.blocks.replace(rows, seen);
+        self.blocks.reload_starts();
+        self.blocks.reload_ends(Some(rows));
         self.count_blocks();
     }
 
@@ -225,23 +251,17 @@ impl Chat {
         self.metrics.blocks.set(self.blocks.len() as i64);
     }
 
-    /// Keeps this replica's copy of the blocks current until `stop`: applies every change
-    /// any replica publishes, and reads the whole relation again every `RELOAD`.
+    /// Keeps this replica's copy of the blocks current until `stop`: reads each pair any
+    /// replica tells of, and the whole relation at once (what changed between the load
+    /// at start-up and the listening) and every `RELOAD`.
     pub async fn keep_blocks(self: Arc<Self>, stop: CancellationToken) {
         let mut listener = self.listen_for_blocks();
         let mut reload = tokio::time::interval(RELOAD);
-        reload.tick().await; // the first tick is now: `build` has just loaded
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 received = listener.1.recv() => match received {
-                    Some(hub_event) => match serde_json::from_str::<BlockChange>(&hub_event.payload) {
-                        Ok(change) => {
-                            self.blocks.apply(&change);
-                            self.count_blocks();
-                        }
-                        Err(e) => log::warn!("blocks: unreadable change: {e}"),
-                    },
+                    Some(hub_event) => self.reread_pair(&hub_event).await,
                     None => break,
                 },
                 _ = listener.0.overflowed.cancelled() => {
@@ -254,6 +274,23 @@ impl Chat {
             }
         }
         self.hub.unsubscribe(BLOCKS_TOPIC, LISTENER);
+    }
+
+    /// Sets the pair an event names as Postgres has it now.
+    async fn reread_pair(&self, hub_event: &HubEvent) {
+        let change: BlockChange = match serde_json::from_str(&hub_event.payload) {
+            Ok(change) => change,
+            Err(e) => return log::warn!("blocks: unreadable change: {e}"),
+        };
+        let (a, b) = (change.blocker.clone(), change.blocked.clone());
+        match store::blocking(&self.pool, move |c| store::blocks::is_blocked(c, &a, &b)).await {
+            Ok(on) => {
+                self.blocks.set(&change.blocker, &change.blocked, on);
+                self.count_blocks();
+            }
+            // The next reload reads it.
+            Err(e) => log::warn!("blocks: cannot read a changed pair: {e}"),
+        }
     }
 
     fn listen_for_blocks(&self) -> (Subscriber, mpsc::Receiver<Arc<HubEvent>>) {
@@ -269,16 +306,16 @@ impl Chat {
     }
 
     async fn reload_blocks(&self) {
-        let seen = self.blocks.changes.load(Ordering::Relaxed);
-        match store::blocking(&self.pool, store::blocks::all).await {
-            Ok(rows) => {
-                if !self.blocks.replace(rows, seen) {
-                    log::debug!("blocks: a change arrived while reloading; next time");
-                }
-                self.count_blocks();
+        self.blocks.reload_starts();
+        let rows = match store::blocking(&self.pool, store::blocks::all).await {
+            Ok(rows) => Some(rows),
+            Err(e) => {
+                log::warn!("blocks: cannot reload: {e}");
+                None
             }
-            Err(e) => log::warn!("blocks: cannot reload: {e}"),
-        }
+        };
+        self.blocks.reload_ends(rows);
+        self.count_blocks();
     }
 }
 
@@ -286,37 +323,39 @@ impl Chat {
 mod tests {
     use super::*;
 
-    fn change(blocker: &str, blocked: &str, on: bool) -> BlockChange {
-        BlockChange {
-            blocker: blocker.into(),
-            blocked: blocked.into(),
-            on,
-        }
-    }
-
     #[test]
     fn a_block_is_one_way_and_between_sees_both() {
         let list = BlockList::default();
-        list.apply(&change("a", "b", true));
+        list.set("a", "b", true);
         assert!(list.blocks("a", "b"));
         assert!(!list.blocks("b", "a"));
         assert!(list.between("b", "a"));
         assert_eq!(list.blockers_of("b"), vec!["a".to_string()]);
-        list.apply(&change("a", "b", false));
+        list.set("a", "b", false);
         assert!(!list.between("a", "b"));
         assert_eq!(list.len(), 0);
         assert!(list.blockers_of("b").is_empty());
     }
 
     #[test]
-    fn a_reload_that_raced_a_change_does_not_undo_it() {
+    fn pairs_set_while_a_reload_reads_are_laid_over_its_rows() {
         let list = BlockList::default();
-        let seen = list.changes.load(Ordering::Relaxed);
-        list.apply(&change("a", "b", true));
-        assert!(!list.replace(vec![], seen), "the rows predate the block");
-        assert!(list.blocks("a", "b"));
-        let seen = list.changes.load(Ordering::Relaxed);
-        assert!(list.replace(vec![("c".into(), "d".into())], seen));
-        assert!(list.blocks("c", "d") && !list.blocks("a", "b"));
+        list.set("old", "gone", true);
+        list.reload_starts();
+        list.set("a", "b", true);
+        list.set("c", "d", false);
+        // The rows were read before both changes.
+        list.reload_ends(Some(vec![
+            ("c".into(), "d".into()),
+            ("e".into(), "f".into()),
+        ]));
+        assert!(list.blocks("a", "b"), "set meanwhile: kept");
+        assert!(!list.blocks("c", "d"), "unset meanwhile: kept");
+        assert!(list.blocks("e", "f"), "read");
+        assert!(!list.blocks("old", "gone"), "no longer in the table");
+        // A failed reload leaves the copy as it was.
+        list.reload_starts();
+        list.reload_ends(None);
+        assert_eq!(list.len(), 2);
     }
 }

@@ -112,6 +112,8 @@ pub struct ChatConfig {
     pub direct_by_host: bool,
     /// Reports are told to the host by webhook (`webhooks.url` is set).
     pub report_webhook: bool,
+    /// Users one user may block.
+    pub max_blocks_per_user: u32,
 }
 
 pub struct Chat {

@@ -43,7 +43,21 @@ async fn set(
 ) -> Result<HttpResponse, ApiError> {
     let blocked = pair(blocker, other)?;
     if on {
-        state.chat.block(blocker, &blocked).await?;
+        state
+            .chat
+            .block(blocker, &blocked)
+            .await
+            .map_err(|reason| match reason {
+                Reason::TooLarge => ApiError::new(
+                    StatusCode::CONFLICT,
+                    "too_many_blocks",
+                    format!(
+                        "a user may block at most {} users (chat.max_blocks_per_user): unblock someone first",
+                        state.settings.chat.max_blocks_per_user
+                    ),
+                ),
+                other => ApiError::from(other),
+            })?;
     } else {
         state.chat.unblock(blocker, &blocked).await?;
     }
@@ -71,6 +85,7 @@ pub async fn my_blocks(
     responses(
         (status = 204, description = "Blocked, on every replica (idempotent)"),
         (status = 400, description = "An invalid user id, or the token's own", body = ErrorBody),
+        (status = 409, description = "The user blocks chat.max_blocks_per_user others already (reason too_many_blocks)", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 429, description = "Over the user's budget of requests", body = ErrorBody),
     ),
@@ -122,6 +137,7 @@ pub async fn user_blocks(
     responses(
         (status = 204, description = "Blocked, on every replica (idempotent)"),
         (status = 400, description = "An invalid user id, or the same user twice", body = ErrorBody),
+        (status = 409, description = "The user blocks chat.max_blocks_per_user others already (reason too_many_blocks)", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]

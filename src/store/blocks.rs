@@ -7,8 +7,34 @@ use diesel::prelude::*;
 use super::Error;
 use super::schema::blocks;
 
-/// `blocker` blocks `blocked`; true when this made a change.
-pub fn add(conn: &mut PgConnection, blocker: &str, blocked: &str) -> Result<bool, Error> {
+/// What `add` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    Added,
+    /// The pair was blocked already.
+    Already,
+    /// `blocker` blocks `most` users already: nothing changed.
+    TooMany,
+}
+
+/// `blocker` blocks `blocked`, unless they block `most` others already. Every replica
+/// holds every block in memory, so one user's blocks are bounded.
+pub fn add(
+    conn: &mut PgConnection,
+    blocker: &str,
+    blocked: &str,
+    most: i64,
+) -> Result<Added, Error> {
+    if is_blocked(conn, blocker, blocked)? {
+        return Ok(Added::Already);
+    }
+    let held: i64 = blocks::table
+        .filter(blocks::blocker_id.eq(blocker))
+        .count()
+        .get_result(conn)?;
+    if held >= most {
+        return Ok(Added::TooMany);
+    }
     let added = diesel::insert_into(blocks::table)
         .values((
             blocks::blocker_id.eq(blocker),
@@ -16,7 +42,18 @@ pub fn add(conn: &mut PgConnection, blocker: &str, blocked: &str) -> Result<bool
         ))
         .on_conflict_do_nothing()
         .execute(conn)?;
-    Ok(added > 0)
+    Ok(if added > 0 {
+        Added::Added
+    } else {
+        Added::Already
+    })
+}
+
+pub fn is_blocked(conn: &mut PgConnection, blocker: &str, blocked: &str) -> Result<bool, Error> {
+    Ok(
+        diesel::select(diesel::dsl::exists(blocks::table.find((blocker, blocked))))
+            .get_result(conn)?,
+    )
 }
 
 /// `blocker` no longer blocks `blocked`; true when this made a change.

@@ -319,3 +319,53 @@ async fn erasing_a_user_removes_their_blocks_both_ways() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_user_may_block_only_so_many() {
+    let app = spawn_app_with(|s| s.chat.max_blocks_per_user = 2).await;
+    for other in ["b", "c"] {
+        let (status, _) = as_user(&app, "a", "PUT", &format!("/v1/me/blocks/{other}")).await;
+        assert_eq!(status, 204);
+    }
+    let (status, error) = as_user(&app, "a", "PUT", "/v1/me/blocks/d").await;
+    assert_eq!(status, 409, "{error}");
+    assert_eq!(error["reason"], "too_many_blocks");
+    assert_eq!(
+        as_user(&app, "a", "PUT", "/v1/me/blocks/b").await.0,
+        204,
+        "a block already held is no new one"
+    );
+    assert_eq!(
+        as_user(&app, "a", "GET", "/v1/me/blocks").await.1,
+        json!({"blocks": ["b", "c"]})
+    );
+}
+
+#[tokio::test]
+async fn blocks_and_unblocks_racing_on_two_replicas_leave_both_copies_as_the_table() {
+    let replicas = spawn_replicas(2, |_| {}).await;
+    // Ten changes at once, alternating replicas and directions.
+    let changes = (0..10).map(|n| {
+        let (replica, method) = (&replicas[n % 2], if n % 3 == 0 { "DELETE" } else { "PUT" });
+        async move {
+            as_user(replica, "alice", method, "/v1/me/blocks/bob")
+                .await
+                .0
+        }
+    });
+    for status in futures_util::future::join_all(changes).await {
+        assert_eq!(status, 204);
+    }
+    let (_, list) = replicas[0]
+        .api("GET", "/api/v1/users/alice/blocks", None)
+        .await;
+    let blocked = list["blocks"] == json!(["bob"]);
+    for replica in &replicas {
+        let mut bob = replica.connect("bob").await;
+        bob.join_ok("chat:alice:bob", json!({})).await;
+        send_until(&mut bob, "the copy agrees with the table", |reply| {
+            (reply["response"]["reason"] == "blocked") == blocked
+        })
+        .await;
+    }
+}
