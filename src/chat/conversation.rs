@@ -178,6 +178,14 @@ impl Chat {
         {
             return Err(Reason::Blocked);
         }
+        // A socket whose replica missed the close (the broker is at-most-once) is still
+        // joined: on sites where the host opens chats, each send asks.
+        if self.config.direct_by_host
+            && let Topic::Direct(..) = topic
+            && !self.is_open_chat(topic).await?
+        {
+            return Err(Reason::Unauthorized);
+        }
         let post = Post {
             topic: topic.clone(),
             sender: actor.user_id.clone(),

@@ -1,7 +1,6 @@
 //! Reports (PROTOCOL.md §10): a user flags a message of a conversation they joined; the
 //! host hears of it by a signed webhook from the outbox and lists reports.
 
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -16,8 +15,8 @@ pub struct Report {
     pub message: Message,
     pub reporter: String,
     pub reason: Option<String>,
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: DateTime<Utc>,
+    /// `2026-11-22T10:00:00.123Z`, as every time in the protocol.
+    pub created_at: String,
 }
 
 /// A page of reports, oldest first.
@@ -35,7 +34,7 @@ impl From<reports::ReportRow> for Report {
             message: Message::from(row.message),
             reporter: row.reporter_id,
             reason: row.reason,
-            created_at: row.created_at,
+            created_at: super::message::timestamp(row.created_at),
         }
     }
 }

@@ -37,7 +37,6 @@ pub struct Erasure {
 }
 
 /// One change to make.
-/// One change to make.
 #[derive(Debug, Clone)]
 pub enum Mutation {
     Insert(NewMessage),

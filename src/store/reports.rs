@@ -4,7 +4,10 @@ use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 
-use super::schema::{deliveries, messages, reports};
+use diesel::sql_types::{BigInt, Text};
+
+use super::outbox::Sink;
+use super::schema::{messages, reports};
 use super::{Error, MessageRow};
 
 /// A report as the host lists it.
@@ -47,28 +50,21 @@ pub fn add(
             .get_result(conn)
             .optional()?;
         if let (Some(id), true) = (id, webhook) {
-            diesel::insert_into(deliveries::table)
-                .values((
-                    deliveries::id.eq(uuid_text(conn)?),
-                    deliveries::sink.eq("webhook"),
-                    deliveries::target.eq(""),
-                    deliveries::recipient_id.eq(report.reporter),
-                    deliveries::topic.eq(report.topic),
-                    deliveries::message_ids.eq(vec![report.message_id]),
-                    deliveries::next_attempt_at.eq(diesel::dsl::now),
-                    deliveries::report_id.eq(id),
-                ))
-                .execute(conn)?;
+            // The event id is drawn by Postgres, in the statement that queues the call.
+            diesel::sql_query(
+                "INSERT INTO deliveries (id, sink, target, recipient_id, topic, message_ids, \
+                                         next_attempt_at, report_id) \
+                 VALUES (gen_random_uuid()::text, $1, '', $2, $3, ARRAY[$4], now(), $5)",
+            )
+            .bind::<Text, _>(Sink::Webhook.as_str())
+            .bind::<Text, _>(report.reporter)
+            .bind::<Text, _>(report.topic)
+            .bind::<BigInt, _>(report.message_id)
+            .bind::<BigInt, _>(id)
+            .execute(conn)?;
         }
         Ok(id)
     })
-}
-
-fn uuid_text(conn: &mut PgConnection) -> Result<String, Error> {
-    Ok(diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
-        "gen_random_uuid()::text",
-    ))
-    .get_result(conn)?)
 }
 
 /// One report with its message, as it stands now; None once erased.

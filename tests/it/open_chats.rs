@@ -23,6 +23,20 @@ async fn only_chats_the_host_opened_may_be_joined_and_closing_drops_them_everywh
     bob.join_ok("chat:alice:bob", json!({})).await;
     let sent = alice.send_msg("chat:alice:bob", "hello").await;
     assert_eq!(bob.expect_event("chat:alice:bob", "new_msg").await, sent);
+    // A socket that never heard of a close (its replica missed the broker's drop) is
+    // refused all the same: closed here in the table alone, no drop sent.
+    a.db(|conn| {
+        use diesel::RunQueryDsl;
+        diesel::sql_query("DELETE FROM open_chats")
+            .execute(conn)
+            .unwrap();
+    })
+    .await;
+    let refused = alice
+        .push("chat:alice:bob", "new_msg", json!({"body": "still open?"}))
+        .await;
+    assert_eq!(refused["response"]["reason"], "unauthorized", "{refused}");
+    assert_eq!(b.api("PUT", "/api/v1/chats/alice/bob", None).await.0, 204);
     // Other chats stay closed.
     let other = alice.join("chat:alice:carol", json!({})).await;
     assert_eq!(other["response"]["reason"], "unauthorized");
