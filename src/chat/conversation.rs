@@ -125,8 +125,8 @@ impl Chat {
         };
         let topic_name = topic.to_string();
         let (rows, more) = store::blocking(&self.pool, move |conn| {
-            if let Some((room, user)) = member_of
-                && !rooms::is_member(conn, &room, &user)?
+            if let Some((room, user)) = &member_of
+                && !rooms::is_member(conn, room, user)?
             {
                 return Ok(None);
             }

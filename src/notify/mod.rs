@@ -10,6 +10,7 @@
 //! mid-call it may be made twice, with the same event id, for the host to drop.
 
 pub mod push;
+mod reports;
 pub mod signature;
 pub mod webhook;
 
@@ -28,7 +29,6 @@ use crate::metrics::{DeliveryLabel, Metrics};
 use crate::settings::Settings;
 use crate::store::outbox::{self, Delivery, Sink};
 use crate::store::push::PushSubscriptionRow;
-use crate::store::reports;
 use crate::store::{self, MessageRow, PgPool};
 use push::WebPush;
 use webhook::Webhook;
@@ -269,29 +269,6 @@ impl Notifier {
         self.count(sink, skipped.unwrap_or(settled), 1);
     }
 
-    /// A `message.reported` webhook: the report as it stands now, whoever is online.
-    async fn deliver_report(&self, delivery: Delivery, report_id: i64) {
-        let report = store::blocking(&self.pool, move |c| reports::get(c, report_id)).await;
-        let (attempt, skipped) = match report {
-            Err(e) => return log::warn!("notifications: delivery {}: {e}", delivery.id),
-            // Erased since: nothing to tell.
-            Ok(None) => (Attempt::Delivered, Some("skipped_erased")),
-            Ok(Some(report)) => match &self.webhook {
-                Some(hook) => (
-                    hook.send(&delivery.id, report_body(&delivery, report))
-                        .await,
-                    None,
-                ),
-                None => (
-                    Attempt::Refused("webhook is off on this replica".into()),
-                    None,
-                ),
-            },
-        };
-        let settled = self.settle(&delivery, attempt).await;
-        self.count(Sink::Webhook, skipped.unwrap_or(settled), 1);
-    }
-
     /// The call itself, to the sink the delivery names.
     async fn send(
         &self,
@@ -438,19 +415,6 @@ fn webhook_body(delivery: &Delivery, messages: Vec<MessageRow>, count: i64) -> V
         "recipient": delivery.recipient_id,
         "messages": messages,
         "unread": {"topic": delivery.topic, "count": count},
-    })
-    .to_string()
-    .into_bytes()
-}
-
-/// The `message.reported` event of PROTOCOL.md §10.
-fn report_body(delivery: &Delivery, report: reports::ReportRow) -> Vec<u8> {
-    json!({
-        "id": delivery.id,
-        "type": "message.reported",
-        "message": Message::from(report.message),
-        "reporter": report.reporter_id,
-        "reason": report.reason,
     })
     .to_string()
     .into_bytes()

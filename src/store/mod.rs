@@ -238,13 +238,29 @@ pub fn migrations_applied(conn: &mut PgConnection) -> Result<bool, Error> {
 
 /// Runs `query` with a pooled connection on the blocking pool, never on an async
 /// worker thread. Pool exhaustion and a dead database both come back as `Unavailable`.
-pub async fn blocking<T, F>(pool: &PgPool, query: F) -> Result<T, Error>
+///
+/// After a database restart every idle pooled connection is dead, and each would fail
+/// one request before the pool drops it: a query that fails on a connection found
+/// broken runs again on another, until one is alive (a dead one fails at once). Every
+/// query here is a read or an idempotent write, and a broken connection's open
+/// transaction was rolled back.
+pub async fn blocking<T, F>(pool: &PgPool, mut query: F) -> Result<T, Error>
 where
-    F: FnOnce(&mut PgConnection) -> Result<T, Error> + Send + 'static,
+    F: FnMut(&mut PgConnection) -> Result<T, Error> + Send + 'static,
     T: Send + 'static,
 {
+    use diesel::r2d2::R2D2Connection;
     let pool = pool.clone();
     tokio::task::spawn_blocking(move || {
+        // Each dead connection is dropped from the pool as it fails, so the pool's size
+        // bounds the retries.
+        for _ in 0..pool.max_size() {
+            let mut conn = pool.get()?;
+            match query(&mut conn) {
+                Err(Error::Unavailable(_)) if conn.is_broken() => continue,
+                answer => return answer,
+            }
+        }
         let mut conn = pool.get()?;
         query(&mut conn)
     })
