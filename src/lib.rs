@@ -195,6 +195,7 @@ impl Application {
                 direct_by_host: settings.chat.direct == "host",
                 report_webhook: !settings.webhooks.url.is_empty(),
                 max_blocks_per_user: settings.chat.max_blocks_per_user,
+                edit_window: Duration::from_secs(settings.chat.edit_window_s),
             },
         ));
         chat.load_blocks(blocks);

@@ -27,6 +27,10 @@ impl Identity {
         Actor {
             user_id: self.user_id.clone(),
             role: self.role,
+            name: self
+                .name
+                .as_deref()
+                .and_then(crate::chat::ids::display_name),
         }
     }
 }

@@ -35,7 +35,8 @@ impl Cost {
     pub fn of(event: &str) -> Cost {
         match event {
             "phx_join" => Cost::Join,
-            "new_msg" => Cost::Message,
+            // Changes to messages cost what a message does (PROTOCOL.md §11).
+            "new_msg" | "edit_msg" | "delete_msg" | "react" | "unreact" => Cost::Message,
             _ => Cost::Event,
         }
     }

@@ -194,6 +194,7 @@ impl Chat {
             status: MessageStatus::Complete,
             meta: msg.meta,
             client_ref: msg.client_ref,
+            sender_name: actor.name.clone(),
         };
         self.post(post).await.map(|(message, _)| message)
     }
@@ -209,6 +210,9 @@ impl Chat {
             Err(BodyError::Empty) if streaming => String::new(),
             Err(e) => return Err(e.into()),
         };
+        if !super::attachments::valid(&post.meta) {
+            return Err(Reason::InvalidPayload);
+        }
         let meta = Value::Object(post.meta);
         if meta.to_string().len() > self.config.max_body_bytes {
             return Err(Reason::TooLarge);
@@ -228,6 +232,7 @@ impl Chat {
                 status: post.status.as_str().into(),
                 meta,
                 client_ref: post.client_ref.map(|r| r.as_str().to_owned()),
+                user_name: post.sender_name,
             })
             .await
             .map_err(storage)?;
@@ -381,9 +386,11 @@ impl Chat {
     /// Marks `conn` present in a conversation (lobby notifications skip the present)
     /// and, unless the conversation is too large for it, tells the others
     /// (`presence_diff`) and answers the `presence_state` payload.
-    pub async fn enter(&self, topic: &Topic, conn: ConnId, user: &UserId) -> Entered {
+    pub async fn enter(&self, topic: &Topic, conn: ConnId, actor: &Actor) -> Entered {
+        let user = &actor.user_id;
         let topic_name = topic.to_string();
         let meta = PresenceMeta {
+            name: actor.name.clone(),
             phx_ref: format!("F{:x}", self.presence_refs.fetch_add(1, Ordering::Relaxed)),
             online_at: chrono::Utc::now().timestamp_millis(),
         };

@@ -24,6 +24,8 @@ pub struct Post {
     pub status: MessageStatus,
     pub meta: Map<String, Value>,
     pub client_ref: Option<ClientRef>,
+    /// The sender's display name (`ids::display_name`).
+    pub sender_name: Option<String>,
 }
 
 /// An edit from the API. `body` replaces; `append` extends, verbatim (a streamed token
@@ -114,6 +116,13 @@ impl Chat {
             ),
             None => None,
         };
+        if patch
+            .meta
+            .as_ref()
+            .is_some_and(|meta| !super::attachments::valid(meta))
+        {
+            return Err(Reason::InvalidPayload);
+        }
         let meta = patch.meta.map(Value::Object);
         if meta
             .as_ref()
@@ -136,6 +145,7 @@ impl Chat {
             status: patch.status.map(|s| s.as_str().to_owned()),
             meta,
             max_body_bytes: self.config.max_body_bytes,
+            by: None,
         };
         match self
             .writer
@@ -152,7 +162,10 @@ impl Chat {
     pub async fn delete(&self, id: MessageId) -> Result<(), Reason> {
         match self
             .writer
-            .apply(Mutation::Delete { id: id.get() })
+            .apply(Mutation::Delete {
+                id: id.get(),
+                by: None,
+            })
             .await
             .map_err(storage)?
         {

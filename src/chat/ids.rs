@@ -91,6 +91,23 @@ impl Role {
 pub struct Actor {
     pub user_id: UserId,
     pub role: Role,
+    /// The token's display name (`display_name`), if it has one.
+    pub name: Option<String>,
+}
+
+/// The longest display name kept, in bytes; a longer one is cut at a character boundary.
+pub const MAX_NAME_BYTES: usize = 200;
+
+/// A display name as stored and shown: trimmed, without NUL, at most `MAX_NAME_BYTES`;
+/// None when nothing is left.
+pub fn display_name(raw: &str) -> Option<String> {
+    let trimmed = raw.trim().replace('\0', "");
+    let mut end = trimmed.len().min(MAX_NAME_BYTES);
+    while !trimmed.is_char_boundary(end) {
+        end -= 1;
+    }
+    let name = trimmed.get(..end).unwrap_or("").trim_end();
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 /// Whether `text` can be stored: Postgres text and jsonb refuse the NUL character, and a

@@ -27,6 +27,8 @@ pub struct Message {
     pub edited_at: Option<String>,
     /// The recipient's client reported it seen (`read`).
     pub is_delivered: bool,
+    /// The sender's display name when they sent it (their token's `name`), if any.
+    pub user_name: Option<String>,
 }
 
 /// Who wrote a message.
@@ -87,6 +89,7 @@ impl From<MessageRow> for Message {
             sent_at: timestamp(row.sent_at),
             edited_at: row.edited_at.map(timestamp),
             is_delivered: row.is_delivered,
+            user_name: row.user_name,
         }
     }
 }
@@ -112,6 +115,7 @@ mod tests {
             edited_at: None,
             deleted_at: None,
             is_delivered: false,
+            user_name: Some("Ann".into()),
         };
         let json = serde_json::to_value(Message::from(row)).unwrap();
         assert_eq!(
@@ -119,7 +123,8 @@ mod tests {
             serde_json::json!({
                 "id": 123, "topic": "chat:1:2", "user_id": "1", "body": "hi", "meta": {},
                 "kind": "user", "status": "complete", "client_ref": "c1",
-                "sent_at": "2026-11-22T10:00:00.123Z", "edited_at": null, "is_delivered": false
+                "sent_at": "2026-11-22T10:00:00.123Z", "edited_at": null, "is_delivered": false,
+                "user_name": "Ann"
             })
         );
     }

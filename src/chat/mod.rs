@@ -6,6 +6,8 @@
 //! user's conversation list; `host.rs` what the host backend does (post as anyone, edit,
 //! delete, erase, rooms). Every message, whoever sends it, goes through `Chat::post`.
 
+mod actions;
+mod attachments;
 mod away;
 mod blocks;
 mod budget;
@@ -114,6 +116,8 @@ pub struct ChatConfig {
     pub report_webhook: bool,
     /// Users one user may block.
     pub max_blocks_per_user: u32,
+    /// How long after sending its author may edit a message; zero = always.
+    pub edit_window: std::time::Duration,
 }
 
 pub struct Chat {
@@ -137,6 +141,7 @@ fn storage(e: store::Error) -> Reason {
     match e {
         store::Error::NotFound => Reason::NotFound,
         store::Error::TooLarge => Reason::TooLarge,
+        store::Error::Forbidden => Reason::Unauthorized,
         store::Error::Conflict(_) | store::Error::Unavailable(_) => {
             log::warn!("storage: {e}");
             Reason::Unavailable

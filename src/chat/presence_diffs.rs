@@ -141,6 +141,7 @@ mod tests {
 
     fn meta(n: u32) -> PresenceMeta {
         PresenceMeta {
+            name: None,
             phx_ref: format!("F{n}"),
             online_at: 1,
         }

@@ -20,6 +20,13 @@ pub enum Request {
     Conversations(ListParams),
     /// A report of a message of the conversation.
     Report(ReportParams),
+    /// The author replaces a message's body.
+    EditMsg {
+        id: MessageId,
+        body: String,
+    },
+    /// The author (or staff in support) deletes a message.
+    DeleteMsg(MessageId),
 }
 
 /// The longest reason a report may give, in bytes.
@@ -83,6 +90,17 @@ struct RawNewMsg {
 #[derive(Deserialize)]
 struct RawRead {
     message_id: i64,
+}
+
+#[derive(Deserialize)]
+struct RawEdit {
+    id: i64,
+    body: String,
+}
+
+#[derive(Deserialize)]
+struct RawId {
+    id: i64,
 }
 
 #[derive(Deserialize)]
@@ -169,6 +187,17 @@ impl Request {
                     .map(Request::Conversations)
                     .map_err(|_| Reason::InvalidPayload)
             }
+            "edit_msg" => {
+                let raw: RawEdit = fields(payload)?;
+                let id = MessageId::parse(raw.id).map_err(|_| Reason::InvalidPayload)?;
+                Ok(Request::EditMsg { id, body: raw.body })
+            }
+            "delete_msg" => {
+                let raw: RawId = fields(payload)?;
+                MessageId::parse(raw.id)
+                    .map(Request::DeleteMsg)
+                    .map_err(|_| Reason::InvalidPayload)
+            }
             "report" => {
                 let raw: RawReport = fields(payload)?;
                 let message_id =
@@ -243,6 +272,10 @@ mod tests {
             ("conversations", json!({"before": "nope"})),
             ("conversations", json!({"before": 5})),
             ("report", json!({})),
+            ("edit_msg", json!({"id": 1})),
+            ("edit_msg", json!({"body": "x"})),
+            ("edit_msg", json!({"id": 0, "body": "x"})),
+            ("delete_msg", json!({"id": "1"})),
             ("report", json!({"message_id": 0})),
             ("report", json!({"message_id": 1, "reason": 5})),
             (

@@ -135,6 +135,7 @@ mod tests {
         Actor {
             user_id: UserId::parse(id).unwrap(),
             role,
+            name: None,
         }
     }
 

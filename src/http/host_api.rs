@@ -112,6 +112,8 @@ pub struct PostMessage {
     pub meta: Option<Map<String, Value>>,
     /// Makes a retry idempotent: the same sender and ref return the stored message.
     pub client_ref: Option<String>,
+    /// The sender's display name, shown as the message's `user_name` (a bot's name).
+    pub user_name: Option<String>,
 }
 
 #[utoipa::path(
@@ -146,6 +148,10 @@ pub async fn post_message(
         status: request.status.unwrap_or_default(),
         meta: request.meta.unwrap_or_default(),
         client_ref,
+        sender_name: request
+            .user_name
+            .as_deref()
+            .and_then(crate::chat::ids::display_name),
     };
     let (message, created) = state.chat.post_as_host(post).await?;
     let status = if created {

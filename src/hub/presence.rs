@@ -14,6 +14,9 @@ pub struct PresenceMeta {
     pub phx_ref: String,
     /// Unix milliseconds.
     pub online_at: i64,
+    /// The user's display name, when their token has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// Presence across every replica. Changes are this replica's own connections and take
@@ -102,6 +105,7 @@ mod tests {
 
     fn meta(r: &str) -> PresenceMeta {
         PresenceMeta {
+            name: None,
             phx_ref: r.into(),
             online_at: 1,
         }

@@ -134,6 +134,8 @@ pub struct ChatSettings {
     pub direct: String,
     /// Users one user may block (every replica holds every block in memory).
     pub max_blocks_per_user: u32,
+    /// How long after sending an author may edit a message; 0 = no limit.
+    pub edit_window_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -88,7 +88,9 @@ fn apply_one(
             messages::plan_for_now(conn)?;
             messages::edit(conn, edit)?.map(Outcome::Edited)
         }
-        Mutation::Delete { id } => messages::tombstone(conn, *id)?.map(Outcome::Deleted),
+        Mutation::Delete { id, by } => {
+            messages::tombstone(conn, *id, by.as_ref())?.map(Outcome::Deleted)
+        }
         Mutation::EraseUser { user_id } => {
             Ok(Outcome::Erased(super::erasure::erase_user(conn, user_id)?))
         }

@@ -5,6 +5,7 @@ use diesel::prelude::*;
 
 use super::Error;
 use super::models::{MessageRow, NewMessage};
+use super::mutation::Author;
 use super::schema::messages;
 
 /// One page of a conversation's history. With `after`, the oldest `limit` messages
@@ -49,12 +50,13 @@ pub fn history(
 
 /// The batch INSERT, as the CTE `ins` the list moves read.
 const INSERT_CTE: &str = "WITH ins AS ( \
-     INSERT INTO messages (topic, sender_id, recipient_id, body, kind, status, meta, client_ref) \
-     SELECT topic, sender_id, recipient_id, body, kind, status, meta, client_ref \
+     INSERT INTO messages (topic, sender_id, recipient_id, body, kind, status, meta, client_ref, \
+                           user_name) \
+     SELECT topic, sender_id, recipient_id, body, kind, status, meta, client_ref, user_name \
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                 $7::jsonb[], $8::text[]) \
+                 $7::jsonb[], $8::text[], $9::text[]) \
           WITH ORDINALITY AS m(topic, sender_id, recipient_id, body, kind, status, meta, \
-                               client_ref, n) \
+                               client_ref, user_name, n) \
      ORDER BY n \
      ON CONFLICT (sender_id, client_ref) DO NOTHING \
      RETURNING *) ";
@@ -118,6 +120,7 @@ pub fn insert_all(
         .bind::<Array<Text>, _>(text(|m| &m.status))
         .bind::<Array<Jsonb>, _>(new.iter().map(|m| &m.meta).collect::<Vec<_>>())
         .bind::<Array<Nullable<Text>>, _>(optional(|m| m.client_ref.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(optional(|m| m.user_name.as_deref()))
         .load(conn)?;
     // Ids are drawn in ORDER BY n order; sorting makes that order explicit.
     rows.sort_by_key(|r| r.id);
@@ -251,6 +254,11 @@ pub fn edit(
     let Some(current) = current else {
         return Ok(Err(Error::NotFound));
     };
+    if let Some(by) = &edit.by
+        && let Err(refused) = may_edit(&current, by)
+    {
+        return Ok(Err(refused));
+    }
     let body = match (&edit.body, &edit.append) {
         (Some(body), _) => body.clone(),
         (None, Some(tail)) => current.body + tail,
@@ -271,9 +279,49 @@ pub fn edit(
     Ok(Ok(row))
 }
 
-/// Deletes a message for moderation: the row stays so ids and receipts still add up,
-/// but its body and meta are gone and history no longer shows it, nor the lists.
-pub fn tombstone(conn: &mut PgConnection, id: i64) -> Result<Result<MessageRow, Error>, Error> {
+/// Whether `by` may edit `current`: its author, on its conversation, a user's message,
+/// within the edit window.
+fn may_edit(current: &MessageRow, by: &Author) -> Result<(), Error> {
+    if current.topic != by.topic {
+        return Err(Error::NotFound);
+    }
+    if current.sender_id != by.user_id || current.kind != "user" {
+        return Err(Error::Forbidden);
+    }
+    let age = chrono::Utc::now().signed_duration_since(current.sent_at);
+    if !by.edit_window.is_zero() && age.to_std().unwrap_or_default() > by.edit_window {
+        return Err(Error::Forbidden);
+    }
+    Ok(())
+}
+
+/// Deletes a message: the row stays so ids and receipts still add up, but its body and
+/// meta are gone and history no longer shows it, nor the lists. With `by`, only its
+/// author may, or staff in a `support:` conversation.
+pub fn tombstone(
+    conn: &mut PgConnection,
+    id: i64,
+    by: Option<&Author>,
+) -> Result<Result<MessageRow, Error>, Error> {
+    if let Some(by) = by {
+        let current: Option<(String, String)> = messages::table
+            .filter(messages::id.eq(id))
+            .filter(messages::deleted_at.is_null())
+            .select((messages::topic, messages::sender_id))
+            .for_update()
+            .first(conn)
+            .optional()?;
+        match current {
+            Some((topic, _)) if topic != by.topic => return Ok(Err(Error::NotFound)),
+            None => return Ok(Err(Error::NotFound)),
+            Some((topic, sender)) => {
+                let staff_in_support = by.staff && topic.starts_with("support:");
+                if sender != by.user_id && !staff_in_support {
+                    return Ok(Err(Error::Forbidden));
+                }
+            }
+        }
+    }
     let row = diesel::update(
         messages::table
             .filter(messages::id.eq(id))

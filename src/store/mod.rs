@@ -31,7 +31,7 @@ use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use models::{MessageRow, NewMessage};
-pub use mutation::{Change, Erasure, MessageEdit, Mutation, Outcome, Stored};
+pub use mutation::{Author, Change, Erasure, MessageEdit, Mutation, Outcome, Stored};
 pub use writer::{Batching, Writer, WriterExit};
 
 /// `migrations/`, compiled in.
@@ -49,6 +49,10 @@ pub enum Error {
     /// An edit would make a body longer than allowed.
     #[error("too large")]
     TooLarge,
+    /// The one asking may not change this message (not its author, past the edit
+    /// window, not a user's message).
+    #[error("forbidden")]
+    Forbidden,
     /// A unique key refused the row (e.g. a `client_ref` stored by another writer).
     #[error("conflict: {0}")]
     Conflict(String),

@@ -23,6 +23,8 @@ pub struct MessageRow {
     pub edited_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
     pub is_delivered: bool,
+    /// The sender's display name when it was sent.
+    pub user_name: Option<String>,
 }
 
 #[cfg(test)]
@@ -43,6 +45,7 @@ impl MessageRow {
             edited_at: None,
             deleted_at: None,
             is_delivered: false,
+            user_name: None,
         }
     }
 }
@@ -59,4 +62,5 @@ pub struct NewMessage {
     pub status: String,
     pub meta: serde_json::Value,
     pub client_ref: Option<String>,
+    pub user_name: Option<String>,
 }

@@ -22,6 +22,22 @@ pub struct MessageEdit {
     pub meta: Option<serde_json::Value>,
     /// The body after the edit may not be longer.
     pub max_body_bytes: usize,
+    /// A user editing their own message; None for the host, who may edit any.
+    pub by: Option<Author>,
+}
+
+/// A user acting on a message as its author (or as staff in support): checked against
+/// the row under its lock, in the writer's transaction, so nothing changes it between
+/// the check and the change.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Author {
+    pub user_id: String,
+    /// The conversation the request came on: a message of another is not found.
+    pub topic: String,
+    /// Staff may delete any message of a `support:` conversation.
+    pub staff: bool,
+    /// How long after sending an edit is taken; zero = always.
+    pub edit_window: std::time::Duration,
 }
 
 /// What an erasure removed.
@@ -41,9 +57,11 @@ pub struct Erasure {
 pub enum Mutation {
     Insert(NewMessage),
     Edit(MessageEdit),
-    /// Moderation: the row stays as a tombstone with its body cleared.
+    /// The row stays as a tombstone with its body cleared: moderation (`by` None) or
+    /// its author.
     Delete {
         id: i64,
+        by: Option<Author>,
     },
     /// Every message the user sent, and their memberships.
     EraseUser {

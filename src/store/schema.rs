@@ -31,6 +31,7 @@ diesel::table! {
         edited_at -> Nullable<Timestamptz>,
         deleted_at -> Nullable<Timestamptz>,
         is_delivered -> Bool,
+        user_name -> Nullable<Text>,
     }
 }
 

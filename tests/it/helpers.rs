@@ -288,6 +288,11 @@ pub fn hmac_token(user: &str, ttl_s: i64) -> String {
 }
 
 pub fn jwt_token(user: &str, role: Option<&str>, ttl_s: i64) -> String {
+    named_jwt_token(user, None, role, ttl_s)
+}
+
+/// A JWT that carries a display `name`.
+pub fn named_jwt_token(user: &str, name: Option<&str>, role: Option<&str>, ttl_s: i64) -> String {
     let settings = test_settings();
     mint_jwt(
         &settings.auth.jwt_secret,
@@ -295,7 +300,7 @@ pub fn jwt_token(user: &str, role: Option<&str>, ttl_s: i64) -> String {
         &JwtClaims {
             sub: user.into(),
             exp: chrono::Utc::now().timestamp() + ttl_s,
-            name: None,
+            name: name.map(String::from),
             role: role.map(String::from),
         },
     )

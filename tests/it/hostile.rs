@@ -274,6 +274,7 @@ fn new_message(n: usize, body: &str) -> sidechat::store::NewMessage {
         status: "complete".into(),
         meta: json!({}),
         client_ref: Some(format!("ref-{n}")),
+        user_name: None,
     }
 }
 

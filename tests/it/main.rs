@@ -7,6 +7,7 @@ mod helpers;
 mod receiver;
 
 mod actioncable;
+mod actions;
 mod architecture;
 mod blocks;
 mod budgets;

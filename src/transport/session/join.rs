@@ -135,7 +135,7 @@ impl<C: Codec> Session<C> {
             let entered = self
                 .ctx
                 .chat
-                .enter(&topic, self.ctx.conn, &self.actor.user_id)
+                .enter(&topic, self.ctx.conn, &self.actor)
                 .await;
             if let Some(channel) = self.channels.get_mut(&key) {
                 channel.presence_announced = entered.announced;

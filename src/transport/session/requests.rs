@@ -107,6 +107,20 @@ impl<C: Codec> Session<C> {
                         .await
                 }
             },
+            Request::EditMsg { id, body } => {
+                self.in_flight(to, async move {
+                    let message = chat.edit_own(&actor, &topic, id, &body).await?;
+                    Ok(json!({"message": message}))
+                });
+                Ok(())
+            }
+            Request::DeleteMsg(id) => {
+                self.in_flight(to, async move {
+                    chat.delete_own(&actor, &topic, id).await?;
+                    Ok(json!({}))
+                });
+                Ok(())
+            }
             Request::Report(params) => {
                 self.in_flight(to, async move {
                     chat.report(&actor, &topic, params).await?;
