@@ -195,6 +195,7 @@ impl Chat {
             meta: msg.meta,
             client_ref: msg.client_ref,
             sender_name: actor.name.clone(),
+            reply_to: msg.reply_to,
         };
         self.post(post).await.map(|(message, _)| message)
     }
@@ -220,6 +221,10 @@ impl Chat {
         if !super::ids::storable_json(&meta) {
             return Err(Reason::InvalidPayload);
         }
+        let reply = match post.reply_to {
+            Some(id) => Some(self.quoted(&post.topic, id).await?),
+            None => None,
+        };
         let recipient = post.topic.recipient_of(&post.sender);
         let stored = self
             .writer
@@ -233,6 +238,7 @@ impl Chat {
                 meta,
                 client_ref: post.client_ref.map(|r| r.as_str().to_owned()),
                 user_name: post.sender_name,
+                reply,
             })
             .await
             .map_err(storage)?;
@@ -240,6 +246,22 @@ impl Chat {
             self.notify_away(&post.topic, &post.sender, recipient, &stored.row);
         }
         Ok((Message::from(stored.row), stored.created))
+    }
+
+    /// What a reply to `id` quotes: a live message of `topic`, else `not_found`.
+    async fn quoted(&self, topic: &Topic, id: MessageId) -> Result<(i64, String, String), Reason> {
+        let topic = topic.to_string();
+        let original = store::blocking(&self.pool, move |c| {
+            messages::find_in_topic(c, &topic, id.get())
+        })
+        .await
+        .map_err(storage)?
+        .ok_or(Reason::NotFound)?;
+        Ok((
+            original.id,
+            original.sender_id,
+            messages::quote(&original.body),
+        ))
     }
 
     /// Marks what `actor` has not read in `topic` up to `up_to` as read; returns how

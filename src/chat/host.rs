@@ -26,6 +26,8 @@ pub struct Post {
     pub client_ref: Option<ClientRef>,
     /// The sender's display name (`ids::display_name`).
     pub sender_name: Option<String>,
+    /// A message of the same conversation this one answers.
+    pub reply_to: Option<MessageId>,
 }
 
 /// An edit from the API. `body` replaces; `append` extends, verbatim (a streamed token

@@ -29,6 +29,17 @@ pub struct Message {
     pub is_delivered: bool,
     /// The sender's display name when they sent it (their token's `name`), if any.
     pub user_name: Option<String>,
+    /// The message this one replies to, quoted; null once that one is deleted or erased.
+    pub reply_to: Option<Quote>,
+}
+
+/// What a reply shows of the message it answers.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Quote {
+    pub id: i64,
+    pub user_id: String,
+    /// The first 200 bytes of its body, as it is now.
+    pub body: String,
 }
 
 /// Who wrote a message.
@@ -90,6 +101,10 @@ impl From<MessageRow> for Message {
             edited_at: row.edited_at.map(timestamp),
             is_delivered: row.is_delivered,
             user_name: row.user_name,
+            reply_to: match (row.reply_to, row.reply_to_user, row.reply_to_body) {
+                (Some(id), Some(user_id), Some(body)) => Some(Quote { id, user_id, body }),
+                _ => None,
+            },
         }
     }
 }
@@ -116,6 +131,9 @@ mod tests {
             deleted_at: None,
             is_delivered: false,
             user_name: Some("Ann".into()),
+            reply_to: Some(7),
+            reply_to_user: Some("2".into()),
+            reply_to_body: Some("earlier".into()),
         };
         let json = serde_json::to_value(Message::from(row)).unwrap();
         assert_eq!(
@@ -124,7 +142,7 @@ mod tests {
                 "id": 123, "topic": "chat:1:2", "user_id": "1", "body": "hi", "meta": {},
                 "kind": "user", "status": "complete", "client_ref": "c1",
                 "sent_at": "2026-11-22T10:00:00.123Z", "edited_at": null, "is_delivered": false,
-                "user_name": "Ann"
+                "user_name": "Ann", "reply_to": {"id": 7, "user_id": "2", "body": "earlier"}
             })
         );
     }

@@ -51,6 +51,8 @@ pub struct NewMsg {
     pub body: String,
     pub client_ref: Option<ClientRef>,
     pub meta: serde_json::Map<String, Value>,
+    /// A message of the same conversation this one answers.
+    pub reply_to: Option<MessageId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -85,6 +87,8 @@ struct RawNewMsg {
     client_ref: Option<String>,
     #[serde(default)]
     meta: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    reply_to: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +166,7 @@ impl Request {
                     body: raw.body,
                     client_ref,
                     meta: raw.meta.unwrap_or_default(),
+                    reply_to: message_id(raw.reply_to)?,
                 }))
             }
             "read" => {

@@ -152,6 +152,7 @@ pub async fn post_message(
             .user_name
             .as_deref()
             .and_then(crate::chat::ids::display_name),
+        reply_to: None,
     };
     let (message, created) = state.chat.post_as_host(post).await?;
     let status = if created {

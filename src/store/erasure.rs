@@ -8,7 +8,8 @@ use super::Error;
 use super::mutation::Erasure;
 use super::schema::messages;
 
-/// Removes every message `user_id` sent, every room membership they hold, their
+/// Removes every message `user_id` sent (and the quotes of them in others' replies),
+/// every room membership they hold, their
 /// conversation list, blocks, opened chats and reports (made by them or of their
 /// messages), and every notification waiting for them or their browsers' push
 /// subscriptions. Others' lists move back to what is left.
@@ -22,6 +23,9 @@ pub fn erase_user(conn: &mut PgConnection, user_id: &str) -> Result<Erasure, Err
             .returning((messages::id, messages::topic))
             .get_results(conn)?;
     removed.sort();
+    // Others' replies to what is gone quote nothing now.
+    let ids: Vec<i64> = removed.iter().map(|(id, _)| *id).collect();
+    super::messages::unquote(conn, &ids)?;
     let rooms: Vec<String> =
         diesel::delete(room_members::table.filter(room_members::user_id.eq(user_id)))
             .returning(room_members::room_id)

@@ -51,12 +51,13 @@ pub fn history(
 /// The batch INSERT, as the CTE `ins` the list moves read.
 const INSERT_CTE: &str = "WITH ins AS ( \
      INSERT INTO messages (topic, sender_id, recipient_id, body, kind, status, meta, client_ref, \
-                           user_name) \
-     SELECT topic, sender_id, recipient_id, body, kind, status, meta, client_ref, user_name \
+                           user_name, reply_to, reply_to_user, reply_to_body) \
+     SELECT topic, sender_id, recipient_id, body, kind, status, meta, client_ref, user_name, \
+            reply_to, reply_to_user, reply_to_body \
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                 $7::jsonb[], $8::text[], $9::text[]) \
+                 $7::jsonb[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[]) \
           WITH ORDINALITY AS m(topic, sender_id, recipient_id, body, kind, status, meta, \
-                               client_ref, user_name, n) \
+                               client_ref, user_name, reply_to, reply_to_user, reply_to_body, n) \
      ORDER BY n \
      ON CONFLICT (sender_id, client_ref) DO NOTHING \
      RETURNING *) ";
@@ -98,7 +99,7 @@ pub fn insert_all(
     new: &[&NewMessage],
     lists: Lists,
 ) -> Result<Vec<MessageRow>, Error> {
-    use diesel::sql_types::{Array, Jsonb, Nullable, Text};
+    use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text};
     if new.is_empty() {
         return Ok(Vec::new());
     }
@@ -121,6 +122,13 @@ pub fn insert_all(
         .bind::<Array<Jsonb>, _>(new.iter().map(|m| &m.meta).collect::<Vec<_>>())
         .bind::<Array<Nullable<Text>>, _>(optional(|m| m.client_ref.as_deref()))
         .bind::<Array<Nullable<Text>>, _>(optional(|m| m.user_name.as_deref()))
+        .bind::<Array<Nullable<BigInt>>, _>(
+            new.iter()
+                .map(|m| m.reply.as_ref().map(|r| r.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(optional(|m| m.reply.as_ref().map(|r| r.1.as_str())))
+        .bind::<Array<Nullable<Text>>, _>(optional(|m| m.reply.as_ref().map(|r| r.2.as_str())))
         .load(conn)?;
     // Ids are drawn in ORDER BY n order; sorting makes that order explicit.
     rows.sort_by_key(|r| r.id);
@@ -276,7 +284,46 @@ pub fn edit(
         ))
         .returning(MessageRow::as_returning())
         .get_result(conn)?;
+    if edit.body.is_some() || edit.append.is_some() {
+        requote(conn, row.id, &row.body)?;
+    }
     Ok(Ok(row))
+}
+
+/// The longest quote of a message a reply carries, in bytes.
+pub const QUOTE_BYTES: usize = 200;
+
+/// What a reply quotes of `body`: its first `QUOTE_BYTES`, cut at a character boundary.
+pub fn quote(body: &str) -> String {
+    let mut end = body.len().min(QUOTE_BYTES);
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    body.get(..end).unwrap_or("").to_owned()
+}
+
+/// Keeps the quotes of the replies to `original` as its body now is (after an edit).
+pub fn requote(conn: &mut PgConnection, original: i64, body: &str) -> Result<(), Error> {
+    diesel::update(
+        messages::table
+            .filter(messages::reply_to.eq(original))
+            .filter(messages::reply_to_body.is_not_null()),
+    )
+    .set(messages::reply_to_body.eq(quote(body)))
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Clears the quotes of the replies to `originals` (deleted or erased): each reply's
+/// quote is then null.
+pub fn unquote(conn: &mut PgConnection, originals: &[i64]) -> Result<(), Error> {
+    diesel::update(messages::table.filter(messages::reply_to.eq_any(originals)))
+        .set((
+            messages::reply_to_user.eq(None::<String>),
+            messages::reply_to_body.eq(None::<String>),
+        ))
+        .execute(conn)?;
+    Ok(())
 }
 
 /// Whether `by` may edit `current`: its author, on its conversation, a user's message,
@@ -337,6 +384,7 @@ pub fn tombstone(
     .optional()?;
     if let Some(row) = &row {
         super::conversations::refresh(conn, &[&row.topic])?;
+        unquote(conn, &[row.id])?;
     }
     Ok(row.ok_or(Error::NotFound))
 }

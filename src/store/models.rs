@@ -25,6 +25,11 @@ pub struct MessageRow {
     pub is_delivered: bool,
     /// The sender's display name when it was sent.
     pub user_name: Option<String>,
+    /// The message this one replies to, and a quote of it (author, first bytes of its
+    /// body); the quote is None once the original is deleted or erased.
+    pub reply_to: Option<i64>,
+    pub reply_to_user: Option<String>,
+    pub reply_to_body: Option<String>,
 }
 
 #[cfg(test)]
@@ -46,6 +51,9 @@ impl MessageRow {
             deleted_at: None,
             is_delivered: false,
             user_name: None,
+            reply_to: None,
+            reply_to_user: None,
+            reply_to_body: None,
         }
     }
 }
@@ -63,4 +71,6 @@ pub struct NewMessage {
     pub meta: serde_json::Value,
     pub client_ref: Option<String>,
     pub user_name: Option<String>,
+    /// The message replied to, with its author and quote (checked by the caller).
+    pub reply: Option<(i64, String, String)>,
 }

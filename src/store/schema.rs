@@ -32,6 +32,9 @@ diesel::table! {
         deleted_at -> Nullable<Timestamptz>,
         is_delivered -> Bool,
         user_name -> Nullable<Text>,
+        reply_to -> Nullable<Int8>,
+        reply_to_user -> Nullable<Text>,
+        reply_to_body -> Nullable<Text>,
     }
 }
 

@@ -285,3 +285,125 @@ async fn attachments_are_checked_on_every_message() {
     }
     assert_eq!(app.message_count().await, stored, "nothing stored");
 }
+
+/// The `reply_to` of message `id` as history shows it now.
+async fn quote_in_history(client: &mut Client, topic: &str, id: &Value) -> Value {
+    let history = client.push(topic, "history", json!({})).await;
+    history["response"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == *id)
+        .unwrap_or_else(|| panic!("{id} in {history}"))["reply_to"]
+        .clone()
+}
+
+#[tokio::test]
+async fn a_reply_quotes_its_original_as_it_is_now() {
+    let app = spawn_app().await;
+    let (mut alice, mut bob) = pair(&app).await;
+    let original = alice.send_msg(CHAT, &format!("é{}", "x".repeat(300))).await;
+    let reply = bob
+        .push(
+            CHAT,
+            "new_msg",
+            json!({"body": "agreed", "reply_to": original["id"]}),
+        )
+        .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let answer = reply["response"]["message"].clone();
+    let quote = &answer["reply_to"];
+    assert_eq!(quote["id"], original["id"]);
+    assert_eq!(quote["user_id"], "alice");
+    let quoted = quote["body"].as_str().unwrap();
+    assert_eq!(quoted.len(), 200, "the first 200 bytes");
+    assert!(original["body"].as_str().unwrap().starts_with(quoted));
+    let heard = alice
+        .expect(|f| f[3] == "new_msg" && f[4]["id"] == answer["id"])
+        .await;
+    assert_eq!(
+        heard[4]["reply_to"], *quote,
+        "the broadcast carries the quote"
+    );
+    assert_eq!(answer["user_id"], "bob");
+    assert_eq!(
+        original["reply_to"],
+        Value::Null,
+        "a message that answers nothing"
+    );
+
+    // Edited, the quote follows; the host API shows it too.
+    alice
+        .push(
+            CHAT,
+            "edit_msg",
+            json!({"id": original["id"], "body": "shorter"}),
+        )
+        .await;
+    assert_eq!(
+        quote_in_history(&mut bob, CHAT, &answer["id"]).await["body"],
+        "shorter"
+    );
+    let (_, host) = app
+        .api(
+            "GET",
+            &format!("/api/v1/conversations/{CHAT}/messages"),
+            None,
+        )
+        .await;
+    assert_eq!(host["messages"][1]["reply_to"]["body"], "shorter");
+    // Deleted, the quote is null and no new reply may point at it.
+    alice
+        .push(CHAT, "delete_msg", json!({"id": original["id"]}))
+        .await;
+    assert_eq!(
+        quote_in_history(&mut bob, CHAT, &answer["id"]).await,
+        Value::Null
+    );
+    let refused = bob
+        .push(
+            CHAT,
+            "new_msg",
+            json!({"body": "too late", "reply_to": original["id"]}),
+        )
+        .await;
+    assert_eq!(reason(&refused), "not_found");
+}
+
+#[tokio::test]
+async fn a_reply_must_answer_a_message_of_its_conversation_and_erasure_clears_quotes() {
+    let app = spawn_app().await;
+    let (mut alice, mut bob) = pair(&app).await;
+    let elsewhere = app
+        .post_message("chat:bob:carol", "carol", "elsewhere")
+        .await;
+    let stored = app.message_count().await;
+    for id in [elsewhere["id"].clone(), json!(999_999)] {
+        let reply = bob
+            .push(CHAT, "new_msg", json!({"body": "re", "reply_to": id}))
+            .await;
+        assert_eq!(reason(&reply), "not_found", "{id}: {reply}");
+    }
+    let bad = bob
+        .push(CHAT, "new_msg", json!({"body": "re", "reply_to": "7"}))
+        .await;
+    assert_eq!(reason(&bad), "invalid_payload");
+    assert_eq!(app.message_count().await, stored, "nothing stored");
+
+    // Erasing alice clears the quotes of her messages in bob's replies.
+    let hers = alice.send_msg(CHAT, "mine").await;
+    let answer = bob
+        .push(
+            CHAT,
+            "new_msg",
+            json!({"body": "yours", "reply_to": hers["id"]}),
+        )
+        .await["response"]["message"]
+        .clone();
+    assert_eq!(answer["reply_to"]["body"], "mine");
+    assert_eq!(app.api("DELETE", "/api/v1/users/alice", None).await.0, 200);
+    assert_eq!(
+        quote_in_history(&mut bob, CHAT, &answer["id"]).await,
+        Value::Null
+    );
+}

@@ -275,6 +275,7 @@ fn new_message(n: usize, body: &str) -> sidechat::store::NewMessage {
         meta: json!({}),
         client_ref: Some(format!("ref-{n}")),
         user_name: None,
+        reply: None,
     }
 }
 

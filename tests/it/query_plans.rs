@@ -121,7 +121,7 @@ async fn every_hot_query_uses_its_index() {
         // on empty tables (the writer's connection prices scans out too).
         diesel::sql_query(format!(
             "PREPARE insert_all(text[], text[], text[], text[], text[], text[], jsonb[], \
-             text[], text[]) AS {}",
+             text[], text[], bigint[], text[], text[]) AS {}",
             sidechat::store::messages::INSERT_ALL.as_str()
         ))
         .execute(conn)
@@ -131,6 +131,7 @@ async fn every_hot_query_uses_its_index() {
             "EXECUTE insert_all(ARRAY['chat:a:b', 'room:r'], ARRAY['a', 'a'], \
              ARRAY['b', NULL], ARRAY['x', 'y'], ARRAY['user', 'user'], \
              ARRAY['complete', 'complete'], ARRAY['{}'::jsonb, '{}'::jsonb], ARRAY[NULL, NULL], \
+             ARRAY[NULL, NULL], ARRAY[NULL, NULL]::bigint[], ARRAY[NULL, NULL], \
              ARRAY[NULL, NULL])",
         );
         assert!(insert.contains("rooms_pkey"), "batch insert: {insert}");
