@@ -74,6 +74,25 @@ test("a Rails consumer subscribes, performs and receives, with a Phoenix client 
     subscription.perform("read", { message_id: message.id, ref: "r2" });
     assert.deepEqual((await nextEvent("reply", (p) => p.ref === "r2")).response, { marked: 1 });
 
+    // Message actions (PROTOCOL.md §11) by `perform`: reply, edit, delete.
+    const mine = reply.response.message;
+    subscription.perform("new_msg", { body: "quoting you", reply_to: message.id, ref: "r3" });
+    const answer = await nextEvent("reply", (p) => p.ref === "r3");
+    assert.equal(answer.status, "ok");
+    assert.deepEqual(answer.response.message.reply_to, { id: message.id, user_id: bob, body: "hello rails" });
+    const updated = next(bobChat, "msg_updated");
+    subscription.perform("edit_msg", { id: mine.id, body: "from rails, edited", ref: "r4" });
+    const edit = await nextEvent("reply", (p) => p.ref === "r4");
+    assert.equal(edit.status, "ok");
+    assert.equal(edit.response.message.body, "from rails, edited");
+    assert.equal((await updated).body, "from rails, edited");
+    subscription.perform("edit_msg", { id: message.id, body: "not mine", ref: "r5" });
+    assert.equal((await nextEvent("reply", (p) => p.ref === "r5")).response.reason, "unauthorized");
+    const deleted = next(bobChat, "msg_deleted");
+    subscription.perform("delete_msg", { id: mine.id, ref: "r6" });
+    assert.equal((await nextEvent("reply", (p) => p.ref === "r6")).status, "ok");
+    assert.equal((await deleted).id, mine.id);
+
     // A conversation that is not the user's is rejected.
     const refused = new Promise((res) =>
       consumer.subscriptions.create({ channel: "ChatChannel", topic: `chat:${bob}:someone` }, { rejected: res }),
