@@ -171,3 +171,47 @@ test("the sidebar lists every conversation live; block, unblock and report from 
   mkdirSync(artifacts, { recursive: true });
   await alicePage.screenshot({ path: join(artifacts, "demo-sidebar.png") });
 });
+
+test("edit, reply and delete on the demo page, with names", async () => {
+  const [alice, bob] = [uid("alice"), uid("bob")];
+  const { DEV_JWT_SECRET } = await import("../lib/server.mjs");
+  const named = (await import("jsonwebtoken")).default.sign(
+    { sub: alice, name: "Alice Liddell", exp: Math.floor(Date.now() / 1000) + 600 },
+    DEV_JWT_SECRET,
+    { algorithm: "HS256" },
+  );
+  const alicePage = await (await browser.newContext({ viewport: { width: 1100, height: 700 } })).newPage();
+  await alicePage.goto(`${server.url}/demo?token=${encodeURIComponent(named)}&topic=${encodeURIComponent(bob)}`);
+  await alicePage.waitForSelector("#body:not([disabled])");
+  const bobPage = await signIn(bob);
+  await bobPage.fill("#peer", alice);
+  await bobPage.click("#open");
+  await bobPage.waitForSelector("#body:not([disabled])");
+
+  // Alice sends a typo and fixes it; bob sees the fix, marked edited, with her name.
+  await alicePage.fill("#body", "helo bob");
+  await alicePage.click("#send");
+  const typo = alicePage.locator(".message.mine", { hasText: "helo bob" });
+  await typo.locator(".action.edit").click();
+  await alicePage.fill("#body", "hello bob");
+  await alicePage.click("#send");
+  const fixed = bobPage.locator(".message:not(.mine)", { hasText: "hello bob" });
+  await fixed.locator(".edited").waitFor();
+  await fixed.locator(".meta", { hasText: `Alice Liddell (${alice})` }).waitFor();
+  await bobPage.waitForSelector(`#online:has-text("Alice Liddell (${alice})")`);
+
+  // Bob answers it: alice sees the quote.
+  await fixed.locator(".action.reply").click();
+  await bobPage.waitForSelector('#replying:has-text("replying to")');
+  await bobPage.fill("#body", "hi alice");
+  await bobPage.click("#send");
+  const answer = alicePage.locator(".message:not(.mine)", { hasText: "hi alice" });
+  await answer.locator(".quote", { hasText: `${alice}: hello bob` }).waitFor();
+
+  // Alice takes hers back: it leaves bob's page.
+  await alicePage.locator(".message.mine", { hasText: "hello bob" }).locator(".action.delete").click();
+  await fixed.waitFor({ state: "detached" });
+
+  mkdirSync(artifacts, { recursive: true });
+  await alicePage.screenshot({ path: join(artifacts, "demo-actions.png") });
+});
