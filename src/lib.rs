@@ -196,6 +196,7 @@ impl Application {
                 report_webhook: !settings.webhooks.url.is_empty(),
                 max_blocks_per_user: settings.chat.max_blocks_per_user,
                 edit_window: Duration::from_secs(settings.chat.edit_window_s),
+                max_reactions: settings.chat.max_reactions,
             },
         ));
         chat.load_blocks(blocks);

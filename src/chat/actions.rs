@@ -43,7 +43,7 @@ impl Chat {
             .await
             .map_err(storage)?
         {
-            Outcome::Edited(row) => Ok(Message::from(row)),
+            Outcome::Edited(row, reactions) => Ok(Message::with_reactions(row, reactions)),
             _ => Err(Reason::Unavailable),
         }
     }
@@ -66,6 +66,60 @@ impl Chat {
         match self.writer.apply(delete).await.map_err(storage)? {
             Outcome::Deleted(_) => Ok(()),
             _ => Err(Reason::Unavailable),
+        }
+    }
+}
+
+/// The longest emoji, in bytes (PROTOCOL.md §11).
+const MAX_EMOJI_BYTES: usize = 32;
+
+impl Chat {
+    /// `actor` reacts to (`on`) or takes back a reaction to message `id` of `topic`:
+    /// `reaction` goes to the conversation when it changed anything; a repeat answers
+    /// `ok` and changes nothing. An emoji is 1 to 32 bytes without whitespace; a message
+    /// carries at most `chat.max_reactions` distinct ones (`too_large` past it).
+    pub async fn react(
+        &self,
+        actor: &Actor,
+        topic: &Topic,
+        id: MessageId,
+        emoji: &str,
+        on: bool,
+    ) -> Result<(), Reason> {
+        if !topic.is_conversation() {
+            return Err(Reason::UnknownEvent);
+        }
+        if emoji.is_empty()
+            || emoji.len() > MAX_EMOJI_BYTES
+            || emoji.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(Reason::InvalidPayload);
+        }
+        let (topic_name, user, emoji_owned) = (
+            topic.to_string(),
+            actor.user_id.to_string(),
+            emoji.to_owned(),
+        );
+        let most = i64::from(self.config.max_reactions);
+        let reacted = crate::store::blocking(&self.pool, move |c| {
+            crate::store::reactions::set(c, &topic_name, id.get(), &user, &emoji_owned, on, most)
+        })
+        .await
+        .map_err(storage)?;
+        match reacted {
+            crate::store::reactions::Reacted::TooMany => Err(Reason::TooLarge),
+            crate::store::reactions::Reacted::Unchanged => Ok(()),
+            crate::store::reactions::Reacted::Changed => {
+                // After COMMIT, as every change to a message.
+                self.hub.publish(super::event(
+                    &topic.to_string(),
+                    "reaction",
+                    &serde_json::json!({
+                        "message_id": id, "emoji": emoji, "user_id": actor.user_id, "on": on
+                    }),
+                ));
+                Ok(())
+            }
         }
     }
 }

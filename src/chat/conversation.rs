@@ -124,19 +124,23 @@ impl Chat {
             limit: i64::from(limit),
         };
         let topic_name = topic.to_string();
-        let (rows, more) = store::blocking(&self.pool, move |conn| {
+        // The page and its reactions: one query for the messages, one for the reactions.
+        let (rows, more, reactions) = store::blocking(&self.pool, move |conn| {
             if let Some((room, user)) = &member_of
                 && !rooms::is_member(conn, room, user)?
             {
                 return Ok(None);
             }
-            messages::history(conn, &topic_name, page).map(Some)
+            let (rows, more) = messages::history(conn, &topic_name, page)?;
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            let reactions = store::reactions::counts(conn, &ids)?;
+            Ok(Some((rows, more, reactions)))
         })
         .await
         .map_err(storage)?
         .ok_or(Reason::Unauthorized)?;
         Ok(HistoryPage {
-            messages: rows.into_iter().map(Message::from).collect(),
+            messages: super::message::with_reactions(rows, reactions),
             more,
         })
     }

@@ -155,7 +155,7 @@ impl Chat {
             .await
             .map_err(storage)?
         {
-            Outcome::Edited(row) => Ok(Message::from(row)),
+            Outcome::Edited(row, reactions) => Ok(Message::with_reactions(row, reactions)),
             _ => Err(Reason::Unavailable),
         }
     }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::store::MessageRow;
+use crate::store::reactions::ReactionCount;
 
 /// A stored message as every client sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -31,6 +32,59 @@ pub struct Message {
     pub user_name: Option<String>,
     /// The message this one replies to, quoted; null once that one is deleted or erased.
     pub reply_to: Option<Quote>,
+    /// Each emoji reacted with, in the order first used.
+    pub reactions: Vec<Reaction>,
+}
+
+/// One emoji on a message.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Reaction {
+    pub emoji: String,
+    pub count: i64,
+    /// The first ten who reacted with it.
+    pub users: Vec<String>,
+}
+
+impl Message {
+    /// A stored message with its reactions (`counts` may hold other messages' too).
+    pub fn with_reactions(row: MessageRow, counts: Vec<ReactionCount>) -> Message {
+        let mut message = Message::from(row);
+        message.reactions = counts
+            .into_iter()
+            .filter(|c| c.message_id == message.id)
+            .map(Reaction::from)
+            .collect();
+        message
+    }
+}
+
+impl From<ReactionCount> for Reaction {
+    fn from(c: ReactionCount) -> Self {
+        Reaction {
+            emoji: c.emoji,
+            count: c.count,
+            users: c.users,
+        }
+    }
+}
+
+/// Messages with their reactions, from one query's `counts` for all of them.
+pub fn with_reactions(rows: Vec<MessageRow>, counts: Vec<ReactionCount>) -> Vec<Message> {
+    let mut by_message: std::collections::HashMap<i64, Vec<Reaction>> =
+        std::collections::HashMap::new();
+    for count in counts {
+        by_message
+            .entry(count.message_id)
+            .or_default()
+            .push(Reaction::from(count));
+    }
+    rows.into_iter()
+        .map(|row| {
+            let mut message = Message::from(row);
+            message.reactions = by_message.remove(&message.id).unwrap_or_default();
+            message
+        })
+        .collect()
 }
 
 /// What a reply shows of the message it answers.
@@ -105,6 +159,7 @@ impl From<MessageRow> for Message {
                 (Some(id), Some(user_id), Some(body)) => Some(Quote { id, user_id, body }),
                 _ => None,
             },
+            reactions: Vec::new(),
         }
     }
 }
@@ -142,7 +197,8 @@ mod tests {
                 "id": 123, "topic": "chat:1:2", "user_id": "1", "body": "hi", "meta": {},
                 "kind": "user", "status": "complete", "client_ref": "c1",
                 "sent_at": "2026-11-22T10:00:00.123Z", "edited_at": null, "is_delivered": false,
-                "user_name": "Ann", "reply_to": {"id": 7, "user_id": "2", "body": "earlier"}
+                "user_name": "Ann", "reply_to": {"id": 7, "user_id": "2", "body": "earlier"},
+                "reactions": []
             })
         );
     }

@@ -118,6 +118,8 @@ pub struct ChatConfig {
     pub max_blocks_per_user: u32,
     /// How long after sending its author may edit a message; zero = always.
     pub edit_window: std::time::Duration,
+    /// Distinct emoji one message may carry.
+    pub max_reactions: u32,
 }
 
 pub struct Chat {
@@ -192,11 +194,11 @@ impl Chat {
                         new_msg.message_id = Some(row.id);
                         hub.publish(new_msg);
                     }
-                    Change::Updated(row) => {
+                    Change::Updated(row, reactions) => {
                         hub.publish(event(
                             &row.topic,
                             "msg_updated",
-                            &Message::from(row.clone()),
+                            &Message::with_reactions(row.clone(), reactions.clone()),
                         ));
                     }
                     Change::Deleted(row) => {

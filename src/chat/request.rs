@@ -27,6 +27,12 @@ pub enum Request {
     },
     /// The author (or staff in support) deletes a message.
     DeleteMsg(MessageId),
+    /// A reaction to a message, or (`on` false) taking one back.
+    React {
+        id: MessageId,
+        emoji: String,
+        on: bool,
+    },
 }
 
 /// The longest reason a report may give, in bytes.
@@ -100,6 +106,12 @@ struct RawRead {
 struct RawEdit {
     id: i64,
     body: String,
+}
+
+#[derive(Deserialize)]
+struct RawReaction {
+    id: i64,
+    emoji: String,
 }
 
 #[derive(Deserialize)]
@@ -202,6 +214,15 @@ impl Request {
                 MessageId::parse(raw.id)
                     .map(Request::DeleteMsg)
                     .map_err(|_| Reason::InvalidPayload)
+            }
+            "react" | "unreact" => {
+                let raw: RawReaction = fields(payload)?;
+                let id = MessageId::parse(raw.id).map_err(|_| Reason::InvalidPayload)?;
+                Ok(Request::React {
+                    id,
+                    emoji: raw.emoji,
+                    on: event == "react",
+                })
             }
             "report" => {
                 let raw: RawReport = fields(payload)?;

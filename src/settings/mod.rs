@@ -136,6 +136,8 @@ pub struct ChatSettings {
     pub max_blocks_per_user: u32,
     /// How long after sending an author may edit a message; 0 = no limit.
     pub edit_window_s: u64,
+    /// Distinct emoji one message may carry.
+    pub max_reactions: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

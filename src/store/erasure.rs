@@ -26,6 +26,7 @@ pub fn erase_user(conn: &mut PgConnection, user_id: &str) -> Result<Erasure, Err
     // Others' replies to what is gone quote nothing now.
     let ids: Vec<i64> = removed.iter().map(|(id, _)| *id).collect();
     super::messages::unquote(conn, &ids)?;
+    super::reactions::forget(conn, user_id, &ids)?;
     let rooms: Vec<String> =
         diesel::delete(room_members::table.filter(room_members::user_id.eq(user_id)))
             .returning(room_members::room_id)

@@ -385,6 +385,7 @@ pub fn tombstone(
     if let Some(row) = &row {
         super::conversations::refresh(conn, &[&row.topic])?;
         unquote(conn, &[row.id])?;
+        super::reactions::clear(conn, row.id)?;
     }
     Ok(row.ok_or(Error::NotFound))
 }

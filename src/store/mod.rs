@@ -17,6 +17,7 @@ pub mod open_chats;
 pub mod outbox;
 pub mod prepared;
 pub mod push;
+pub mod reactions;
 pub mod receipts;
 pub mod reports;
 pub mod rooms;

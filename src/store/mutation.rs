@@ -2,6 +2,7 @@
 //! its batches and the queries it runs share.
 
 use super::models::{MessageRow, NewMessage};
+use super::reactions::ReactionCount;
 
 /// A committed message, and whether this request created it (false: a resend with a
 /// `client_ref` already used, answered with the stored row).
@@ -73,7 +74,8 @@ pub enum Mutation {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Inserted(Stored),
-    Edited(MessageRow),
+    /// With the message's reactions, which `msg_updated` carries too.
+    Edited(MessageRow, Vec<ReactionCount>),
     Deleted(MessageRow),
     Erased(Erasure),
 }
@@ -82,7 +84,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     Created(MessageRow),
-    Updated(MessageRow),
+    Updated(MessageRow, Vec<ReactionCount>),
     Deleted(MessageRow),
     Erased(Erasure),
 }

@@ -109,6 +109,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    reactions (message_id, emoji, user_id) {
+        message_id -> Int8,
+        emoji -> Text,
+        user_id -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     reports (id) {
         id -> Int8,
         message_id -> Int8,
@@ -125,6 +134,7 @@ diesel::joinable!(room_members -> rooms (room_id));
 diesel::allow_tables_to_appear_in_same_query!(
     blocks,
     open_chats,
+    reactions,
     reports,
     conversation_members,
     conversations,

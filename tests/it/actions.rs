@@ -407,3 +407,108 @@ async fn a_reply_must_answer_a_message_of_its_conversation_and_erasure_clears_qu
         Value::Null
     );
 }
+
+#[tokio::test]
+async fn reactions_are_told_counted_and_carried_by_every_message() {
+    let app = spawn_app_with(|s| s.chat.max_reactions = 2).await;
+    let (mut alice, mut bob) = pair(&app).await;
+    let first = bob.send_msg(CHAT, "first").await;
+    let msg = bob.send_msg(CHAT, "great news").await;
+    let react = |emoji: &str| json!({"id": msg["id"], "emoji": emoji});
+
+    let reply = alice.push(CHAT, "react", react("👍")).await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(reply["response"], json!({}));
+    let told = bob.expect_event(CHAT, "reaction").await;
+    assert_eq!(
+        told,
+        json!({"message_id": msg["id"], "emoji": "👍", "user_id": "alice", "on": true})
+    );
+    assert_eq!(
+        alice.push(CHAT, "react", react("👍")).await["status"],
+        "ok",
+        "a repeat"
+    );
+    assert_eq!(bob.push(CHAT, "react", react("👍")).await["status"], "ok");
+    assert_eq!(alice.push(CHAT, "react", react("🎉")).await["status"], "ok");
+    let over = bob.push(CHAT, "react", react("❤️")).await;
+    assert_eq!(reason(&over), "too_large", "a third distinct emoji: {over}");
+
+    let expected = json!([
+        {"emoji": "👍", "count": 2, "users": ["alice", "bob"]},
+        {"emoji": "🎉", "count": 1, "users": ["alice"]},
+    ]);
+    let history = bob.push(CHAT, "history", json!({})).await;
+    assert_eq!(history["response"]["messages"][1]["reactions"], expected);
+    assert_eq!(history["response"]["messages"][0]["reactions"], json!([]));
+    let mut again = app.connect("alice").await;
+    let recovered = again.join_ok(CHAT, json!({"after": first["id"]})).await;
+    assert_eq!(recovered["messages"][0]["reactions"], expected);
+    let (_, host) = app
+        .api(
+            "GET",
+            &format!("/api/v1/conversations/{CHAT}/messages"),
+            None,
+        )
+        .await;
+    assert_eq!(host["messages"][1]["reactions"], expected);
+    // An edit's msg_updated carries them too.
+    bob.push(
+        CHAT,
+        "edit_msg",
+        json!({"id": msg["id"], "body": "great news!"}),
+    )
+    .await;
+    let updated = alice.expect_event(CHAT, "msg_updated").await;
+    assert_eq!(updated["reactions"], expected);
+
+    // Taking one back.
+    let reply = alice.push(CHAT, "unreact", react("🎉")).await;
+    assert_eq!(reply["status"], "ok");
+    let told = bob
+        .expect(|f| f[3] == "reaction" && f[4]["on"] == false)
+        .await;
+    assert_eq!(told[4]["emoji"], "🎉");
+    let history = bob.push(CHAT, "history", json!({})).await;
+    assert_eq!(
+        history["response"]["messages"][1]["reactions"],
+        json!([{"emoji": "👍", "count": 2, "users": ["alice", "bob"]}])
+    );
+
+    // Erasing alice takes hers away.
+    assert_eq!(app.api("DELETE", "/api/v1/users/alice", None).await.0, 200);
+    let history = bob.push(CHAT, "history", json!({})).await;
+    assert_eq!(
+        history["response"]["messages"][1]["reactions"],
+        json!([{"emoji": "👍", "count": 1, "users": ["bob"]}])
+    );
+}
+
+#[tokio::test]
+async fn bad_reactions_are_refused_and_change_nothing() {
+    let app = spawn_app().await;
+    let (mut alice, mut bob) = pair(&app).await;
+    let msg = bob.send_msg(CHAT, "hi").await;
+    let elsewhere = app.post_message("chat:bob:carol", "bob", "not yours").await;
+    let gone = bob.send_msg(CHAT, "gone").await;
+    bob.push(CHAT, "delete_msg", json!({"id": gone["id"]}))
+        .await;
+    let cases = [
+        (json!({"id": msg["id"], "emoji": ""}), "invalid_payload"),
+        (json!({"id": msg["id"], "emoji": "a b"}), "invalid_payload"),
+        (
+            json!({"id": msg["id"], "emoji": "x".repeat(33)}),
+            "invalid_payload",
+        ),
+        (json!({"id": msg["id"]}), "invalid_payload"),
+        (json!({"id": elsewhere["id"], "emoji": "👍"}), "not_found"),
+        (json!({"id": gone["id"], "emoji": "👍"}), "not_found"),
+        (json!({"id": 999_999, "emoji": "👍"}), "not_found"),
+    ];
+    for (payload, expected) in cases {
+        let reply = alice.push(CHAT, "react", payload.clone()).await;
+        assert_eq!(reason(&reply), expected, "{payload}: {reply}");
+    }
+    let history = alice.push(CHAT, "history", json!({})).await;
+    assert_eq!(history["response"]["messages"][0]["reactions"], json!([]));
+}

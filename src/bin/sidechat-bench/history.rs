@@ -2,7 +2,8 @@
 //! table filled with many messages over many conversations.
 //!
 //! Conversation c is `chat:h<c/100>:p<c>`: user h<k> has 100 conversations, each of
-//! rows/conversations messages from its peer, all unread. Beside them, `LISTERS` users
+//! rows/conversations messages from its peer, all unread; a tenth of all messages carry
+//! reactions. Beside them, `LISTERS` users
 //! `l<j>` have `LISTED` conversations each (two messages, the peer's unread), for the
 //! list's pages.
 
@@ -51,6 +52,16 @@ fn prefill(url: &str, rows: i64, conversations: i64) -> anyhow::Result<()> {
                               (1, 'q' || j || 'x' || i, 'l' || j)) AS who(n, sender, recipient)"
     ))
     .execute(&mut conn)?;
+    // A tenth of the messages carry reactions (two emoji, one with three users), as a
+    // lively site's would: the join's page reads them in one more query.
+    diesel::sql_query(
+        "INSERT INTO reactions (message_id, emoji, user_id) \
+         SELECT id, e.emoji, e.user_id FROM messages \
+         CROSS JOIN (VALUES ('👍', 'r1'), ('👍', 'r2'), ('👍', 'r3'), ('🎉', 'r1')) \
+             AS e(emoji, user_id) \
+         WHERE id % 10 = 0",
+    )
+    .execute(&mut conn)?;
     // The lists, as the migration backfills them (messages went in by SQL, not the writer).
     diesel::sql_query(
         "INSERT INTO conversations (topic, last_message_id, last_message_at) \
@@ -64,7 +75,7 @@ fn prefill(url: &str, rows: i64, conversations: i64) -> anyhow::Result<()> {
     )
     .execute(&mut conn)?;
     // What autovacuum leaves behind in steady state: statistics and a visibility map.
-    diesel::sql_query("VACUUM ANALYZE messages, conversations, conversation_members")
+    diesel::sql_query("VACUUM ANALYZE messages, conversations, conversation_members, reactions")
         .execute(&mut conn)?;
     // Write out what the bulk load dirtied now, not while joins are being timed.
     diesel::sql_query("CHECKPOINT").execute(&mut conn)?;

@@ -121,6 +121,13 @@ impl<C: Codec> Session<C> {
                 });
                 Ok(())
             }
+            Request::React { id, emoji, on } => {
+                self.in_flight(to, async move {
+                    chat.react(&actor, &topic, id, &emoji, on).await?;
+                    Ok(json!({}))
+                });
+                Ok(())
+            }
             Request::Report(params) => {
                 self.in_flight(to, async move {
                     chat.report(&actor, &topic, params).await?;
