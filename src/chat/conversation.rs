@@ -40,17 +40,30 @@ pub struct Entered {
 /// Conversations the inbox lists on join.
 const INBOX_LIMIT: i64 = 200;
 
-fn entries(topics: Vec<UnreadTopic>) -> (Vec<UnreadEntry>, i64) {
+/// Summary entries, their last messages with `reactions` (of all of them, one query).
+fn entries(
+    topics: Vec<UnreadTopic>,
+    reactions: Vec<store::reactions::ReactionCount>,
+) -> (Vec<UnreadEntry>, i64) {
     let total = topics.iter().map(|t| t.count).sum();
     let entries = topics
         .into_iter()
         .map(|t| UnreadEntry {
             topic: t.topic,
             count: t.count,
-            last_message: Message::from(t.last_message),
+            last_message: Message::with_reactions(t.last_message, reactions.clone()),
         })
         .collect();
     (entries, total)
+}
+
+/// The reactions of the summary's last messages.
+fn summary_reactions(
+    conn: &mut diesel::PgConnection,
+    topics: &[UnreadTopic],
+) -> Result<Vec<store::reactions::ReactionCount>, store::Error> {
+    let ids: Vec<i64> = topics.iter().map(|t| t.last_message.id).collect();
+    store::reactions::counts(conn, &ids)
 }
 
 impl Chat {
@@ -140,7 +153,7 @@ impl Chat {
         .map_err(storage)?
         .ok_or(Reason::Unauthorized)?;
         Ok(HistoryPage {
-            messages: super::message::with_reactions(rows, reactions),
+            messages: super::messages_with_reactions(rows, reactions),
             more,
         })
     }
@@ -149,23 +162,27 @@ impl Chat {
     /// messages, newest first.
     pub async fn unread_summary(&self, user: &UserId) -> Result<UnreadSummary, Reason> {
         let user = user.to_string();
-        let topics = store::blocking(&self.pool, move |conn| {
-            messages::unread_summary(conn, &user)
+        let (topics, reactions) = store::blocking(&self.pool, move |conn| {
+            let topics = messages::unread_summary(conn, &user)?;
+            let reactions = summary_reactions(conn, &topics)?;
+            Ok((topics, reactions))
         })
         .await
         .map_err(storage)?;
-        let (unread, total) = entries(topics);
+        let (unread, total) = entries(topics, reactions);
         Ok(UnreadSummary { unread, total })
     }
 
     /// The support conversations for staff.
     pub async fn inbox_summary(&self) -> Result<InboxSummary, Reason> {
-        let topics = store::blocking(&self.pool, |conn| {
-            messages::inbox_summary(conn, INBOX_LIMIT)
+        let (topics, reactions) = store::blocking(&self.pool, |conn| {
+            let topics = messages::inbox_summary(conn, INBOX_LIMIT)?;
+            let reactions = summary_reactions(conn, &topics)?;
+            Ok((topics, reactions))
         })
         .await
         .map_err(storage)?;
-        let (conversations, total) = entries(topics);
+        let (conversations, total) = entries(topics, reactions);
         Ok(InboxSummary {
             conversations,
             total,

@@ -69,7 +69,7 @@ impl From<ReactionCount> for Reaction {
 }
 
 /// Messages with their reactions, from one query's `counts` for all of them.
-pub fn with_reactions(rows: Vec<MessageRow>, counts: Vec<ReactionCount>) -> Vec<Message> {
+pub fn messages_with_reactions(rows: Vec<MessageRow>, counts: Vec<ReactionCount>) -> Vec<Message> {
     let mut by_message: std::collections::HashMap<i64, Vec<Reaction>> =
         std::collections::HashMap::new();
     for count in counts {

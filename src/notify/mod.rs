@@ -29,7 +29,7 @@ use crate::metrics::{DeliveryLabel, Metrics};
 use crate::settings::Settings;
 use crate::store::outbox::{self, Delivery, Sink};
 use crate::store::push::PushSubscriptionRow;
-use crate::store::{self, MessageRow, PgPool};
+use crate::store::{self, PgPool};
 use push::WebPush;
 use webhook::Webhook;
 
@@ -230,7 +230,11 @@ impl Notifier {
         let sink = delivery.sink;
         let wanted = delivery.clone();
         let context = store::blocking(&self.pool, move |c| {
-            let (messages, count) = outbox::still_unread(c, &wanted)?;
+            let (rows, count) = outbox::still_unread(c, &wanted)?;
+            // What the host is told carries the messages' reactions, as history does.
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            let reactions = crate::store::reactions::counts(c, &ids)?;
+            let messages = crate::chat::messages_with_reactions(rows, reactions);
             let subscription = match sink {
                 Sink::Push => crate::store::push::by_endpoint(c, &wanted.target)?,
                 Sink::Webhook => None,
@@ -273,7 +277,7 @@ impl Notifier {
     async fn send(
         &self,
         delivery: &Delivery,
-        messages: Vec<MessageRow>,
+        messages: Vec<Message>,
         count: i64,
         subscription: Option<&PushSubscriptionRow>,
     ) -> Attempt {
@@ -407,8 +411,7 @@ fn backoff(initial: Duration, attempts: i32) -> Duration {
 }
 
 /// The `message.unread` event of PROTOCOL.md §8.
-fn webhook_body(delivery: &Delivery, messages: Vec<MessageRow>, count: i64) -> Vec<u8> {
-    let messages: Vec<Message> = messages.into_iter().map(Message::from).collect();
+fn webhook_body(delivery: &Delivery, messages: Vec<Message>, count: i64) -> Vec<u8> {
     json!({
         "id": delivery.id,
         "type": "message.unread",
@@ -422,9 +425,8 @@ fn webhook_body(delivery: &Delivery, messages: Vec<MessageRow>, count: i64) -> V
 
 /// What a service worker's `push` event reads: the same event, with only the newest
 /// message, its body cut to fit a push message.
-fn push_payload(delivery: &Delivery, messages: Vec<MessageRow>, count: i64) -> Vec<u8> {
-    let newest = messages.into_iter().last().map(|row| {
-        let mut message = Message::from(row);
+fn push_payload(delivery: &Delivery, messages: Vec<Message>, count: i64) -> Vec<u8> {
+    let newest = messages.into_iter().last().map(|mut message| {
         if message.body.len() > PUSH_BODY_BYTES {
             let mut cut = PUSH_BODY_BYTES;
             while !message.body.is_char_boundary(cut) {
@@ -448,6 +450,7 @@ fn push_payload(delivery: &Delivery, messages: Vec<MessageRow>, count: i64) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::MessageRow;
 
     #[test]
     fn backoff_doubles_from_the_first_wait_up_to_an_hour() {
@@ -475,7 +478,7 @@ mod tests {
         };
         let row = MessageRow::sample(1, "chat:alice:bob", "alice", &"é".repeat(PUSH_BODY_BYTES));
         let payload: serde_json::Value =
-            serde_json::from_slice(&push_payload(&delivery, vec![row], 3)).unwrap();
+            serde_json::from_slice(&push_payload(&delivery, vec![Message::from(row)], 3)).unwrap();
         let body = payload["message"]["body"].as_str().unwrap();
         assert_eq!(body.len(), PUSH_BODY_BYTES);
         assert_eq!(payload["unread"]["count"], 3);

@@ -452,6 +452,16 @@ async fn reactions_are_told_counted_and_carried_by_every_message() {
         )
         .await;
     assert_eq!(host["messages"][1]["reactions"], expected);
+    // So do the lists' last messages and the lobby's summary.
+    let (_, list) = app
+        .api("GET", "/api/v1/users/alice/conversations", None)
+        .await;
+    assert_eq!(
+        list["conversations"][0]["last_message"]["reactions"],
+        expected
+    );
+    let (_, unread) = app.api("GET", "/api/v1/users/alice/unread", None).await;
+    assert_eq!(unread["unread"][0]["last_message"]["reactions"], expected);
     // An edit's msg_updated carries them too.
     bob.push(
         CHAT,

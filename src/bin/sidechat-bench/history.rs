@@ -62,16 +62,21 @@ fn prefill(url: &str, rows: i64, conversations: i64) -> anyhow::Result<()> {
          WHERE id % 10 = 0",
     )
     .execute(&mut conn)?;
-    // The lists, as the migration backfills them (messages went in by SQL, not the writer).
+    // The lists, as the migration backfills them (messages went in by SQL, not the writer;
+    // the server's minutely heal may have listed the newest meanwhile).
     diesel::sql_query(
         "INSERT INTO conversations (topic, last_message_id, last_message_at) \
-         SELECT topic, max(id), max(sent_at) FROM messages GROUP BY topic",
+         SELECT topic, max(id), max(sent_at) FROM messages GROUP BY topic \
+         ON CONFLICT (topic) DO UPDATE SET \
+             last_message_id = GREATEST(conversations.last_message_id, EXCLUDED.last_message_id), \
+             last_message_at = GREATEST(conversations.last_message_at, EXCLUDED.last_message_at)",
     )
     .execute(&mut conn)?;
     diesel::sql_query(
         "INSERT INTO conversation_members (user_id, topic) \
          SELECT split_part(topic, ':', 2), topic FROM conversations \
-         UNION SELECT split_part(topic, ':', 3), topic FROM conversations",
+         UNION SELECT split_part(topic, ':', 3), topic FROM conversations \
+         ON CONFLICT DO NOTHING",
     )
     .execute(&mut conn)?;
     // What autovacuum leaves behind in steady state: statistics and a visibility map.
