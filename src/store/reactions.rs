@@ -105,7 +105,9 @@ pub fn counts(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<ReactionCount>
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(diesel::sql_query(
+    // Kept prepared: every page of history runs it, and planning would cost more than
+    // reading a page's few reactions.
+    Ok(super::prepared::prepared(
         "SELECT message_id, emoji, count(*) AS count, \
                 (array_agg(user_id ORDER BY created_at, user_id))[1:10] AS users \
          FROM reactions WHERE message_id = ANY($1) \
