@@ -153,13 +153,16 @@ fn serve(settings: Settings, banner: Option<Box<dyn FnOnce(u16)>>) -> anyhow::Re
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings)?;
         let shutdown = app.shutdown_token();
+        // Handlers first: whoever reads the banner may signal at once, and a SIGTERM
+        // before they exist would kill the process instead of draining it.
+        let signals = listen_for_signals();
         if let Some(banner) = banner {
             banner(app.port());
         } else {
             log::info!("listening on port {}", app.port());
         }
         actix_web::rt::spawn(async move {
-            wait_for_signal().await;
+            wait_for_signal(signals).await;
             log::info!("signal received: shutting down");
             shutdown.cancel();
         });
@@ -167,19 +170,29 @@ fn serve(settings: Settings, banner: Option<Box<dyn FnOnce(u16)>>) -> anyhow::Re
     })
 }
 
-async fn wait_for_signal() {
+type Signals = Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>;
+
+/// SIGTERM and SIGINT, handled from now on.
+fn listen_for_signals() -> Signals {
     use tokio::signal::unix::{SignalKind, signal};
     match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) {
-        (Ok(mut term), Ok(mut int)) => {
+        (Ok(term), Ok(int)) => Some((term, int)),
+        _ => None,
+    }
+}
+
+async fn wait_for_signal(signals: Signals) {
+    match signals {
+        Some((mut term, mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
         }
-        _ => {
+        None => {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
