@@ -37,15 +37,7 @@ impl Chat {
             by: Some(self.author(actor, topic)),
             ..MessageEdit::default()
         };
-        match self
-            .writer
-            .apply(Mutation::Edit(edit))
-            .await
-            .map_err(storage)?
-        {
-            Outcome::Edited(row, reactions) => Ok(Message::with_reactions(row, reactions)),
-            _ => Err(Reason::Unavailable),
-        }
+        self.apply_edit(edit).await
     }
 
     /// Deletes `actor`'s own message `id` in `topic` (staff: any in a `support:`

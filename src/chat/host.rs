@@ -149,6 +149,12 @@ impl Chat {
             max_body_bytes: self.config.max_body_bytes,
             by: None,
         };
+        self.apply_edit(edit).await
+    }
+
+    /// The one path of every edit, the host's and an author's: through the writer,
+    /// which broadcasts `msg_updated` after COMMIT.
+    pub(super) async fn apply_edit(&self, edit: MessageEdit) -> Result<Message, Reason> {
         match self
             .writer
             .apply(Mutation::Edit(edit))
