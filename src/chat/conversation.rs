@@ -46,12 +46,13 @@ fn entries(
     reactions: Vec<store::reactions::ReactionCount>,
 ) -> (Vec<UnreadEntry>, i64) {
     let total = topics.iter().map(|t| t.count).sum();
+    let mut reactions = super::ReactionsByMessage::new(reactions);
     let entries = topics
         .into_iter()
         .map(|t| UnreadEntry {
             topic: t.topic,
             count: t.count,
-            last_message: Message::with_reactions(t.last_message, reactions.clone()),
+            last_message: reactions.message(t.last_message),
         })
         .collect();
     (entries, total)

@@ -151,6 +151,7 @@ impl Chat {
                 topic: l.topic.clone(),
             })
         });
+        let mut reactions = super::ReactionsByMessage::new(reactions);
         let conversations = listed
             .into_iter()
             .filter_map(|l| {
@@ -168,9 +169,7 @@ impl Chat {
                     kind,
                     peer,
                     name: l.room_name,
-                    last_message: l
-                        .last_message
-                        .map(|m| Message::with_reactions(m, reactions.clone())),
+                    last_message: l.last_message.map(|m| reactions.message(m)),
                     unread: l.unread,
                     updated_at: timestamp(l.at),
                     topic: l.topic,

@@ -68,22 +68,36 @@ impl From<ReactionCount> for Reaction {
     }
 }
 
+/// One query's reaction counts for several messages, grouped by message.
+#[derive(Default)]
+pub struct ReactionsByMessage(std::collections::HashMap<i64, Vec<Reaction>>);
+
+impl ReactionsByMessage {
+    pub fn new(counts: Vec<ReactionCount>) -> ReactionsByMessage {
+        let mut by_message = ReactionsByMessage::default();
+        for count in counts {
+            by_message
+                .0
+                .entry(count.message_id)
+                .or_default()
+                .push(Reaction::from(count));
+        }
+        by_message
+    }
+
+    /// A stored message with its reactions (each message's are handed out once).
+    pub fn message(&mut self, row: MessageRow) -> Message {
+        let mut message = Message::from(row);
+        message.reactions = self.0.remove(&message.id).unwrap_or_default();
+        message
+    }
+}
+
 /// Messages with their reactions, from one query's `counts` for all of them.
 pub fn messages_with_reactions(rows: Vec<MessageRow>, counts: Vec<ReactionCount>) -> Vec<Message> {
-    let mut by_message: std::collections::HashMap<i64, Vec<Reaction>> =
-        std::collections::HashMap::new();
-    for count in counts {
-        by_message
-            .entry(count.message_id)
-            .or_default()
-            .push(Reaction::from(count));
-    }
+    let mut by_message = ReactionsByMessage::new(counts);
     rows.into_iter()
-        .map(|row| {
-            let mut message = Message::from(row);
-            message.reactions = by_message.remove(&message.id).unwrap_or_default();
-            message
-        })
+        .map(|row| by_message.message(row))
         .collect()
 }
 

@@ -46,7 +46,10 @@ pub use budget::{Cost, Rate, Rates, Streak};
 pub use host::{ErasureReport, MessagePatch, Post, RoomInfo, RoomUpdate};
 pub use ids::{Actor, Body, BodyError, ClientRef, MessageId, Role, RoomId, UserId};
 pub use list::{Conversation, ConversationKind, ConversationPage, ListError, ListParams};
-pub use message::{Message, MessageKind, MessageStatus, Quote, Reaction, messages_with_reactions};
+pub use message::{
+    Message, MessageKind, MessageStatus, Quote, Reaction, ReactionsByMessage,
+    messages_with_reactions,
+};
 pub use push::{NewPushSubscription, PushRefused};
 pub use reason::Reason;
 pub use reports::{Report, ReportPage};
