@@ -40,31 +40,18 @@ pub struct Entered {
 /// Conversations the inbox lists on join.
 const INBOX_LIMIT: i64 = 200;
 
-/// Summary entries, their last messages with `reactions` (of all of them, one query).
-fn entries(
-    topics: Vec<UnreadTopic>,
-    reactions: Vec<store::reactions::ReactionCount>,
-) -> (Vec<UnreadEntry>, i64) {
+/// Summary entries, and the total unread.
+fn entries(topics: Vec<UnreadTopic>) -> (Vec<UnreadEntry>, i64) {
     let total = topics.iter().map(|t| t.count).sum();
-    let mut reactions = super::ReactionsByMessage::new(reactions);
     let entries = topics
         .into_iter()
         .map(|t| UnreadEntry {
             topic: t.topic,
             count: t.count,
-            last_message: reactions.message(t.last_message),
+            last_message: t.last_message.into(),
         })
         .collect();
     (entries, total)
-}
-
-/// The reactions of the summary's last messages.
-fn summary_reactions(
-    conn: &mut diesel::PgConnection,
-    topics: &[UnreadTopic],
-) -> Result<Vec<store::reactions::ReactionCount>, store::Error> {
-    let ids: Vec<i64> = topics.iter().map(|t| t.last_message.id).collect();
-    store::reactions::counts(conn, &ids)
 }
 
 impl Chat {
@@ -138,23 +125,20 @@ impl Chat {
             limit: i64::from(limit),
         };
         let topic_name = topic.to_string();
-        // The page and its reactions: one query for the messages, one for the reactions.
-        let (rows, more, reactions) = store::blocking(&self.pool, move |conn| {
+        // The page, its reactions on each row: one statement.
+        let (rows, more) = store::blocking(&self.pool, move |conn| {
             if let Some((room, user)) = &member_of
                 && !rooms::is_member(conn, room, user)?
             {
                 return Ok(None);
             }
-            let (rows, more) = messages::history(conn, &topic_name, page)?;
-            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-            let reactions = store::reactions::counts(conn, &ids)?;
-            Ok(Some((rows, more, reactions)))
+            Ok(Some(messages::history(conn, &topic_name, page)?))
         })
         .await
         .map_err(storage)?
         .ok_or(Reason::Unauthorized)?;
         Ok(HistoryPage {
-            messages: super::messages_with_reactions(rows, reactions),
+            messages: rows.into_iter().map(Message::from).collect(),
             more,
         })
     }
@@ -163,27 +147,23 @@ impl Chat {
     /// messages, newest first.
     pub async fn unread_summary(&self, user: &UserId) -> Result<UnreadSummary, Reason> {
         let user = user.to_string();
-        let (topics, reactions) = store::blocking(&self.pool, move |conn| {
-            let topics = messages::unread_summary(conn, &user)?;
-            let reactions = summary_reactions(conn, &topics)?;
-            Ok((topics, reactions))
+        let topics = store::blocking(&self.pool, move |conn| {
+            messages::unread_summary(conn, &user)
         })
         .await
         .map_err(storage)?;
-        let (unread, total) = entries(topics, reactions);
+        let (unread, total) = entries(topics);
         Ok(UnreadSummary { unread, total })
     }
 
     /// The support conversations for staff.
     pub async fn inbox_summary(&self) -> Result<InboxSummary, Reason> {
-        let (topics, reactions) = store::blocking(&self.pool, |conn| {
-            let topics = messages::inbox_summary(conn, INBOX_LIMIT)?;
-            let reactions = summary_reactions(conn, &topics)?;
-            Ok((topics, reactions))
+        let topics = store::blocking(&self.pool, |conn| {
+            messages::inbox_summary(conn, INBOX_LIMIT)
         })
         .await
         .map_err(storage)?;
-        let (conversations, total) = entries(topics, reactions);
+        let (conversations, total) = entries(topics);
         Ok(InboxSummary {
             conversations,
             total,

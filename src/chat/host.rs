@@ -161,7 +161,7 @@ impl Chat {
             .await
             .map_err(storage)?
         {
-            Outcome::Edited(row, reactions) => Ok(Message::with_reactions(row, reactions)),
+            Outcome::Edited(row) => Ok(Message::from(row)),
             _ => Err(Reason::Unavailable),
         }
     }

@@ -131,15 +131,8 @@ impl Chat {
         let user_id = user.to_string();
         let limit = i64::from(params.limit);
         // One more than asked: whether there is a next page.
-        let (mut listed, reactions) = store::blocking(&self.pool, move |conn| {
-            let listed = conversations::page(conn, &user_id, params.after.as_ref(), limit + 1)?;
-            // The last messages' reactions, in one more query.
-            let ids: Vec<i64> = listed
-                .iter()
-                .filter_map(|l| l.last_message.as_ref().map(|m| m.id))
-                .collect();
-            let reactions = store::reactions::counts(conn, &ids)?;
-            Ok((listed, reactions))
+        let mut listed = store::blocking(&self.pool, move |conn| {
+            conversations::page(conn, &user_id, params.after.as_ref(), limit + 1)
         })
         .await
         .map_err(storage)?;
@@ -151,7 +144,6 @@ impl Chat {
                 topic: l.topic.clone(),
             })
         });
-        let mut reactions = super::ReactionsByMessage::new(reactions);
         let conversations = listed
             .into_iter()
             .filter_map(|l| {
@@ -169,7 +161,7 @@ impl Chat {
                     kind,
                     peer,
                     name: l.room_name,
-                    last_message: l.last_message.map(|m| reactions.message(m)),
+                    last_message: l.last_message.map(Message::from),
                     unread: l.unread,
                     updated_at: timestamp(l.at),
                     topic: l.topic,

@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::store::MessageRow;
-use crate::store::reactions::ReactionCount;
 
 /// A stored message as every client sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -37,7 +36,7 @@ pub struct Message {
 }
 
 /// One emoji on a message.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Reaction {
     pub emoji: String,
     pub count: i64,
@@ -45,60 +44,16 @@ pub struct Reaction {
     pub users: Vec<String>,
 }
 
-impl Message {
-    /// A stored message with its reactions (`counts` may hold other messages' too).
-    pub fn with_reactions(row: MessageRow, counts: Vec<ReactionCount>) -> Message {
-        let mut message = Message::from(row);
-        message.reactions = counts
-            .into_iter()
-            .filter(|c| c.message_id == message.id)
-            .map(Reaction::from)
-            .collect();
-        message
-    }
-}
-
-impl From<ReactionCount> for Reaction {
-    fn from(c: ReactionCount) -> Self {
-        Reaction {
-            emoji: c.emoji,
-            count: c.count,
-            users: c.users,
-        }
-    }
-}
-
-/// One query's reaction counts for several messages, grouped by message.
-#[derive(Default)]
-pub struct ReactionsByMessage(std::collections::HashMap<i64, Vec<Reaction>>);
-
-impl ReactionsByMessage {
-    pub fn new(counts: Vec<ReactionCount>) -> ReactionsByMessage {
-        let mut by_message = ReactionsByMessage::default();
-        for count in counts {
-            by_message
-                .0
-                .entry(count.message_id)
-                .or_default()
-                .push(Reaction::from(count));
-        }
-        by_message
-    }
-
-    /// A stored message with its reactions (each message's are handed out once).
-    pub fn message(&mut self, row: MessageRow) -> Message {
-        let mut message = Message::from(row);
-        message.reactions = self.0.remove(&message.id).unwrap_or_default();
-        message
-    }
-}
-
-/// Messages with their reactions, from one query's `counts` for all of them.
-pub fn messages_with_reactions(rows: Vec<MessageRow>, counts: Vec<ReactionCount>) -> Vec<Message> {
-    let mut by_message = ReactionsByMessage::new(counts);
-    rows.into_iter()
-        .map(|row| by_message.message(row))
-        .collect()
+/// The reactions of a stored message, from its summary.
+fn reactions(row_id: i64, summary: Option<serde_json::Value>) -> Vec<Reaction> {
+    let Some(summary) = summary else {
+        return Vec::new();
+    };
+    serde_json::from_value(summary).unwrap_or_else(|e| {
+        // Postgres wrote it: a failure is a bug here, not bad input.
+        log::error!("reactions summary of message {row_id}: {e}");
+        Vec::new()
+    })
 }
 
 /// What a reply shows of the message it answers.
@@ -173,7 +128,7 @@ impl From<MessageRow> for Message {
                 (Some(id), Some(user_id), Some(body)) => Some(Quote { id, user_id, body }),
                 _ => None,
             },
-            reactions: Vec::new(),
+            reactions: reactions(row.id, row.reactions),
         }
     }
 }
@@ -203,6 +158,10 @@ mod tests {
             reply_to: Some(7),
             reply_to_user: Some("2".into()),
             reply_to_body: Some("earlier".into()),
+            // As `sidechat_reactions_of` writes it: jsonb orders an object's keys.
+            reactions: Some(serde_json::json!([
+                {"count": 2, "emoji": "👍", "users": ["2", "3"]}
+            ])),
         };
         let json = serde_json::to_value(Message::from(row)).unwrap();
         assert_eq!(
@@ -212,7 +171,7 @@ mod tests {
                 "kind": "user", "status": "complete", "client_ref": "c1",
                 "sent_at": "2026-11-22T10:00:00.123Z", "edited_at": null, "is_delivered": false,
                 "user_name": "Ann", "reply_to": {"id": 7, "user_id": "2", "body": "earlier"},
-                "reactions": []
+                "reactions": [{"emoji": "👍", "count": 2, "users": ["2", "3"]}]
             })
         );
     }

@@ -46,10 +46,7 @@ pub use budget::{Cost, Rate, Rates, Streak};
 pub use host::{ErasureReport, MessagePatch, Post, RoomInfo, RoomUpdate};
 pub use ids::{Actor, Body, BodyError, ClientRef, MessageId, Role, RoomId, UserId};
 pub use list::{Conversation, ConversationKind, ConversationPage, ListError, ListParams};
-pub use message::{
-    Message, MessageKind, MessageStatus, Quote, Reaction, ReactionsByMessage,
-    messages_with_reactions,
-};
+pub use message::{Message, MessageKind, MessageStatus, Quote, Reaction};
 pub use push::{NewPushSubscription, PushRefused};
 pub use reason::Reason;
 pub use reports::{Report, ReportPage};
@@ -197,11 +194,11 @@ impl Chat {
                         new_msg.message_id = Some(row.id);
                         hub.publish(new_msg);
                     }
-                    Change::Updated(row, reactions) => {
+                    Change::Updated(row) => {
                         hub.publish(event(
                             &row.topic,
                             "msg_updated",
-                            &Message::with_reactions(row.clone(), reactions.clone()),
+                            &Message::from(row.clone()),
                         ));
                     }
                     Change::Deleted(row) => {

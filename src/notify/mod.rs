@@ -231,10 +231,7 @@ impl Notifier {
         let wanted = delivery.clone();
         let context = store::blocking(&self.pool, move |c| {
             let (rows, count) = outbox::still_unread(c, &wanted)?;
-            // What the host is told carries the messages' reactions, as history does.
-            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-            let reactions = crate::store::reactions::counts(c, &ids)?;
-            let messages = crate::chat::messages_with_reactions(rows, reactions);
+            let messages: Vec<crate::chat::Message> = rows.into_iter().map(Into::into).collect();
             let subscription = match sink {
                 Sink::Push => crate::store::push::by_endpoint(c, &wanted.target)?,
                 Sink::Webhook => None,

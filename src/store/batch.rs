@@ -86,13 +86,7 @@ fn apply_one(
             .unwrap_or_else(|| Err(Error::Unavailable("the insert returned nothing".into()))),
         Mutation::Edit(edit) => {
             messages::plan_for_now(conn)?;
-            match messages::edit(conn, edit)? {
-                Ok(row) => {
-                    let reactions = super::reactions::counts(conn, &[row.id])?;
-                    Ok(Outcome::Edited(row, reactions))
-                }
-                Err(refused) => Err(refused),
-            }
+            messages::edit(conn, edit)?.map(Outcome::Edited)
         }
         Mutation::Delete { id, by } => {
             messages::tombstone(conn, *id, by.as_ref())?.map(Outcome::Deleted)

@@ -193,7 +193,7 @@ WITH page AS ( \
 SELECT p.topic, p.at, p.room_name, \
     m.id, m.sender_id, m.recipient_id, m.body, m.kind, m.status, m.meta, m.client_ref, \
     m.sent_at, m.edited_at, m.deleted_at, m.is_delivered, m.user_name, \
-    m.reply_to, m.reply_to_user, m.reply_to_body, \
+    m.reply_to, m.reply_to_user, m.reply_to_body, m.reactions, \
     CASE WHEN p.read_up_to IS NULL THEN \
         (SELECT count(*) FROM messages u WHERE u.recipient_id = $10 AND u.topic = p.topic \
          AND NOT u.is_delivered AND u.deleted_at IS NULL) \

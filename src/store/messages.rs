@@ -17,28 +17,35 @@ pub struct Page {
     pub limit: i64,
 }
 
-/// Messages oldest first, and whether more lie beyond the page in the direction read.
+/// A page newest first, before `$2` (`i64::MAX` for the newest).
+pub const PAGE_BEFORE: &str = "SELECT * FROM messages WHERE topic = $1 AND deleted_at IS NULL \
+     AND id < $2 ORDER BY id DESC LIMIT $3";
+
+/// A page oldest first, after `$2` and before `$3`.
+pub const PAGE_AFTER: &str = "SELECT * FROM messages WHERE topic = $1 AND deleted_at IS NULL \
+     AND id > $2 AND id < $3 ORDER BY id ASC LIMIT $4";
+
+/// Messages oldest first, each with its reactions' summary, and whether more lie beyond
+/// the page in the direction read. Kept prepared: a join runs it.
 pub fn history(
     conn: &mut PgConnection,
     topic: &str,
     page: Page,
 ) -> Result<(Vec<MessageRow>, bool), Error> {
-    let mut query = messages::table
-        .filter(messages::topic.eq(topic))
-        .filter(messages::deleted_at.is_null())
-        .select(MessageRow::as_select())
-        .limit(page.limit + 1)
-        .into_boxed();
-    if let Some(before) = page.before {
-        query = query.filter(messages::id.lt(before));
-    }
-    let mut rows = if let Some(after) = page.after {
-        query
-            .filter(messages::id.gt(after))
-            .order(messages::id.asc())
-            .load(conn)?
-    } else {
-        query.order(messages::id.desc()).load(conn)?
+    use diesel::sql_types::{BigInt, Text};
+    let before = page.before.unwrap_or(i64::MAX);
+    let mut rows: Vec<MessageRow> = match page.after {
+        Some(after) => super::prepared::prepared(PAGE_AFTER)
+            .bind::<Text, _>(topic)
+            .bind::<BigInt, _>(after)
+            .bind::<BigInt, _>(before)
+            .bind::<BigInt, _>(page.limit + 1)
+            .load(conn)?,
+        None => super::prepared::prepared(PAGE_BEFORE)
+            .bind::<Text, _>(topic)
+            .bind::<BigInt, _>(before)
+            .bind::<BigInt, _>(page.limit + 1)
+            .load(conn)?,
     };
     let more = rows.len() as i64 > page.limit;
     rows.truncate(usize::try_from(page.limit).unwrap_or(0));

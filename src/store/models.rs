@@ -30,6 +30,9 @@ pub struct MessageRow {
     pub reply_to: Option<i64>,
     pub reply_to_user: Option<String>,
     pub reply_to_body: Option<String>,
+    /// A summary of its reactions (PROTOCOL.md §11's `reactions`), kept in step with the
+    /// `reactions` table by `store::reactions`; None without any.
+    pub reactions: Option<serde_json::Value>,
 }
 
 #[cfg(test)]
@@ -54,6 +57,7 @@ impl MessageRow {
             reply_to: None,
             reply_to_user: None,
             reply_to_body: None,
+            reactions: None,
         }
     }
 }

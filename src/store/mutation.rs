@@ -2,7 +2,6 @@
 //! its batches and the queries it runs share.
 
 use super::models::{MessageRow, NewMessage};
-use super::reactions::ReactionCount;
 
 /// A committed message, and whether this request created it (false: a resend with a
 /// `client_ref` already used, answered with the stored row).
@@ -74,8 +73,7 @@ pub enum Mutation {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Inserted(Stored),
-    /// With the message's reactions, which `msg_updated` carries too.
-    Edited(MessageRow, Vec<ReactionCount>),
+    Edited(MessageRow),
     Deleted(MessageRow),
     Erased(Erasure),
 }
@@ -84,7 +82,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     Created(MessageRow),
-    Updated(MessageRow, Vec<ReactionCount>),
+    Updated(MessageRow),
     Deleted(MessageRow),
     Erased(Erasure),
 }

@@ -1,4 +1,7 @@
-//! Reactions to messages: one row per message, emoji and user.
+//! Reactions to messages: one row per message, emoji and user. Each change also rewrites
+//! the message's summary of them (`messages.reactions`, made by the SQL function
+//! `sidechat_reactions_of`) in the same transaction, so whatever reads a message reads
+//! its reactions with it, at no cost of its own.
 
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
@@ -6,19 +9,6 @@ use diesel::sql_types::{Array, BigInt, Text};
 
 use super::Error;
 use super::schema::reactions;
-
-/// One emoji on one message: how many reacted with it, and the first ten of them.
-#[derive(Debug, Clone, PartialEq, QueryableByName)]
-pub struct ReactionCount {
-    #[diesel(sql_type = BigInt)]
-    pub message_id: i64,
-    #[diesel(sql_type = Text)]
-    pub emoji: String,
-    #[diesel(sql_type = BigInt)]
-    pub count: i64,
-    #[diesel(sql_type = Array<Text>)]
-    pub users: Vec<String>,
-}
 
 /// What `set` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,12 +52,11 @@ pub fn set(
         }
         let mine = reactions::table.find((id, emoji, user));
         if !on {
-            let removed = diesel::delete(mine).execute(conn)?;
-            return Ok(if removed > 0 {
-                Reacted::Changed
-            } else {
-                Reacted::Unchanged
-            });
+            if diesel::delete(mine).execute(conn)? == 0 {
+                return Ok(Reacted::Unchanged);
+            }
+            summarise(conn, &[id])?;
+            return Ok(Reacted::Changed);
         }
         if diesel::select(diesel::dsl::exists(mine)).get_result(conn)? {
             return Ok(Reacted::Unchanged);
@@ -95,43 +84,39 @@ pub fn set(
             ))
             .on_conflict_do_nothing()
             .execute(conn)?;
+        summarise(conn, &[id])?;
         Ok(Reacted::Changed)
     })
 }
 
-/// The reactions of the messages `ids`, in one query: per message, each emoji in the
-/// order it was first used, with its first ten users.
-pub fn counts(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<ReactionCount>, Error> {
+/// Rewrites the summaries of messages `ids` from the `reactions` table.
+fn summarise(conn: &mut PgConnection, ids: &[i64]) -> Result<(), Error> {
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    // Kept prepared: every page of history runs it, and planning would cost more than
-    // reading a page's few reactions.
-    Ok(super::prepared::prepared(
-        "SELECT message_id, emoji, count(*) AS count, \
-                (array_agg(user_id ORDER BY created_at, user_id))[1:10] AS users \
-         FROM reactions WHERE message_id = ANY($1) \
-         GROUP BY message_id, emoji ORDER BY message_id, min(created_at), emoji",
+    super::prepared::prepared(
+        "UPDATE messages SET reactions = sidechat_reactions_of(id) WHERE id = ANY($1)",
     )
     .bind::<Array<BigInt>, _>(ids)
-    .load(conn)?)
-}
-
-/// Removes `user`'s reactions, and every reaction to the messages `gone` (erasure).
-pub fn forget(conn: &mut PgConnection, user: &str, gone: &[i64]) -> Result<(), Error> {
-    diesel::delete(
-        reactions::table.filter(
-            reactions::user_id
-                .eq(user)
-                .or(reactions::message_id.eq_any(gone)),
-        ),
-    )
     .execute(conn)?;
     Ok(())
 }
 
-/// Removes the reactions to a deleted message.
+/// Removes `user`'s reactions, and every reaction to the messages `gone` (erasure, which
+/// deletes those rows); the messages that remain keep a summary without them.
+pub fn forget(conn: &mut PgConnection, user: &str, gone: &[i64]) -> Result<(), Error> {
+    let mut touched: Vec<i64> =
+        diesel::delete(reactions::table.filter(reactions::user_id.eq(user)))
+            .returning(reactions::message_id)
+            .get_results(conn)?;
+    diesel::delete(reactions::table.filter(reactions::message_id.eq_any(gone))).execute(conn)?;
+    touched.sort_unstable();
+    touched.dedup();
+    summarise(conn, &touched)
+}
+
+/// Removes the reactions to a deleted message, and its summary.
 pub fn clear(conn: &mut PgConnection, id: i64) -> Result<(), Error> {
     diesel::delete(reactions::table.filter(reactions::message_id.eq(id))).execute(conn)?;
-    Ok(())
+    summarise(conn, &[id])
 }

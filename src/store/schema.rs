@@ -35,6 +35,7 @@ diesel::table! {
         reply_to -> Nullable<Int8>,
         reply_to_user -> Nullable<Text>,
         reply_to_body -> Nullable<Text>,
+        reactions -> Nullable<Jsonb>,
     }
 }
 

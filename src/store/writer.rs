@@ -258,9 +258,7 @@ impl WriterLoop {
                         Ok(Outcome::Inserted(s)) if s.created => {
                             Some(Change::Created(s.row.clone()))
                         }
-                        Ok(Outcome::Edited(row, reactions)) => {
-                            Some(Change::Updated(row.clone(), reactions.clone()))
-                        }
+                        Ok(Outcome::Edited(row)) => Some(Change::Updated(row.clone())),
                         Ok(Outcome::Deleted(row)) => Some(Change::Deleted(row.clone())),
                         Ok(Outcome::Erased(e)) => Some(Change::Erased(e.clone())),
                         _ => None,

@@ -80,6 +80,18 @@ async fn replicas_migrating_at_once_take_turns() {
     );
 }
 
+/// Runs every migration before the one whose name ends with `name`.
+fn migrate_up_to(conn: &mut PgConnection, name: &str) {
+    while !conn
+        .pending_migrations(MIGRATIONS)
+        .unwrap()
+        .first()
+        .is_some_and(|m| m.name().to_string().ends_with(name))
+    {
+        conn.run_next_migration(MIGRATIONS).unwrap();
+    }
+}
+
 #[derive(QueryableByName, Debug, PartialEq)]
 struct Listed {
     #[diesel(sql_type = diesel::sql_types::Text)]
@@ -96,15 +108,7 @@ async fn the_conversation_list_is_backfilled_from_existing_messages() {
     let url = fresh_database();
     tokio::task::spawn_blocking(move || {
         let mut conn = PgConnection::establish(&url).unwrap();
-        // Every migration before the list's.
-        while !conn
-            .pending_migrations(MIGRATIONS)
-            .unwrap()
-            .first()
-            .is_some_and(|m| m.name().to_string().ends_with("_conversation_list"))
-        {
-            conn.run_next_migration(MIGRATIONS).unwrap();
-        }
+        migrate_up_to(&mut conn, "_conversation_list");
         conn.batch_execute(
             "INSERT INTO rooms (id, name) VALUES ('club', 'Club'), ('empty', 'Empty'); \
              INSERT INTO room_members (room_id, user_id) VALUES ('club', 'a'), ('empty', 'a'); \
@@ -145,6 +149,42 @@ async fn the_conversation_list_is_backfilled_from_existing_messages() {
         .load(&mut conn)
         .unwrap();
         assert_eq!(rooms, [row("club", "Club", 4), row("empty", "Empty", 0)]);
+    })
+    .await
+    .unwrap();
+}
+
+/// An upgraded deployment's messages carry the reactions they had before summaries.
+#[tokio::test]
+async fn reaction_summaries_are_backfilled_from_existing_reactions() {
+    let url = fresh_database();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        migrate_up_to(&mut conn, "_reaction_summaries");
+        conn.batch_execute(
+            "INSERT INTO messages (id, topic, sender_id, recipient_id, body) VALUES \
+               (1, 'chat:a:b', 'a', 'b', 'one'), (2, 'chat:a:b', 'b', 'a', 'two'); \
+             INSERT INTO reactions (message_id, emoji, user_id, created_at) VALUES \
+               (1, 'x', 'b', '2026-01-01T00:00:02Z'), (1, 'y', 'a', '2026-01-01T00:00:01Z'), \
+               (1, 'x', 'a', '2026-01-01T00:00:03Z');",
+        )
+        .unwrap();
+        conn.run_pending_migrations(MIGRATIONS).unwrap();
+        let summaries: Vec<Line> = diesel::sql_query(
+            "SELECT id || ' ' || coalesce(reactions::text, 'null') AS line FROM messages \
+             ORDER BY id",
+        )
+        .load(&mut conn)
+        .unwrap();
+        let lines: Vec<String> = summaries.into_iter().map(|l| l.line).collect();
+        assert_eq!(
+            lines,
+            [
+                r#"1 [{"count": 1, "emoji": "y", "users": ["a"]}, {"count": 2, "emoji": "x", "users": ["b", "a"]}]"#,
+                "2 null"
+            ],
+            "in the order first used, users in the order they reacted"
+        );
     })
     .await
     .unwrap();

@@ -245,7 +245,7 @@ fn migrate_applies_the_schema_and_exits() {
         .env("DATABASE_URL", &url)
         .env("SIDECHAT__AUTH__HMAC_SECRETS", SECRET));
     assert!(ok, "{stderr:?}");
-    assert!(stdout.contains("applied 10 migration"), "{stdout}");
+    assert!(stdout.contains("applied 11 migration"), "{stdout}");
     let (ok, _, stdout) = run(sidechat()
         .args(["migrate"])
         .env("DATABASE_URL", &url)

@@ -53,13 +53,18 @@ fn prefill(url: &str, rows: i64, conversations: i64) -> anyhow::Result<()> {
     ))
     .execute(&mut conn)?;
     // A tenth of the messages carry reactions (two emoji, one with three users), as a
-    // lively site's would: the join's page reads them in one more query.
+    // lively site's would, with their summaries as `store::reactions` keeps them.
     diesel::sql_query(
         "INSERT INTO reactions (message_id, emoji, user_id) \
          SELECT id, e.emoji, e.user_id FROM messages \
          CROSS JOIN (VALUES ('👍', 'r1'), ('👍', 'r2'), ('👍', 'r3'), ('🎉', 'r1')) \
              AS e(emoji, user_id) \
          WHERE id % 10 = 0",
+    )
+    .execute(&mut conn)?;
+    diesel::sql_query(
+        "UPDATE messages SET reactions = sidechat_reactions_of(id) \
+         WHERE id IN (SELECT DISTINCT message_id FROM reactions)",
     )
     .execute(&mut conn)?;
     // The lists, as the migration backfills them (messages went in by SQL, not the writer;
