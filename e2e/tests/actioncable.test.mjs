@@ -74,7 +74,7 @@ test("a Rails consumer subscribes, performs and receives, with a Phoenix client 
     subscription.perform("read", { message_id: message.id, ref: "r2" });
     assert.deepEqual((await nextEvent("reply", (p) => p.ref === "r2")).response, { marked: 1 });
 
-    // Message actions (PROTOCOL.md §11) by `perform`: reply, edit, delete.
+    // Message actions (PROTOCOL.md §11) by `perform`: reply, edit, delete, react.
     const mine = reply.response.message;
     subscription.perform("new_msg", { body: "quoting you", reply_to: message.id, ref: "r3" });
     const answer = await nextEvent("reply", (p) => p.ref === "r3");
@@ -92,6 +92,24 @@ test("a Rails consumer subscribes, performs and receives, with a Phoenix client 
     subscription.perform("delete_msg", { id: mine.id, ref: "r6" });
     assert.equal((await nextEvent("reply", (p) => p.ref === "r6")).status, "ok");
     assert.equal((await deleted).id, mine.id);
+
+    // Reactions by `perform`: the Phoenix side hears it, and the message carries it.
+    const told = next(bobChat, "reaction");
+    subscription.perform("react", { id: message.id, emoji: "👍", ref: "r7" });
+    assert.equal((await nextEvent("reply", (p) => p.ref === "r7")).status, "ok");
+    assert.deepEqual(await told, { message_id: message.id, emoji: "👍", user_id: alice, on: true });
+    const echoed = await nextEvent("reaction", (p) => p.message_id === message.id && p.on);
+    assert.equal(echoed.emoji, "👍");
+    subscription.perform("react", { id: message.id, emoji: "not an emoji", ref: "r8" });
+    assert.equal((await nextEvent("reply", (p) => p.ref === "r8")).response.reason, "invalid_payload");
+    subscription.perform("history", { ref: "r9" });
+    const page = (await nextEvent("reply", (p) => p.ref === "r9")).response;
+    const reacted = page.messages.find((m) => m.id === message.id);
+    assert.deepEqual(reacted.reactions, [{ emoji: "👍", count: 1, users: [alice] }]);
+    const untold = next(bobChat, "reaction");
+    subscription.perform("unreact", { id: message.id, emoji: "👍", ref: "r10" });
+    assert.equal((await nextEvent("reply", (p) => p.ref === "r10")).status, "ok");
+    assert.equal((await untold).on, false);
 
     // A conversation that is not the user's is rejected.
     const refused = new Promise((res) =>

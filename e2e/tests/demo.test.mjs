@@ -172,7 +172,7 @@ test("the sidebar lists every conversation live; block, unblock and report from 
   await alicePage.screenshot({ path: join(artifacts, "demo-sidebar.png") });
 });
 
-test("edit, reply and delete on the demo page, with names", async () => {
+test("edit, react, reply and delete on the demo page, with names", async () => {
   const [alice, bob] = [uid("alice"), uid("bob")];
   const { DEV_JWT_SECRET } = await import("../lib/server.mjs");
   const named = (await import("jsonwebtoken")).default.sign(
@@ -208,10 +208,31 @@ test("edit, reply and delete on the demo page, with names", async () => {
   const answer = alicePage.locator(".message:not(.mine)", { hasText: "hi alice" });
   await answer.locator(".quote", { hasText: `${alice}: hello bob` }).waitFor();
 
-  // Alice takes hers back: it leaves bob's page.
-  await alicePage.locator(".message.mine", { hasText: "hello bob" }).locator(".action.delete").click();
-  await fixed.waitFor({ state: "detached" });
+  // Bob reacts from the picker, alice joins in with a click on the count.
+  await fixed.locator(".chip.add").click();
+  await fixed.locator(".picker span", { hasText: "👍" }).click();
+  const mine = alicePage.locator(".message.mine", { hasText: "hello bob" });
+  await mine.locator(".chip", { hasText: "👍 1" }).click();
+  await fixed.locator(".chip", { hasText: "👍 2" }).waitFor();
+  await mine.locator(".chip.mine", { hasText: "👍 2" }).waitFor();
+
+  // Alice edits again: bob's reply quotes it as it is now, on both pages, live.
+  await mine.locator(".action.edit").click();
+  await alicePage.fill("#body", "hello bob!");
+  await alicePage.click("#send");
+  await answer.locator(".quote", { hasText: `${alice}: hello bob!` }).waitFor();
+  const bobsAnswer = bobPage.locator(".message.mine", { hasText: "hi alice" });
+  await bobsAnswer.locator(".quote", { hasText: "hello bob!" }).waitFor();
+  // The reactions outlive the edit.
+  await fixed.locator(".chip", { hasText: "👍 2" }).waitFor();
 
   mkdirSync(artifacts, { recursive: true });
   await alicePage.screenshot({ path: join(artifacts, "demo-actions.png") });
+
+  // Alice takes one back, then the message: it leaves bob's page, and so does the quote.
+  await mine.locator(".chip.mine", { hasText: "👍 2" }).click();
+  await fixed.locator(".chip", { hasText: "👍 1" }).waitFor();
+  await mine.locator(".action.delete").click();
+  await fixed.waitFor({ state: "detached" });
+  await bobsAnswer.locator(".quote").waitFor({ state: "detached" });
 });

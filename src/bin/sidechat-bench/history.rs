@@ -24,7 +24,7 @@ const CHUNK: i64 = 1_000_000;
 const LISTERS: i64 = 10;
 const LISTED: i64 = 1_000;
 
-fn prefill(url: &str, rows: i64, conversations: i64) -> anyhow::Result<()> {
+fn prefill(url: &str, rows: i64, conversations: i64, reacted_every: i64) -> anyhow::Result<()> {
     let mut conn = PgConnection::establish(url)?;
     let mut start = 0;
     while start < rows {
@@ -52,16 +52,19 @@ fn prefill(url: &str, rows: i64, conversations: i64) -> anyhow::Result<()> {
                               (1, 'q' || j || 'x' || i, 'l' || j)) AS who(n, sender, recipient)"
     ))
     .execute(&mut conn)?;
-    // A tenth of the messages carry reactions (two emoji, one with three users), as a
-    // lively site's would, with their summaries as `store::reactions` keeps them.
-    diesel::sql_query(
-        "INSERT INTO reactions (message_id, emoji, user_id) \
-         SELECT id, e.emoji, e.user_id FROM messages \
-         CROSS JOIN (VALUES ('👍', 'r1'), ('👍', 'r2'), ('👍', 'r3'), ('🎉', 'r1')) \
-             AS e(emoji, user_id) \
-         WHERE id % 10 = 0",
-    )
-    .execute(&mut conn)?;
+    // One message in `reacted_every` (a tenth by default) carries reactions (two emoji,
+    // one with three users), as a lively site's would, with their summaries as
+    // `store::reactions` keeps them.
+    if reacted_every > 0 {
+        diesel::sql_query(format!(
+            "INSERT INTO reactions (message_id, emoji, user_id) \
+             SELECT id, e.emoji, e.user_id FROM messages \
+             CROSS JOIN (VALUES ('👍', 'r1'), ('👍', 'r2'), ('👍', 'r3'), ('🎉', 'r1')) \
+                 AS e(emoji, user_id) \
+             WHERE id % {reacted_every} = 0"
+        ))
+        .execute(&mut conn)?;
+    }
     diesel::sql_query(
         "UPDATE messages SET reactions = sidechat_reactions_of(id) \
          WHERE id IN (SELECT DISTINCT message_id FROM reactions)",
@@ -97,10 +100,12 @@ pub async fn run(
     rows: i64,
     conversations: i64,
     samples: usize,
+    reacted_every: i64,
 ) -> anyhow::Result<Value> {
     let url = server.database_url.clone();
     let fill_started = Instant::now();
-    tokio::task::spawn_blocking(move || prefill(&url, rows, conversations)).await??;
+    tokio::task::spawn_blocking(move || prefill(&url, rows, conversations, reacted_every))
+        .await??;
     let fill_seconds = fill_started.elapsed().as_secs_f64();
 
     let users = (conversations / 100).max(1);
@@ -149,6 +154,7 @@ pub async fn run(
     Ok(json!({
         "scenario": "history",
         "rows": rows,
+        "reacted_every": reacted_every,
         "conversations": conversations,
         "prefill_seconds": fill_seconds,
         "note": "round trips are the client's; server figures come from the server's join histogram (arrival to reply written), interpolated within buckets",

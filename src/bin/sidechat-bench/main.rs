@@ -119,6 +119,9 @@ enum Scenario {
         conversations: i64,
         #[arg(long, default_value_t = 1_000)]
         samples: usize,
+        /// One message in this many carries reactions; 0 for none (a baseline).
+        #[arg(long, default_value_t = 10)]
+        reacted_every: i64,
     },
 }
 
@@ -192,7 +195,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 rows,
                 conversations,
                 samples,
-            } => history::run(&server, rows, conversations, samples).await,
+                reacted_every,
+            } => history::run(&server, rows, conversations, samples, reacted_every).await,
         }
     })?;
     println!("{result}");
