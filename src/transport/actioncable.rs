@@ -113,7 +113,7 @@ impl Codec for ActionCable {
                 Ok(response) => {
                     let confirm = json!({"type": "confirm_subscription"});
                     frames.push(to_identifier(identifier, object(confirm)));
-                    frames.push(message_frame(identifier, "joined", &response.to_string()));
+                    frames.push(message_frame(identifier, "joined", response));
                 }
                 Err(_) => {
                     let reject = json!({"type": "reject_subscription"});
@@ -127,12 +127,17 @@ impl Codec for ActionCable {
                 ..
             } => {
                 let payload = match result {
-                    Ok(response) => json!({"ref": msg_ref, "status": "ok", "response": response}),
+                    // The response is JSON text already: written in, not parsed and copied.
+                    Ok(response) => format!(
+                        "{{\"ref\":{},\"status\":\"ok\",\"response\":{response}}}",
+                        Value::from(*msg_ref)
+                    ),
                     Err(reason) => {
                         json!({"ref": msg_ref, "status": "error", "response": {"reason": reason}})
+                            .to_string()
                     }
                 };
-                frames.push(message_frame(identifier, "reply", &payload.to_string()));
+                frames.push(message_frame(identifier, "reply", &payload));
             }
             Outbound::Push {
                 join_ref: Some(identifier),
@@ -284,7 +289,7 @@ mod tests {
                 join_ref: Some(ID),
                 msg_ref: None,
                 topic: "chat:1:2",
-                result: Ok(&response),
+                result: Ok(&response.to_string()),
             }),
             vec![
                 json!({"identifier": ID, "type": "confirm_subscription"}),
@@ -312,6 +317,16 @@ mod tests {
                 payload: r#"{"id":1}"#,
             }),
             vec![json!({"identifier": ID, "message": {"event": "new_msg", "payload": {"id": 1}}})]
+        );
+        assert_eq!(
+            encoded(Outbound::Reply {
+                join_ref: Some(ID),
+                msg_ref: Some("6"),
+                topic: "chat:1:2",
+                result: Ok(r#"{"marked":1}"#),
+            }),
+            vec![json!({"identifier": ID, "message": {"event": "reply",
+                "payload": {"ref": "6", "status": "ok", "response": {"marked": 1}}}})]
         );
         assert_eq!(
             encoded(Outbound::Reply {

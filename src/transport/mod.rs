@@ -31,6 +31,43 @@ pub enum Inbound {
 #[error("malformed frame: {0}")]
 pub struct DecodeError(pub &'static str);
 
+/// A reply's `response`, as JSON text: encoded once by whoever answers and written into
+/// the frame as it is. A page of history goes straight from its structs to text, never
+/// through a `Value` tree that the frame would copy again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response(String);
+
+impl Response {
+    /// `{}`: done, nothing to tell.
+    pub fn empty() -> Response {
+        Response("{}".to_owned())
+    }
+
+    pub fn of(value: &impl serde::Serialize) -> Response {
+        match serde_json::to_string(value) {
+            Ok(text) => Response(text),
+            // Only maps with non-string keys fail, and no response has one.
+            Err(e) => {
+                log::error!("a response did not encode: {e}");
+                Response::empty()
+            }
+        }
+    }
+
+    /// `{"message": message}`.
+    pub fn message(message: &crate::chat::Message) -> Response {
+        #[derive(serde::Serialize)]
+        struct Sent<'a> {
+            message: &'a crate::chat::Message,
+        }
+        Response::of(&Sent { message })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// What the server sends, before encoding.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outbound<'a> {
@@ -39,14 +76,16 @@ pub enum Outbound<'a> {
         join_ref: Option<&'a str>,
         msg_ref: Option<&'a str>,
         topic: &'a str,
-        result: Result<&'a Value, Reason>,
+        /// The response as JSON text.
+        result: Result<&'a str, Reason>,
     },
     /// The answer to any other event; sent only when the event carried a ref.
     Reply {
         join_ref: Option<&'a str>,
         msg_ref: Option<&'a str>,
         topic: &'a str,
-        result: Result<&'a Value, Reason>,
+        /// The response as JSON text.
+        result: Result<&'a str, Reason>,
     },
     /// An event on a topic; `payload` is JSON text, encoded once for every receiver.
     Push {

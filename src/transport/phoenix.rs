@@ -70,12 +70,12 @@ impl Codec for PhoenixV2 {
                 topic,
                 result,
             } => {
+                // The response is JSON text already: written in, not parsed and copied.
                 let payload = match result {
-                    Ok(response) => {
-                        serde_json::json!({"status": "ok", "response": response})
-                    }
+                    Ok(response) => format!("{{\"status\":\"ok\",\"response\":{response}}}"),
                     Err(reason) => {
                         serde_json::json!({"status": "error", "response": {"reason": reason}})
+                            .to_string()
                     }
                 };
                 format!(
@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn outbound_encodes_as_v2_frames() {
-        let response = json!({"messages": [], "more": false});
+        let response = json!({"messages": [], "more": false}).to_string();
         let cases = [
             (
                 Outbound::Reply {

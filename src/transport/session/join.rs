@@ -1,14 +1,14 @@
 //! Joining a topic: checks, the subscription taken before the history query (so nothing
 //! falls between the two), and the reply, presence and buffered events once it loads.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{Channel, Completion, End, JoinState, Session};
 use crate::chat::{JoinReply, Reason, Request, Topic};
 use crate::hub::Subscriber;
 use crate::metrics::KindLabel;
-use crate::transport::{Codec, Outbound};
+use crate::transport::{Codec, Outbound, Response};
 
 impl<C: Codec> Session<C> {
     pub(super) async fn join(
@@ -119,7 +119,8 @@ impl<C: Codec> Session<C> {
             JoinReply::Conversation(page) => page.messages.iter().map(|m| m.id).max(),
             JoinReply::Lobby(_) | JoinReply::Inbox(_) => None,
         };
-        self.join_reply(jr, mr, &spelled, Ok(json!(reply))).await?;
+        self.join_reply(jr, mr, &spelled, Ok(Response::of(&reply)))
+            .await?;
         let kind = match topic {
             Topic::Lobby(_) => "lobby",
             Topic::Inbox => "inbox",

@@ -13,7 +13,6 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, Protocol
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use futures_util::stream::FuturesUnordered;
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +22,7 @@ mod outbound;
 mod reads;
 mod requests;
 
-use super::{CloseCode, Codec, Inbound};
+use super::{CloseCode, Codec, Inbound, Response};
 use crate::auth::Identity;
 use crate::chat::{Actor, Chat, Cost, JoinReply, MessageId, Reason, Streak, Topic};
 use crate::hub::{ConnId, HubEvent};
@@ -104,7 +103,7 @@ struct ReplyTo {
 enum Completion {
     Reply {
         to: ReplyTo,
-        result: Result<Value, Reason>,
+        result: Result<Response, Reason>,
     },
     Joined {
         key: String,
@@ -320,7 +319,7 @@ impl<C: Codec> Session<C> {
         match message {
             AggregatedMessage::Text(text) => match self.codec.decode(&text) {
                 Ok(Inbound::Heartbeat { msg_ref }) => {
-                    let result = self.charge(Cost::Event, false)?.map(|()| json!({}));
+                    let result = self.charge(Cost::Event, false)?.map(|()| Response::empty());
                     self.reply(None, msg_ref.as_deref(), "phoenix", result)
                         .await
                 }

@@ -3,12 +3,10 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use super::{End, JoinState, Session};
 use crate::chat::Reason;
 use crate::hub::{DROP_EVENT, HubEvent};
-use crate::transport::{CloseCode, Codec, Outbound};
+use crate::transport::{CloseCode, Codec, Outbound, Response};
 
 impl<C: Codec> Session<C> {
     /// Pings the client: the protocol's own keep-alive, if it has one, and a WebSocket ping.
@@ -51,7 +49,7 @@ impl<C: Codec> Session<C> {
         join_ref: Option<&str>,
         msg_ref: Option<&str>,
         topic: &str,
-        result: Result<Value, Reason>,
+        result: Result<Response, Reason>,
     ) -> Result<(), End> {
         self.answer(false, join_ref, msg_ref, topic, result).await
     }
@@ -63,7 +61,7 @@ impl<C: Codec> Session<C> {
         join_ref: Option<&str>,
         msg_ref: Option<&str>,
         topic: &str,
-        result: Result<Value, Reason>,
+        result: Result<Response, Reason>,
     ) -> Result<(), End> {
         self.answer(true, join_ref, msg_ref, topic, result).await
     }
@@ -74,12 +72,12 @@ impl<C: Codec> Session<C> {
         join_ref: Option<&str>,
         msg_ref: Option<&str>,
         topic: &str,
-        result: Result<Value, Reason>,
+        result: Result<Response, Reason>,
     ) -> Result<(), End> {
         if let Err(reason) = &result {
             self.ctx.chat.metrics().error(reason.as_str());
         }
-        let result = result.as_ref().map_err(|r| *r);
+        let result = result.as_ref().map(Response::as_str).map_err(|r| *r);
         let outbound = if to_join {
             Outbound::JoinReply {
                 join_ref,

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::{Completion, End, ReplyTo, Session};
 use crate::chat::{MessageId, Reason, Topic};
-use crate::transport::Codec;
+use crate::transport::{Codec, Response};
 
 impl<C: Codec> Session<C> {
     /// Stores receipts as one read up to their highest message id.
@@ -52,8 +52,8 @@ impl<C: Codec> Session<C> {
         let up_to = requests.iter().map(|(_, id)| *id).max();
         for (to, id) in requests {
             let answer = match &result {
-                Ok(marked) if Some(id) == up_to => Ok(json!({"marked": marked})),
-                Ok(_) => Ok(json!({"marked": 0})),
+                Ok(marked) if Some(id) == up_to => Ok(Response::of(&json!({"marked": marked}))),
+                Ok(_) => Ok(Response::of(&json!({"marked": 0}))),
                 Err(reason) => Err(*reason),
             };
             self.reply(

@@ -2,11 +2,11 @@
 //! the channel's state, and routed to the domain. Work that waits on storage runs off
 //! the loop (`in_flight`) and is answered when it completes.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{Channel, Completion, End, JoinState, ReplyTo, Session};
 use crate::chat::{Reason, Request, Topic};
-use crate::transport::Codec;
+use crate::transport::{Codec, Response};
 
 impl<C: Codec> Session<C> {
     pub(super) async fn on_event(
@@ -46,7 +46,7 @@ impl<C: Codec> Session<C> {
         );
         if event == "phx_leave" {
             self.drop_channel(&key);
-            return self.reply(jr, mr, &raw_topic, Ok(json!({}))).await;
+            return self.reply(jr, mr, &raw_topic, Ok(Response::empty())).await;
         }
         if !ready {
             return self.reply(jr, mr, &raw_topic, Err(Reason::NotJoined)).await;
@@ -64,13 +64,15 @@ impl<C: Codec> Session<C> {
         };
         match request {
             Request::Typing(typing) => {
-                let result = chat.typing(&actor, &topic, typing).map(|()| json!({}));
+                let result = chat
+                    .typing(&actor, &topic, typing)
+                    .map(|()| Response::empty());
                 self.reply(jr, mr, &raw_topic, result).await
             }
             Request::NewMsg(msg) => {
                 self.in_flight(to, async move {
                     let message = chat.send(&actor, &topic, msg).await?;
-                    Ok(json!({"message": message}))
+                    Ok(Response::message(&message))
                 });
                 Ok(())
             }
@@ -90,7 +92,7 @@ impl<C: Codec> Session<C> {
             }
             Request::History(params) => {
                 self.in_flight(to, async move {
-                    Ok(json!(chat.history(&actor, &topic, params).await?))
+                    Ok(Response::of(&chat.history(&actor, &topic, params).await?))
                 });
                 Ok(())
             }
@@ -98,7 +100,7 @@ impl<C: Codec> Session<C> {
                 // A lobby is joined only by its own user.
                 Topic::Lobby(user) => {
                     self.in_flight(to, async move {
-                        Ok(json!(chat.conversations(&user, params).await?))
+                        Ok(Response::of(&chat.conversations(&user, params).await?))
                     });
                     Ok(())
                 }
@@ -110,28 +112,28 @@ impl<C: Codec> Session<C> {
             Request::EditMsg { id, body } => {
                 self.in_flight(to, async move {
                     let message = chat.edit_own(&actor, &topic, id, &body).await?;
-                    Ok(json!({"message": message}))
+                    Ok(Response::message(&message))
                 });
                 Ok(())
             }
             Request::DeleteMsg(id) => {
                 self.in_flight(to, async move {
                     chat.delete_own(&actor, &topic, id).await?;
-                    Ok(json!({}))
+                    Ok(Response::empty())
                 });
                 Ok(())
             }
             Request::React { id, emoji, on } => {
                 self.in_flight(to, async move {
                     chat.react(&actor, &topic, id, &emoji, on).await?;
-                    Ok(json!({}))
+                    Ok(Response::empty())
                 });
                 Ok(())
             }
             Request::Report(params) => {
                 self.in_flight(to, async move {
                     chat.report(&actor, &topic, params).await?;
-                    Ok(json!({}))
+                    Ok(Response::empty())
                 });
                 Ok(())
             }
@@ -146,7 +148,7 @@ impl<C: Codec> Session<C> {
     fn in_flight(
         &mut self,
         to: ReplyTo,
-        work: impl Future<Output = Result<Value, Reason>> + 'static,
+        work: impl Future<Output = Result<Response, Reason>> + 'static,
     ) {
         self.pending.push(Box::pin(async move {
             Completion::Reply {
