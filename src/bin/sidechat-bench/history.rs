@@ -151,6 +151,22 @@ pub async fn run(
     let (mut first_pages, mut later_pages) = list_pages(server, samples).await?;
     let list_metrics = server_metrics::scrape(&server.address).await?;
     let histogram = "sidechat_join_seconds";
+    // Which joins were slowest, by their place in the run: a tail made of the first few
+    // (connections and plans made on first use) reads differently from one spread out.
+    let slowest = |samples: &[std::time::Duration]| {
+        let mut ranked: Vec<(usize, f64)> = samples
+            .iter()
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .enumerate()
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        ranked.truncate(12);
+        ranked
+            .into_iter()
+            .map(|(n, ms)| json!({"sample": n, "ms": (ms * 100.0).round() / 100.0}))
+            .collect::<Vec<_>>()
+    };
+    let (slowest_joins, slowest_lobbies) = (slowest(&joins), slowest(&lobbies));
     Ok(json!({
         "scenario": "history",
         "rows": rows,
@@ -160,6 +176,8 @@ pub async fn run(
         "note": "round trips are the client's; server figures come from the server's join histogram (arrival to reply written), interpolated within buckets",
         "join_with_50_messages": summarize(&mut joins),
         "lobby_summary_100_conversations": summarize(&mut lobbies),
+        "slowest_joins": slowest_joins,
+        "slowest_lobbies": slowest_lobbies,
         "server_join_with_50_messages": server_metrics::summary(&metrics, histogram, "kind=\"conversation\""),
         "server_lobby_summary_100_conversations": server_metrics::summary(&metrics, histogram, "kind=\"lobby\""),
         "conversations_first_page_of_1000": summarize(&mut first_pages),
