@@ -43,6 +43,8 @@ use crate::store::{Change, Writer, WriterExit};
 pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
+    /// With `server.internal_port`: its port and its server.
+    internal: Option<(u16, actix_web::dev::Server)>,
     state: web::Data<AppState>,
     writer: Writer,
     writer_exit: WriterExit,
@@ -214,36 +216,20 @@ impl Application {
                 .and_then(|n| n.vapid_public_key().map(str::to_owned)),
         });
 
-        let address = format!("{}:{}", settings.server.host, settings.server.port);
-        let listener = TcpListener::bind(&address)
-            .map_err(|e| anyhow::anyhow!("server.port: cannot listen on {address}: {e}"))?;
-        let port = listener.local_addr()?.port();
-        let app_state = state.clone();
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(app_state.clone())
-                // The path only (%U): tokens travel in the query string.
-                .wrap(
-                    Logger::new("%{r}a \"%{method}xi %U\" %s %b %Dms")
-                        .custom_request_replace("method", |req| req.method().to_string()),
-                )
-                .configure(http::routes)
-        })
-        // Signals are ours: actix's graceful stop does not wind down WebSockets.
-        .disable_signals()
-        // Chat frames are small and must go out at once, not wait for Nagle.
-        .tcp_nodelay(true)
-        .shutdown_timeout(settings.server.shutdown_timeout_s);
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
-        let server = server
-            .listen(listener)
-            .with_context(|| format!("server.port: cannot serve on {address}"))?
-            .run();
+        let (public_routes, internal) = match settings.server.internal_port {
+            0 => (http::Listener::All, None),
+            port => {
+                let (listener, port) = listen(&settings, "server.internal_port", port)?;
+                let server = serve(&state, listener, http::Listener::Internal)?;
+                (http::Listener::Public, Some((port, server)))
+            }
+        };
+        let (listener, port) = listen(&settings, "server.port", settings.server.port)?;
+        let server = serve(&state, listener, public_routes)?;
         Ok(Application {
             port,
             server,
+            internal,
             state,
             writer,
             writer_exit,
@@ -258,6 +244,11 @@ impl Application {
         self.port
     }
 
+    /// The internal listener's port, when `server.internal_port` is set.
+    pub fn internal_port(&self) -> Option<u16> {
+        self.internal.as_ref().map(|(port, _)| *port)
+    }
+
     /// Cancel it to start the graceful shutdown, as SIGTERM does.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.state.shutdown.clone()
@@ -269,6 +260,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Application {
             server,
+            internal,
             state,
             writer,
             mut writer_exit,
@@ -279,6 +271,10 @@ impl Application {
         } = self;
         let handle = server.handle();
         let mut server_task = actix_web::rt::spawn(server);
+        let (internal_handle, mut internal_task) = match internal {
+            Some((_, server)) => (Some(server.handle()), Some(actix_web::rt::spawn(server))),
+            None => (None, None),
+        };
         let notifier_stop = CancellationToken::new();
         let notifier_task = notifier.map(|n| actix_web::rt::spawn(n.run(notifier_stop.clone())));
         let blocks_task =
@@ -302,11 +298,20 @@ impl Application {
             }
             result = &mut server_task => {
                 shutdown.cancel();
-                return match result {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(anyhow::anyhow!("HTTP server failed: {e}")),
-                    Err(e) => Err(anyhow::anyhow!("HTTP server task failed: {e}")),
-                };
+                if let Some(internal) = &internal_handle {
+                    internal.stop(false).await;
+                }
+                return server_ended(result);
+            }
+            result = async {
+                match internal_task.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                shutdown.cancel();
+                handle.stop(false).await;
+                return server_ended(result);
             }
         }
         let deadline = state.settings.shutdown_timeout();
@@ -336,9 +341,64 @@ impl Application {
         state.writer_alive.store(false, Ordering::Relaxed);
         handle.stop(true).await;
         let _ = server_task.await;
+        if let (Some(handle), Some(task)) = (internal_handle, internal_task) {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         drop(redis);
         log::info!("stopped");
         Ok(())
+    }
+}
+
+/// Binds `key`'s port on `server.host`; returns the listener and the port bound.
+fn listen(settings: &Settings, key: &str, port: u16) -> anyhow::Result<(TcpListener, u16)> {
+    let address = format!("{}:{port}", settings.server.host);
+    let listener = TcpListener::bind(&address)
+        .map_err(|e| anyhow::anyhow!("{key}: cannot listen on {address}: {e}"))?;
+    let port = listener.local_addr()?.port();
+    Ok((listener, port))
+}
+
+/// An HTTP server on `listener` with `routes`.
+fn serve(
+    state: &web::Data<AppState>,
+    listener: TcpListener,
+    routes: http::Listener,
+) -> anyhow::Result<actix_web::dev::Server> {
+    let settings = state.settings.clone();
+    let app_state = state.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            // The path only (%U): tokens travel in the query string.
+            .wrap(
+                Logger::new("%{r}a \"%{method}xi %U\" %s %b %Dms")
+                    .custom_request_replace("method", |req| req.method().to_string()),
+            )
+            .configure(|cfg| routes.routes(cfg))
+    })
+    // Signals are ours: actix's graceful stop does not wind down WebSockets.
+    .disable_signals()
+    // Chat frames are small and must go out at once, not wait for Nagle.
+    .tcp_nodelay(true)
+    .shutdown_timeout(settings.server.shutdown_timeout_s);
+    if settings.server.workers > 0 {
+        server = server.workers(settings.server.workers);
+    }
+    let address = listener.local_addr()?;
+    Ok(server
+        .listen(listener)
+        .with_context(|| format!("cannot serve on {address}"))?
+        .run())
+}
+
+/// How the service ends when an HTTP server stops on its own.
+fn server_ended(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(anyhow::anyhow!("HTTP server failed: {e}")),
+        Err(e) => Err(anyhow::anyhow!("HTTP server task failed: {e}")),
     }
 }
 

@@ -1,11 +1,12 @@
 //! HTTP: the socket upgrade, the user reads, who may talk to whom, health and metrics.
-//! The whole route table is `routes`.
+//! The route tables are in `routes`.
 
 mod demo;
 mod error;
 mod health;
 mod host_api;
 pub mod openapi;
+mod routes;
 mod safety;
 mod socket;
 mod user_api;
@@ -14,8 +15,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,6 +25,7 @@ use crate::chat::Chat;
 use crate::settings::Settings;
 
 pub use error::ApiError;
+pub use routes::Listener;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -131,103 +133,6 @@ fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
 /// A query string or path segment that does not parse.
 fn invalid(err: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_payload", err.to_string())
-}
-
-/// Every route the service answers.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::QueryConfig::default().error_handler(|err, _| invalid(err).into()))
-        .app_data(
-            web::JsonConfig::default()
-                .limit(MAX_JSON_BYTES)
-                .error_handler(|err, _| json_error(err).into()),
-        )
-        .app_data(web::PathConfig::default().error_handler(|err, _| invalid(err).into()))
-        .route("/socket/websocket", web::get().to(socket::phoenix))
-        .route("/cable", web::get().to(socket::actioncable))
-        .route("/api/v1/messages", web::post().to(host_api::post_message))
-        .route(
-            "/api/v1/messages/{id}",
-            web::patch().to(host_api::patch_message),
-        )
-        .route(
-            "/api/v1/messages/{id}",
-            web::delete().to(host_api::delete_message),
-        )
-        .route("/api/v1/rooms/{rid}", web::put().to(host_api::put_room))
-        .route("/api/v1/rooms/{rid}", web::get().to(host_api::get_room))
-        .route(
-            "/api/v1/rooms/{rid}/members/{uid}",
-            web::put().to(host_api::put_member),
-        )
-        .route(
-            "/api/v1/rooms/{rid}/members/{uid}",
-            web::delete().to(host_api::delete_member),
-        )
-        .route(
-            "/api/v1/users/{uid}/unread",
-            web::get().to(host_api::user_unread),
-        )
-        .route(
-            "/api/v1/users/{uid}/conversations",
-            web::get().to(host_api::user_conversations),
-        )
-        .route(
-            "/api/v1/users/{uid}",
-            web::delete().to(host_api::erase_user),
-        )
-        .route(
-            "/api/v1/conversations/{topic}/messages",
-            web::get().to(host_api::conversation_messages),
-        )
-        .route(
-            "/api/v1/users/{uid}/blocks",
-            web::get().to(safety::user_blocks),
-        )
-        .route(
-            "/api/v1/users/{uid}/blocks/{other}",
-            web::put().to(safety::host_block),
-        )
-        .route(
-            "/api/v1/users/{uid}/blocks/{other}",
-            web::delete().to(safety::host_unblock),
-        )
-        .route("/api/v1/chats/{a}/{b}", web::put().to(safety::open_chat))
-        .route(
-            "/api/v1/chats/{a}/{b}",
-            web::delete().to(safety::close_chat),
-        )
-        .route("/api/v1/reports", web::get().to(safety::reports))
-        .route("/v1/me/blocks", web::get().to(safety::my_blocks))
-        .route("/v1/me/blocks/{uid}", web::put().to(safety::block))
-        .route("/v1/me/blocks/{uid}", web::delete().to(safety::unblock))
-        .route("/api/openapi.json", web::get().to(openapi::openapi_json))
-        .route("/demo", web::get().to(demo::page))
-        .route("/demo/phoenix.min.js", web::get().to(demo::phoenix_js))
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
-        .route("/v1/me/unread", web::get().to(user_api::my_unread))
-        .route(
-            "/v1/me/conversations",
-            web::get().to(user_api::my_conversations),
-        )
-        .route(
-            "/v1/push/public-key",
-            web::get().to(user_api::push_public_key),
-        )
-        .route(
-            "/v1/me/push-subscriptions",
-            web::post().to(user_api::subscribe_push),
-        )
-        .route(
-            "/v1/me/push-subscriptions",
-            web::delete().to(user_api::unsubscribe_push),
-        )
-        .route(
-            "/v1/conversations/{topic}/messages",
-            web::get().to(user_api::conversation_messages),
-        )
-        .default_service(web::to(not_found));
 }
 
 impl From<ApiError> for HttpResponse {

@@ -81,6 +81,8 @@ pub struct Settings {
 pub struct ServerSettings {
     pub host: String,
     pub port: u16,
+    /// 0: none, `port` serves everything (see `http::Ports`).
+    pub internal_port: u16,
     pub allowed_origins: Vec<String>,
     pub idle_timeout_s: u64,
     pub demo: bool,
@@ -351,6 +353,10 @@ mod tests {
             ),
             ("[broker]\nkind = \"carrier-pigeon\"", "broker.kind"),
             ("[broker]\nkind = \"redis\"", "broker.redis_url: required"),
+            (
+                "[server]\nport = 4000\ninternal_port = 4000",
+                "server.internal_port: must differ from server.port",
+            ),
         ];
         for (extra, expected) in cases {
             let err = load(&format!("{secret}{extra}")).unwrap_err().to_string();

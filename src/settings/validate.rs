@@ -78,6 +78,11 @@ impl Settings {
         if self.database.pool_size == 0 {
             return invalid("database.pool_size: must be at least 1".into());
         }
+        if self.server.internal_port != 0 && self.server.internal_port == self.server.port {
+            return invalid(
+                "server.internal_port: must differ from server.port (0 turns it off)".into(),
+            );
+        }
         if self.server.shutdown_timeout_s == 0 {
             return invalid("server.shutdown_timeout_s: must be at least 1".into());
         }

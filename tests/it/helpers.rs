@@ -156,6 +156,14 @@ pub fn announced_port(
 
 /// An HTTP client for the tests. reqwest's TLS stack wants its crypto chosen before a
 /// client is built, even one that only speaks plain HTTP.
+/// A port free now, for a setting that needs a fixed one (the OS picks `port = 0`'s).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
@@ -193,6 +201,8 @@ pub fn test_settings() -> Settings {
 
 pub struct TestApp {
     pub port: u16,
+    /// With `server.internal_port` set: where the host API and /metrics answer.
+    pub internal_port: Option<u16>,
     pub db_url: String,
     /// The Redis key prefix its replicas share, when the broker is Redis.
     pub redis_prefix: Option<String>,
@@ -253,17 +263,18 @@ async fn spawn_with_settings(settings: Settings, db_url: String) -> TestApp {
                     return;
                 }
             };
-            let _ = ready_tx.send(Ok((app.port(), app.shutdown_token())));
+            let _ = ready_tx.send(Ok((app.port(), app.internal_port(), app.shutdown_token())));
             let result = app.run_until_stopped().await;
             let _ = stopped_tx.send(result);
         });
     });
-    let (port, shutdown) = ready_rx
+    let (port, internal_port, shutdown) = ready_rx
         .await
         .expect("app thread answered")
         .expect("app builds");
     TestApp {
         port,
+        internal_port,
         db_url,
         redis_prefix: None,
         shutdown,
@@ -312,6 +323,12 @@ impl TestApp {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// A URL on the port the host API and /metrics answer on: the internal one when set.
+    pub fn internal_http(&self, path: &str) -> String {
+        let port = self.internal_port.unwrap_or(self.port);
+        format!("http://127.0.0.1:{port}{path}")
+    }
+
     pub fn socket_url(&self, token: &str) -> String {
         format!(
             "ws://127.0.0.1:{}/socket/websocket?vsn=2.0.0&token={token}",
@@ -351,7 +368,7 @@ impl TestApp {
         key: Option<&str>,
     ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = http_client().request(method, self.http(path));
+        let mut request = http_client().request(method, self.internal_http(path));
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
@@ -412,7 +429,7 @@ impl TestApp {
 
     /// The value of one series in `/metrics` (`name{labels}` as printed), if present.
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        let text = http_get(self.http("/metrics"))
+        let text = http_get(self.internal_http("/metrics"))
             .await
             .unwrap()
             .text()

@@ -23,6 +23,7 @@ mod list_moves;
 mod migrations;
 mod observability;
 mod open_chats;
+mod ports;
 mod push;
 mod query_plans;
 mod receipts;

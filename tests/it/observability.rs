@@ -4,10 +4,11 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-/// Every (method, path) the route table in src/http/mod.rs registers.
+/// Every (method, path) the route tables in src/http/routes.rs register.
 fn registered_routes() -> Vec<(String, String)> {
     let source =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/http/mod.rs")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/http/routes.rs"))
+            .unwrap();
     let compact: String = source.split_whitespace().collect();
     let mut routes = Vec::new();
     for piece in compact.split(".route(\"").skip(1) {
