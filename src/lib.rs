@@ -10,6 +10,7 @@ pub mod dev;
 pub mod egress;
 pub mod http;
 pub mod hub;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod settings;

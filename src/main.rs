@@ -67,7 +67,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    sidechat::logging::init("info");
     // Every socket is a file descriptor: take all the kernel allows this process.
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         log::warn!("cannot raise the open-file limit: {e}");
@@ -89,6 +89,7 @@ fn load(overlays: Vec<&str>, file: Option<&Path>) -> anyhow::Result<Settings> {
         file,
         environment: true,
     })?;
+    sidechat::logging::set_format(&settings.log.format);
     for warning in settings.insecure_warnings() {
         log::warn!("INSECURE: {warning}");
     }
@@ -159,6 +160,7 @@ fn serve(settings: Settings, banner: Option<Box<dyn FnOnce(u16)>>) -> anyhow::Re
         if let Some(banner) = banner {
             banner(app.port());
         } else {
+            // Scripts read the port from this line's end: no fields after it.
             log::info!("listening on port {}", app.port());
         }
         actix_web::rt::spawn(async move {

@@ -74,6 +74,14 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub webhooks: WebhookSettings,
     pub push: PushSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json` (see `crate::logging`).
+    pub format: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -353,6 +361,7 @@ mod tests {
             ),
             ("[broker]\nkind = \"carrier-pigeon\"", "broker.kind"),
             ("[broker]\nkind = \"redis\"", "broker.redis_url: required"),
+            ("[log]\nformat = \"xml\"", "log.format: must be"),
             (
                 "[server]\nport = 4000\ninternal_port = 4000",
                 "server.internal_port: must differ from server.port",

@@ -83,6 +83,9 @@ impl Settings {
                 "server.internal_port: must differ from server.port (0 turns it off)".into(),
             );
         }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return invalid("log.format: must be \"text\" or \"json\"".into());
+        }
         if self.server.shutdown_timeout_s == 0 {
             return invalid("server.shutdown_timeout_s: must be at least 1".into());
         }

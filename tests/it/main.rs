@@ -20,6 +20,7 @@ mod health;
 mod host_api;
 mod hostile;
 mod list_moves;
+mod logs;
 mod migrations;
 mod observability;
 mod open_chats;

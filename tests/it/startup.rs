@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use crate::helpers::*;
 
-const SECRET: &str = "startup-test-secret-0123456789abcdef";
+pub(crate) const SECRET: &str = "startup-test-secret-0123456789abcdef";
 
-fn sidechat() -> Command {
+pub(crate) fn sidechat() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidechat"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -121,6 +121,10 @@ impl<C: Codec> Session<C> {
         };
         self.join_reply(jr, mr, &spelled, Ok(Response::of(&reply)))
             .await?;
+        log::debug!(
+            conn = self.ctx.conn.0, user = self.actor.user_id.as_str(), topic = key.as_str();
+            "joined"
+        );
         let kind = match topic {
             Topic::Lobby(_) => "lobby",
             Topic::Inbox => "inbox",

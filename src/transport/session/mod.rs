@@ -158,9 +158,8 @@ pub async fn run<C: Codec>(
         ctx,
     };
     log::info!(
-        "conn={} user={} connected",
-        session.ctx.conn,
-        session.actor.user_id
+        conn = session.ctx.conn.0, user = session.actor.user_id.as_str();
+        "connected"
     );
     let end = session.serve(stream, queue_rx).await;
     session.finish(end).await;
@@ -293,8 +292,8 @@ impl<C: Codec> Session<C> {
                     let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.text(goodbye)).await;
                 }
                 log::info!(
-                    "conn={conn} user={user} closed: {} ({})",
-                    code.code(),
+                    conn = conn.0, user = user.as_str(), code = code.code();
+                    "closed: {}",
                     code.description()
                 );
                 let reason = CloseReason {
@@ -305,12 +304,12 @@ impl<C: Codec> Session<C> {
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.close(Some(reason))).await;
             }
             End::Gone => {
-                log::info!("conn={conn} user={user} disconnected");
+                log::info!(conn = conn.0, user = user.as_str(); "disconnected");
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.close(None)).await;
             }
             End::Lost => {
                 self.ctx.chat.metrics().disconnect(ABNORMAL_CLOSURE);
-                log::info!("conn={conn} user={user} lost (no close frame)");
+                log::info!(conn = conn.0, user = user.as_str(); "lost (no close frame)");
             }
         }
     }
@@ -348,7 +347,10 @@ impl<C: Codec> Session<C> {
                         .await
                 }
                 Err(e) => {
-                    log::info!("conn={} user={} {e}", self.ctx.conn, self.actor.user_id);
+                    log::info!(
+                        conn = self.ctx.conn.0, user = self.actor.user_id.as_str();
+                        "{e}"
+                    );
                     Err(End::Close(CloseCode::Malformed))
                 }
             },
@@ -377,9 +379,8 @@ impl<C: Codec> Session<C> {
             && lasted >= limit
         {
             log::warn!(
-                "conn={} user={} kept pushing over its {} budget for {:?}; closing",
-                self.ctx.conn,
-                self.actor.user_id,
+                conn = self.ctx.conn.0, user = self.actor.user_id.as_str();
+                "kept pushing over its {} budget for {:?}; closing",
                 cost.as_str(),
                 limit
             );

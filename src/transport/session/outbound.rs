@@ -105,10 +105,9 @@ impl<C: Codec> Session<C> {
             // No longer allowed here (removed from the room): leave, and say so.
             let (spelled, join_ref) = (channel.spelled.clone(), channel.join_ref.clone());
             log::info!(
-                "conn={} user={} dropped from {}",
-                self.ctx.conn,
-                self.actor.user_id,
-                event.topic
+                conn = self.ctx.conn.0, user = self.actor.user_id.as_str(),
+                topic = event.topic.as_str();
+                "dropped from the topic"
             );
             self.drop_channel(&event.topic);
             return self
