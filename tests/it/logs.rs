@@ -2,27 +2,20 @@
 //! fields, and none carries a token.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-use crate::startup::{SECRET, sidechat};
+use crate::startup::{SECRET, serve};
 
 #[tokio::test]
 async fn json_logs_are_one_object_per_line_with_their_fields_and_no_token() {
-    let url = fresh_database();
-    let mut child = sidechat()
-        .args(["serve"])
-        .env("DATABASE_URL", &url)
-        .env("SIDECHAT__AUTH__HMAC_SECRETS", SECRET)
+    let mut child = serve(&fresh_database())
         .env("SIDECHAT__LOG__FORMAT", "json")
         .env("RUST_LOG", "info,sidechat=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();

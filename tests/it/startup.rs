@@ -9,13 +9,25 @@ use crate::helpers::*;
 
 pub(crate) const SECRET: &str = "startup-test-secret-0123456789abcdef";
 
-pub(crate) fn sidechat() -> Command {
+fn sidechat() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidechat"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "error")
         .env("SIDECHAT__SERVER__HOST", "127.0.0.1")
         .env("SIDECHAT__SERVER__PORT", "0");
+    cmd
+}
+
+/// `sidechat serve` on `url` with the test secret, its log piped (spawn it).
+pub(crate) fn serve(url: &str) -> Command {
+    let mut cmd = sidechat();
+    cmd.args(["serve"])
+        .env("DATABASE_URL", url)
+        .env("SIDECHAT__AUTH__HMAC_SECRETS", SECRET)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     cmd
 }
 
@@ -256,15 +268,8 @@ fn migrate_applies_the_schema_and_exits() {
 
 #[test]
 fn serve_stops_cleanly_on_sigterm() {
-    let url = fresh_database();
-    let mut child = sidechat()
-        .args(["serve"])
-        .env("DATABASE_URL", &url)
-        .env("SIDECHAT__AUTH__HMAC_SECRETS", SECRET)
+    let mut child = serve(&fresh_database())
         .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
