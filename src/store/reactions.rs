@@ -5,7 +5,7 @@
 
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Text};
+use diesel::sql_types::{Array, BigInt};
 
 use super::Error;
 use super::schema::reactions;
@@ -21,9 +21,9 @@ pub enum Reacted {
 }
 
 /// `user` reacts to (or, `on` false, takes back) message `id` of `topic` with `emoji`.
-/// The message row is locked while the distinct emoji are counted, so two reactors
-/// cannot pass the cap together. `NotFound` for an unknown or deleted message or one of
-/// another conversation.
+/// The message row is locked while its summary says which emoji it carries, so two
+/// reactors cannot pass the cap together. `NotFound` for an unknown or deleted message or
+/// one of another conversation.
 pub fn set(
     conn: &mut PgConnection,
     topic: &str,
@@ -33,57 +33,38 @@ pub fn set(
     on: bool,
     most: i64,
 ) -> Result<Reacted, Error> {
+    use super::schema::messages;
     conn.transaction(|conn| {
-        #[derive(QueryableByName)]
-        struct Found {
-            #[diesel(sql_type = BigInt)]
-            id: i64,
-        }
-        let found: Option<Found> = diesel::sql_query(
-            "SELECT id FROM messages WHERE id = $1 AND topic = $2 AND deleted_at IS NULL \
-             FOR UPDATE",
-        )
-        .bind::<BigInt, _>(id)
-        .bind::<Text, _>(topic)
-        .get_result(conn)
-        .optional()?;
-        if found.map(|f| f.id).is_none() {
-            return Err(Error::NotFound);
-        }
-        let mine = reactions::table.find((id, emoji, user));
-        if !on {
-            if diesel::delete(mine).execute(conn)? == 0 {
-                return Ok(Reacted::Unchanged);
-            }
-            summarise(conn, &[id])?;
-            return Ok(Reacted::Changed);
-        }
-        if diesel::select(diesel::dsl::exists(mine)).get_result(conn)? {
-            return Ok(Reacted::Unchanged);
-        }
-        let emoji_present: bool = diesel::select(diesel::dsl::exists(
-            reactions::table
-                .filter(reactions::message_id.eq(id))
-                .filter(reactions::emoji.eq(emoji)),
-        ))
-        .get_result(conn)?;
-        if !emoji_present {
-            let distinct: i64 = reactions::table
-                .filter(reactions::message_id.eq(id))
-                .select(diesel::dsl::count(reactions::emoji).aggregate_distinct())
-                .get_result(conn)?;
-            if distinct >= most {
+        let summary: Option<serde_json::Value> = messages::table
+            .filter(messages::id.eq(id))
+            .filter(messages::topic.eq(topic))
+            .filter(messages::deleted_at.is_null())
+            .select(messages::reactions)
+            .for_update()
+            .first(conn)
+            .optional()?
+            .ok_or(Error::NotFound)?;
+        let changed = if on {
+            // The summary lists each distinct emoji once.
+            let carried = summary.as_ref().and_then(|s| s.as_array());
+            let present = carried.is_some_and(|all| all.iter().any(|r| r["emoji"] == emoji));
+            if !present && carried.map_or(0, Vec::len) as i64 >= most {
                 return Ok(Reacted::TooMany);
             }
+            diesel::insert_into(reactions::table)
+                .values((
+                    reactions::message_id.eq(id),
+                    reactions::emoji.eq(emoji),
+                    reactions::user_id.eq(user),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)?
+        } else {
+            diesel::delete(reactions::table.find((id, emoji, user))).execute(conn)?
+        };
+        if changed == 0 {
+            return Ok(Reacted::Unchanged);
         }
-        diesel::insert_into(reactions::table)
-            .values((
-                reactions::message_id.eq(id),
-                reactions::emoji.eq(emoji),
-                reactions::user_id.eq(user),
-            ))
-            .on_conflict_do_nothing()
-            .execute(conn)?;
         summarise(conn, &[id])?;
         Ok(Reacted::Changed)
     })

@@ -433,6 +433,9 @@ async fn reactions_are_told_counted_and_carried_by_every_message() {
     assert_eq!(alice.push(CHAT, "react", react("🎉")).await["status"], "ok");
     let over = bob.push(CHAT, "react", react("❤️")).await;
     assert_eq!(reason(&over), "too_large", "a third distinct emoji: {over}");
+    // At the cap, an emoji the message already carries is still taken.
+    assert_eq!(bob.push(CHAT, "react", react("🎉")).await["status"], "ok");
+    assert_eq!(bob.push(CHAT, "unreact", react("🎉")).await["status"], "ok");
 
     let expected = json!([
         {"emoji": "👍", "count": 2, "users": ["alice", "bob"]},
@@ -476,7 +479,7 @@ async fn reactions_are_told_counted_and_carried_by_every_message() {
     let reply = alice.push(CHAT, "unreact", react("🎉")).await;
     assert_eq!(reply["status"], "ok");
     let told = bob
-        .expect(|f| f[3] == "reaction" && f[4]["on"] == false)
+        .expect(|f| f[3] == "reaction" && f[4]["on"] == false && f[4]["user_id"] == "alice")
         .await;
     assert_eq!(told[4]["emoji"], "🎉");
     let history = bob.push(CHAT, "history", json!({})).await;
