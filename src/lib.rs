@@ -217,16 +217,20 @@ impl Application {
                 .and_then(|n| n.vapid_public_key().map(str::to_owned)),
         });
 
-        let (public_routes, internal) = match settings.server.internal_port {
-            0 => (http::Listener::All, None),
-            port => {
-                let (listener, port) = listen(&settings, "server.internal_port", port)?;
-                let server = serve(&state, listener, http::Listener::Internal)?;
-                (http::Listener::Public, Some((port, server)))
-            }
+        let internal = match settings.server.internal_port {
+            0 => None,
+            port => Some(serve(
+                &state,
+                "server.internal_port",
+                port,
+                http::Listener::Internal,
+            )?),
         };
-        let (listener, port) = listen(&settings, "server.port", settings.server.port)?;
-        let server = serve(&state, listener, public_routes)?;
+        let public_routes = match internal {
+            Some(_) => http::Listener::Public,
+            None => http::Listener::All,
+        };
+        let (port, server) = serve(&state, "server.port", settings.server.port, public_routes)?;
         Ok(Application {
             port,
             server,
@@ -352,22 +356,19 @@ impl Application {
     }
 }
 
-/// Binds `key`'s port on `server.host`; returns the listener and the port bound.
-fn listen(settings: &Settings, key: &str, port: u16) -> anyhow::Result<(TcpListener, u16)> {
+/// An HTTP server with `routes` on `port` of `server.host` (the setting `key`, for
+/// errors); returns the port bound and the server, not yet running.
+fn serve(
+    state: &web::Data<AppState>,
+    key: &str,
+    port: u16,
+    routes: http::Listener,
+) -> anyhow::Result<(u16, actix_web::dev::Server)> {
+    let settings = state.settings.clone();
     let address = format!("{}:{port}", settings.server.host);
     let listener = TcpListener::bind(&address)
         .map_err(|e| anyhow::anyhow!("{key}: cannot listen on {address}: {e}"))?;
     let port = listener.local_addr()?.port();
-    Ok((listener, port))
-}
-
-/// An HTTP server on `listener` with `routes`.
-fn serve(
-    state: &web::Data<AppState>,
-    listener: TcpListener,
-    routes: http::Listener,
-) -> anyhow::Result<actix_web::dev::Server> {
-    let settings = state.settings.clone();
     let app_state = state.clone();
     let mut server = HttpServer::new(move || {
         App::new()
@@ -387,11 +388,11 @@ fn serve(
     if settings.server.workers > 0 {
         server = server.workers(settings.server.workers);
     }
-    let address = listener.local_addr()?;
-    Ok(server
+    let server = server
         .listen(listener)
-        .with_context(|| format!("cannot serve on {address}"))?
-        .run())
+        .with_context(|| format!("{key}: cannot serve on {address}"))?
+        .run();
+    Ok((port, server))
 }
 
 /// How the service ends when an HTTP server stops on its own.

@@ -48,7 +48,7 @@ fn entries(topics: Vec<UnreadTopic>) -> (Vec<UnreadEntry>, i64) {
         .map(|t| UnreadEntry {
             topic: t.topic,
             count: t.count,
-            last_message: t.last_message.into(),
+            last_message: Message::from(t.last_message),
         })
         .collect();
     (entries, total)
@@ -125,14 +125,13 @@ impl Chat {
             limit: i64::from(limit),
         };
         let topic_name = topic.to_string();
-        // The page, its reactions on each row: one statement.
         let (rows, more) = store::blocking(&self.pool, move |conn| {
             if let Some((room, user)) = &member_of
                 && !rooms::is_member(conn, room, user)?
             {
                 return Ok(None);
             }
-            Ok(Some(messages::history(conn, &topic_name, page)?))
+            messages::history(conn, &topic_name, page).map(Some)
         })
         .await
         .map_err(storage)?

@@ -231,7 +231,7 @@ impl Notifier {
         let wanted = delivery.clone();
         let context = store::blocking(&self.pool, move |c| {
             let (rows, count) = outbox::still_unread(c, &wanted)?;
-            let messages: Vec<crate::chat::Message> = rows.into_iter().map(Into::into).collect();
+            let messages: Vec<Message> = rows.into_iter().map(Message::from).collect();
             let subscription = match sink {
                 Sink::Push => crate::store::push::by_endpoint(c, &wanted.target)?,
                 Sink::Webhook => None,

@@ -89,7 +89,7 @@ pub struct LogSettings {
 pub struct ServerSettings {
     pub host: String,
     pub port: u16,
-    /// 0: none, `port` serves everything (see `http::Ports`).
+    /// 0: none, `port` serves everything (see `http::Listener`).
     pub internal_port: u16,
     pub allowed_origins: Vec<String>,
     pub idle_timeout_s: u64,

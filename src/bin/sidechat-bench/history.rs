@@ -64,12 +64,12 @@ fn prefill(url: &str, rows: i64, conversations: i64, reacted_every: i64) -> anyh
              WHERE id % {reacted_every} = 0"
         ))
         .execute(&mut conn)?;
+        diesel::sql_query(
+            "UPDATE messages SET reactions = sidechat_reactions_of(id) \
+             WHERE id IN (SELECT DISTINCT message_id FROM reactions)",
+        )
+        .execute(&mut conn)?;
     }
-    diesel::sql_query(
-        "UPDATE messages SET reactions = sidechat_reactions_of(id) \
-         WHERE id IN (SELECT DISTINCT message_id FROM reactions)",
-    )
-    .execute(&mut conn)?;
     // The lists, as the migration backfills them (messages went in by SQL, not the writer;
     // the server's minutely heal may have listed the newest meanwhile).
     diesel::sql_query(
