@@ -38,15 +38,20 @@ async function signIn(user) {
   return page;
 }
 
+// Opens a conversation from the sidebar's form and waits until it can be written in.
+async function openChat(page, peer) {
+  await page.fill("#peer", peer);
+  await page.click("#open");
+  await page.waitForSelector("#body:not([disabled])");
+}
+
 test("two people chat on the demo page with typing and read receipts", async () => {
   const [alice, bob] = [uid("alice"), uid("bob")];
   const alicePage = await signIn(alice);
   const bobPage = await signIn(bob);
 
   // Alice opens a chat with bob and writes; bob is away from it, so his lobby shows it.
-  await alicePage.fill("#peer", bob);
-  await alicePage.click("#open");
-  await alicePage.waitForSelector("#body:not([disabled])");
+  await openChat(alicePage, bob);
   await alicePage.fill("#body", "hello from the demo");
   await alicePage.click("#send");
   await alicePage.waitForSelector('.message.mine:has-text("hello from the demo")');
@@ -74,9 +79,7 @@ test("two people chat on the demo page with typing and read receipts", async () 
 test("staff see the support inbox on the demo page", async () => {
   const visitor = uid("visitor");
   const visitorPage = await signIn(visitor);
-  await visitorPage.fill("#peer", `support:${visitor}`);
-  await visitorPage.click("#open");
-  await visitorPage.waitForSelector("#body:not([disabled])");
+  await openChat(visitorPage, `support:${visitor}`);
   await visitorPage.fill("#body", "I need help");
   await visitorPage.click("#send");
   await visitorPage.waitForSelector('.message.mine:has-text("I need help")');
@@ -121,9 +124,7 @@ test("the sidebar lists every conversation live; block, unblock and report from 
 
   // Bob writes: alice's sidebar shows the chat at the top, with a badge and a preview.
   const bobPage = await signIn(bob);
-  await bobPage.fill("#peer", alice);
-  await bobPage.click("#open");
-  await bobPage.waitForSelector("#body:not([disabled])");
+  await openChat(bobPage, alice);
   await bobPage.fill("#body", "first");
   await bobPage.click("#send");
   const bobItem = alicePage.locator(".conversation-item", { hasText: bob });
@@ -184,9 +185,7 @@ test("edit, react, reply and delete on the demo page, with names", async () => {
   await alicePage.goto(`${server.url}/demo?token=${encodeURIComponent(named)}&topic=${encodeURIComponent(bob)}`);
   await alicePage.waitForSelector("#body:not([disabled])");
   const bobPage = await signIn(bob);
-  await bobPage.fill("#peer", alice);
-  await bobPage.click("#open");
-  await bobPage.waitForSelector("#body:not([disabled])");
+  await openChat(bobPage, alice);
 
   // Alice sends a typo and fixes it; bob sees the fix, marked edited, with her name.
   await alicePage.fill("#body", "helo bob");

@@ -19,6 +19,14 @@ fn reason(reply: &Value) -> &Value {
     &reply["response"]["reason"]
 }
 
+/// The conversation's history as the host API shows it.
+async fn host_messages(app: &TestApp) -> Value {
+    let path = format!("/api/v1/conversations/{CHAT}/messages");
+    let (status, page) = app.api("GET", &path, None).await;
+    assert_eq!(status, 200, "{page}");
+    page
+}
+
 #[tokio::test]
 async fn an_author_edits_their_message_and_everyone_sees_it() {
     let app = spawn_app().await;
@@ -46,13 +54,7 @@ async fn an_author_edits_their_message_and_everyone_sees_it() {
     // History, a rejoin with `after` and the host API show the edit.
     let history = alice.push(CHAT, "history", json!({})).await;
     assert_eq!(history["response"]["messages"], json!([first, edited]));
-    let (_, host) = app
-        .api(
-            "GET",
-            &format!("/api/v1/conversations/{CHAT}/messages"),
-            None,
-        )
-        .await;
+    let host = host_messages(&app).await;
     assert_eq!(host["messages"], json!([first, edited]));
     let mut again = app.connect("bob").await;
     let rejoined = again.join_ok(CHAT, json!({"after": first["id"]})).await;
@@ -344,13 +346,7 @@ async fn a_reply_quotes_its_original_as_it_is_now() {
         quote_in_history(&mut bob, CHAT, &answer["id"]).await["body"],
         "shorter"
     );
-    let (_, host) = app
-        .api(
-            "GET",
-            &format!("/api/v1/conversations/{CHAT}/messages"),
-            None,
-        )
-        .await;
+    let host = host_messages(&app).await;
     assert_eq!(host["messages"][1]["reply_to"]["body"], "shorter");
     // Deleted, the quote is null and no new reply may point at it.
     alice
@@ -447,13 +443,7 @@ async fn reactions_are_told_counted_and_carried_by_every_message() {
     let mut again = app.connect("alice").await;
     let recovered = again.join_ok(CHAT, json!({"after": first["id"]})).await;
     assert_eq!(recovered["messages"][0]["reactions"], expected);
-    let (_, host) = app
-        .api(
-            "GET",
-            &format!("/api/v1/conversations/{CHAT}/messages"),
-            None,
-        )
-        .await;
+    let host = host_messages(&app).await;
     assert_eq!(host["messages"][1]["reactions"], expected);
     // So do the lists' last messages and the lobby's summary.
     let (_, list) = app

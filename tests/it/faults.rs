@@ -136,10 +136,7 @@ async fn all_readyz(replicas: &[TestApp], wanted: u16) {
 
 #[tokio::test]
 async fn a_redis_restart_heals_by_itself_and_replicas_keep_serving_meanwhile() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let port = free_port();
     let redis = OwnRedis::start(port);
     let redis_url = format!("redis://127.0.0.1:{port}/");
     let replicas = spawn_replicas(2, |s| s.broker.redis_url = Secret::new(redis_url.clone())).await;

@@ -94,10 +94,7 @@ pub fn redis_url() -> &'static str {
         if let Ok(url) = std::env::var("REDIS_URL") {
             return url;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         // The watchdog shell ends redis-server when this test process ends.
         let script = format!(
             "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no \
@@ -154,8 +151,6 @@ pub fn announced_port(
         .expect("the process announces its port")
 }
 
-/// An HTTP client for the tests. reqwest's TLS stack wants its crypto chosen before a
-/// client is built, even one that only speaks plain HTTP.
 /// A port free now, for a setting that needs a fixed one (the OS picks `port = 0`'s).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -164,6 +159,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// An HTTP client for the tests. reqwest's TLS stack wants its crypto chosen before a
+/// client is built, even one that only speaks plain HTTP.
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-use crate::startup::{SECRET, serve};
+use crate::startup::{alice_token, serve};
 
 #[tokio::test]
 async fn json_logs_are_one_object_per_line_with_their_fields_and_no_token() {
@@ -41,11 +41,7 @@ async fn json_logs_are_one_object_per_line_with_their_fields_and_no_token() {
     };
 
     // Connect (the token in the query string), join, send, disconnect.
-    let token = sidechat::auth::mint_hmac(
-        &sidechat::settings::Secret::new(SECRET),
-        &sidechat::chat::UserId::parse("alice").unwrap(),
-        chrono::Utc::now().timestamp() + 60,
-    );
+    let token = alice_token();
     let url = format!("ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0&token={token}");
     let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let mut alice = Client::from_socket(ws);

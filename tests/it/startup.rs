@@ -31,6 +31,15 @@ pub(crate) fn serve(url: &str) -> Command {
     cmd
 }
 
+/// A minute's token for `alice`, signed with `SECRET` as `serve` is told to verify.
+pub(crate) fn alice_token() -> String {
+    sidechat::auth::mint_hmac(
+        &sidechat::settings::Secret::new(SECRET),
+        &sidechat::chat::UserId::parse("alice").unwrap(),
+        chrono::Utc::now().timestamp() + 60,
+    )
+}
+
 /// Runs to completion; returns (success, stderr lines).
 fn run(cmd: &mut Command) -> (bool, Vec<String>, String) {
     let output = cmd.stdin(Stdio::null()).output().expect("run sidechat");
@@ -285,11 +294,7 @@ fn serve_stops_cleanly_on_sigterm() {
         .expect("the service logs its port");
     // A request with a token in its query string: the access log must show the path
     // and never the token.
-    let token = sidechat::auth::mint_hmac(
-        &sidechat::settings::Secret::new(SECRET),
-        &sidechat::chat::UserId::parse("alice").unwrap(),
-        chrono::Utc::now().timestamp() + 60,
-    );
+    let token = alice_token();
     let mut http = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         http,
