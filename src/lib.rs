@@ -105,6 +105,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("database.url: {}", first_line(&e.to_string())))?;
 
         let metrics = Arc::new(Metrics::new());
+        metrics.broker_kind(&settings.broker.kind);
         let (hub, presence, redis) = match settings.broker.kind.as_str() {
             "redis" => {
                 let backend = RedisBackend::start(RedisConfig {

@@ -38,10 +38,41 @@ pub struct DeliveryLabel {
     pub outcome: &'static str,
 }
 
+/// The broker this replica uses (`memory`, `redis`), as set in `broker.kind`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BrokerLabel {
+    pub kind: String,
+}
+
 /// Fine where joins should land (a few milliseconds), coarse beyond.
 const JOIN_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0,
 ];
+
+/// Label values each family is known to take. Their series start at 0 so that they are
+/// on `/metrics` before the first event (dashboards show 0, not "no data") and so that
+/// the first event is an increase `rate()` sees rather than a new series at 1.
+pub const JOIN_KINDS: [&str; 3] = ["lobby", "inbox", "conversation"];
+pub const READ_KINDS: [&str; 1] = ["conversations"];
+/// PROTOCOL.md §2.
+pub const ERROR_REASONS: [&str; 10] = [
+    "unauthorized",
+    "invalid_topic",
+    "not_found",
+    "invalid_payload",
+    "too_large",
+    "rate_limited",
+    "unknown_event",
+    "not_joined",
+    "unavailable",
+    "blocked",
+];
+/// The server's close codes (PROTOCOL.md §3) and 1006, a connection lost.
+pub const DISCONNECT_CODES: [u16; 8] = [1001, 1006, 1007, 1009, 4001, 4002, 4003, 4004];
+pub const BUDGETS: [&str; 3] = ["messages", "joins", "events"];
+/// The outcomes the alerts and the dashboard watch; the skipped ones appear when they occur.
+const DELIVERY_OUTCOMES: [&str; 3] = ["delivered", "failed", "abandoned"];
+const SINKS: [&str; 2] = ["webhook", "push"];
 
 fn join_histogram() -> Histogram {
     Histogram::new(JOIN_BUCKETS)
@@ -89,6 +120,13 @@ pub struct Metrics {
     pub reports: Counter,
     /// Checks of deferred list moves run (`store::list_moves::keep_healed`).
     pub list_heals: Counter,
+    /// 1 when `/readyz` would answer 200, read when scraped.
+    pub ready: Gauge,
+    /// 1 when events reach the other replicas (always, with the memory broker), read
+    /// when scraped.
+    pub broker_connected: Gauge,
+    /// 1 for the broker kind in use: several replicas on `memory` do not hear each other.
+    pub broker: Family<BrokerLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -124,6 +162,9 @@ impl Metrics {
             blocks: Gauge::default(),
             reports: Counter::default(),
             list_heals: Counter::default(),
+            ready: Gauge::default(),
+            broker_connected: Gauge::default(),
+            broker: Family::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open sockets", metrics.connections.clone());
@@ -223,6 +264,46 @@ impl Metrics {
             "Checks of the newest messages' conversation-list moves run",
             metrics.list_heals.clone(),
         );
+        // Each get_or_create makes the series; its guard is dropped at once.
+        for kind in JOIN_KINDS {
+            drop(metrics.join_seconds.get_or_create(&KindLabel { kind }));
+        }
+        for kind in READ_KINDS {
+            drop(metrics.read_seconds.get_or_create(&KindLabel { kind }));
+        }
+        for reason in ERROR_REASONS {
+            drop(metrics.errors.get_or_create(&ReasonLabel { reason }));
+        }
+        for code in DISCONNECT_CODES {
+            drop(metrics.disconnects.get_or_create(&CodeLabel { code }));
+        }
+        for budget in BUDGETS {
+            drop(metrics.rate_limited.get_or_create(&BudgetLabel { budget }));
+        }
+        for sink in SINKS {
+            for outcome in DELIVERY_OUTCOMES {
+                drop(
+                    metrics
+                        .deliveries
+                        .get_or_create(&DeliveryLabel { sink, outcome }),
+                );
+            }
+        }
+        registry.register(
+            "ready",
+            "1 when this replica is ready for traffic (as /readyz), 0 when not",
+            metrics.ready.clone(),
+        );
+        registry.register(
+            "broker_connected",
+            "1 when events reach the other replicas, 0 while the broker is unreachable",
+            metrics.broker_connected.clone(),
+        );
+        registry.register(
+            "broker",
+            "The broker in use (kind label), always 1",
+            metrics.broker.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -242,6 +323,15 @@ impl Metrics {
 
     pub fn disconnect(&self, code: u16) {
         self.disconnects.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    /// Records `broker.kind`, once at start.
+    pub fn broker_kind(&self, kind: &str) {
+        self.broker
+            .get_or_create(&BrokerLabel {
+                kind: kind.to_owned(),
+            })
+            .set(1);
     }
 
     /// The OpenMetrics text Prometheus scrapes.

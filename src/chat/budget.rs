@@ -267,6 +267,13 @@ impl Streak {
 mod tests {
     use super::*;
 
+    #[test]
+    fn every_budget_has_its_series_on_metrics_from_the_start() {
+        for cost in [Cost::Message, Cost::Join, Cost::Event] {
+            assert!(crate::metrics::BUDGETS.contains(&cost.as_str()));
+        }
+    }
+
     fn allowed(budgets: &Budgets, user: &str, cost: Cost, now: Instant) -> bool {
         budgets.charge(user, cost, now).is_ok()
     }

@@ -87,6 +87,7 @@ mod tests {
             assert_eq!(serde_json::to_value(reason).unwrap(), wire);
             assert_eq!(reason.as_str(), wire);
             assert_eq!(reason.to_string(), wire);
+            assert!(crate::metrics::ERROR_REASONS.contains(&wire), "{wire}");
         }
     }
 }

@@ -19,24 +19,30 @@ pub async fn healthz() -> HttpResponse {
     responses((status = 200, description = "Ready"), (status = 503, description = "Not ready, with the reason"))
 )]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let not_ready = |reason: &str| {
-        HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "reason": reason}))
-    };
+    match readiness(&state).await {
+        Ok(()) => HttpResponse::Ok().json(json!({"status": "ok"})),
+        Err(reason) => HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "unavailable", "reason": reason})),
+    }
+}
+
+/// Why this replica should get no traffic now, if it should not.
+async fn readiness(state: &AppState) -> Result<(), &'static str> {
     if state.shutdown.is_cancelled() {
-        return not_ready("shutting_down");
+        return Err("shutting_down");
     }
     if state.writer_stopped() {
-        return not_ready("writer_stopped");
+        return Err("writer_stopped");
     }
     if !state.chat.hub().broker_connected() {
-        return not_ready("broker_disconnected");
+        return Err("broker_disconnected");
     }
     match store::blocking(state.chat.pool(), store::migrations_applied).await {
-        Ok(true) => HttpResponse::Ok().json(json!({"status": "ok"})),
-        Ok(false) => not_ready("migrations_pending"),
+        Ok(true) => Ok(()),
+        Ok(false) => Err("migrations_pending"),
         Err(e) => {
             log::warn!("readyz: {e}");
-            not_ready("database_unreachable")
+            Err("database_unreachable")
         }
     }
 }
@@ -54,6 +60,12 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     metrics
         .writer_queue_depth
         .set(i64::try_from(state.chat.writer().queue_depth()).unwrap_or(i64::MAX));
+    metrics
+        .broker_connected
+        .set(i64::from(state.chat.hub().broker_connected()));
+    metrics
+        .ready
+        .set(i64::from(readiness(&state).await.is_ok()));
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(metrics.encode())

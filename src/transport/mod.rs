@@ -170,3 +170,24 @@ impl CloseCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::CloseCode;
+
+    #[test]
+    fn every_close_code_has_its_series_on_metrics_from_the_start() {
+        use CloseCode::*;
+        for code in [
+            GoingAway,
+            Malformed,
+            TooLarge,
+            TokenExpired,
+            TooSlow,
+            Idle,
+            TooManyRequests,
+        ] {
+            assert!(crate::metrics::DISCONNECT_CODES.contains(&code.code()));
+        }
+    }
+}

@@ -151,8 +151,13 @@ async fn a_redis_restart_heals_by_itself_and_replicas_keep_serving_meanwhile() {
     let first = alice.send_msg("chat:alice:bob", "across").await;
     assert_eq!(bob.expect_event("chat:alice:bob", "new_msg").await, first);
 
+    assert_eq!(a.metric("sidechat_broker{kind=\"redis\"}").await, Some(1.0));
+    assert_eq!(a.metric("sidechat_broker_connected").await, Some(1.0));
     drop(redis);
     all_readyz(&replicas, 503).await;
+    // What the SidechatBrokerDisconnected and SidechatNotReady alerts watch.
+    assert_eq!(a.metric("sidechat_broker_connected").await, Some(0.0));
+    assert_eq!(a.metric("sidechat_ready").await, Some(0.0));
     // While Redis is away: messages are stored, and delivered within a replica.
     let local = alice.send_msg("chat:alice:carol", "same replica").await;
     assert_eq!(
@@ -164,6 +169,8 @@ async fn a_redis_restart_heals_by_itself_and_replicas_keep_serving_meanwhile() {
 
     let _redis = OwnRedis::start(port);
     all_readyz(&replicas, 200).await;
+    assert_eq!(b.metric("sidechat_broker_connected").await, Some(1.0));
+    assert_eq!(b.metric("sidechat_ready").await, Some(1.0));
     let again = alice.send_msg("chat:alice:bob", "across again").await;
     // Bob may or may not have heard "while away" (at-most-once between replicas);
     // what comes after the heal reaches him.
