@@ -293,6 +293,21 @@ impl Application {
                 notifier_stop.clone(),
             ))
         });
+        // Old messages go, one replica at a time (chat.retention_days).
+        let retention_task = (state.settings.chat.retention_days > 0).then(|| {
+            let chat = &state.settings.chat;
+            actix_web::rt::spawn(store::retention::keep_pruned(
+                state.chat.pool().clone(),
+                store::retention::Policy {
+                    days: chat.retention_days,
+                    batch: chat.retention_batch,
+                    pause: Duration::from_millis(chat.retention_pause_ms),
+                    every: Duration::from_secs(chat.retention_every_s),
+                },
+                state.chat.metrics().clone(),
+                notifier_stop.clone(),
+            ))
+        });
         let shutdown = state.shutdown.clone();
         tokio::select! {
             _ = shutdown.cancelled() => {}
@@ -338,6 +353,9 @@ impl Application {
             }
             let _ = blocks_task.await;
             if let Some(task) = heal_task {
+                let _ = task.await;
+            }
+            if let Some(task) = retention_task {
                 let _ = task.await;
             }
         };

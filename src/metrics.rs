@@ -44,6 +44,13 @@ pub struct BrokerLabel {
     pub kind: String,
 }
 
+/// How a retention run ended: `done`, `skipped` (another replica holds the lock),
+/// `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
 /// Fine where joins should land (a few milliseconds), coarse beyond.
 const JOIN_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0,
@@ -73,6 +80,7 @@ pub const BUDGETS: [&str; 3] = ["messages", "joins", "events"];
 /// The outcomes the alerts and the dashboard watch; the skipped ones appear when they occur.
 const DELIVERY_OUTCOMES: [&str; 3] = ["delivered", "failed", "abandoned"];
 const SINKS: [&str; 2] = ["webhook", "push"];
+const RETENTION_OUTCOMES: [&str; 3] = ["done", "skipped", "failed"];
 
 fn join_histogram() -> Histogram {
     Histogram::new(JOIN_BUCKETS)
@@ -120,6 +128,12 @@ pub struct Metrics {
     pub reports: Counter,
     /// Checks of deferred list moves run (`store::list_moves::keep_healed`).
     pub list_heals: Counter,
+    /// Messages deleted by `chat.retention_days` on this replica.
+    pub retention_deleted: Counter,
+    /// Unix time this replica last finished a retention run (0: never).
+    pub retention_last_run: Gauge,
+    /// Retention runs by how they ended.
+    pub retention_runs: Family<OutcomeLabel, Counter>,
     /// 1 when `/readyz` would answer 200, read when scraped.
     pub ready: Gauge,
     /// 1 when events reach the other replicas (always, with the memory broker), read
@@ -162,6 +176,9 @@ impl Metrics {
             blocks: Gauge::default(),
             reports: Counter::default(),
             list_heals: Counter::default(),
+            retention_deleted: Counter::default(),
+            retention_last_run: Gauge::default(),
+            retention_runs: Family::default(),
             ready: Gauge::default(),
             broker_connected: Gauge::default(),
             broker: Family::default(),
@@ -290,6 +307,28 @@ impl Metrics {
             }
         }
         registry.register(
+            "retention_deleted",
+            "Messages deleted for being older than chat.retention_days",
+            metrics.retention_deleted.clone(),
+        );
+        registry.register(
+            "retention_last_run_timestamp_seconds",
+            "Unix time this replica last finished a retention run; 0 if it never did (or another replica does them)",
+            metrics.retention_last_run.clone(),
+        );
+        registry.register(
+            "retention_runs",
+            "Retention runs (chat.retention_days) by outcome: done, skipped (another replica held the lock), failed",
+            metrics.retention_runs.clone(),
+        );
+        for outcome in RETENTION_OUTCOMES {
+            drop(
+                metrics
+                    .retention_runs
+                    .get_or_create(&OutcomeLabel { outcome }),
+            );
+        }
+        registry.register(
             "ready",
             "1 when this replica is ready for traffic (as /readyz), 0 when not",
             metrics.ready.clone(),
@@ -323,6 +362,12 @@ impl Metrics {
 
     pub fn disconnect(&self, code: u16) {
         self.disconnects.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    pub fn retention_run(&self, outcome: &'static str) {
+        self.retention_runs
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     /// Records `broker.kind`, once at start.

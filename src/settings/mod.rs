@@ -148,6 +148,14 @@ pub struct ChatSettings {
     pub edit_window_s: u64,
     /// Distinct emoji one message may carry.
     pub max_reactions: u32,
+    /// Messages sent more than this many days ago are deleted; 0 keeps them forever.
+    pub retention_days: u32,
+    /// Messages deleted per transaction.
+    pub retention_batch: u32,
+    /// Pause between two batches, in milliseconds.
+    pub retention_pause_ms: u64,
+    /// From the end of one retention run to the start of the next, in seconds.
+    pub retention_every_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -362,6 +370,9 @@ mod tests {
             ("[broker]\nkind = \"carrier-pigeon\"", "broker.kind"),
             ("[broker]\nkind = \"redis\"", "broker.redis_url: required"),
             ("[log]\nformat = \"xml\"", "log.format: must be"),
+            ("[chat]\nretention_batch = 0", "chat.retention_batch"),
+            ("[chat]\nretention_every_s = 0", "chat.retention_every_s"),
+            ("[chat]\nretention_days = -1", "retention_days"),
             (
                 "[server]\nport = 4000\ninternal_port = 4000",
                 "server.internal_port: must differ from server.port",

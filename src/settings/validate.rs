@@ -39,6 +39,12 @@ impl Settings {
                 self.chat.direct
             ));
         }
+        if self.chat.retention_batch == 0 || self.chat.retention_batch > 100_000 {
+            return invalid("chat.retention_batch: must be between 1 and 100000".into());
+        }
+        if self.chat.retention_every_s == 0 {
+            return invalid("chat.retention_every_s: must be at least 1".into());
+        }
         if self.chat.max_body_bytes == 0 {
             return invalid("chat.max_body_bytes: must be at least 1".into());
         }

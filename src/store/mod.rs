@@ -20,6 +20,7 @@ pub mod push;
 pub mod reactions;
 pub mod receipts;
 pub mod reports;
+pub mod retention;
 pub mod rooms;
 pub mod schema;
 pub mod writer;

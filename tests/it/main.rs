@@ -30,6 +30,7 @@ mod query_plans;
 mod receipts;
 mod replicas;
 mod reports;
+mod retention;
 mod rooms;
 mod shutdown;
 mod startup;
