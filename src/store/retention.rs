@@ -14,6 +14,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Text};
 use tokio_util::sync::CancellationToken;
 
+use super::prepared::prepared;
 use super::{Error, PgPool};
 use crate::metrics::Metrics;
 
@@ -24,6 +25,12 @@ pub const RETENTION_LOCK: i64 = 0x5c4a_7e7e_0001;
 /// `deadlock_timeout` (1 s): if a batch and a writer's transaction ever wait on each
 /// other, the batch is the one that yields, and the writer never sees the conflict.
 const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '100ms'";
+
+/// A run rests at least this many times as long as its last batch took: on a busy
+/// Postgres batches slow down, and the run gives way in proportion, keeping to a tenth
+/// of one connection's time. Deleting at full speed doubled Postgres's CPU per message
+/// and the writer's commits queued behind the deletions' WAL (BENCHMARKS.md, Retention).
+const IDLE_PER_BUSY: u32 = 9;
 
 /// How the job runs, from `[chat]`.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +60,9 @@ struct Gone {
     id: i64,
     #[diesel(sql_type = Text)]
     topic: String,
+    /// Not deleted by its author before: a list entry may point at it.
+    #[diesel(sql_type = Bool)]
+    live: bool,
 }
 
 #[derive(QueryableByName)]
@@ -61,74 +71,96 @@ struct Locked {
     locked: bool,
 }
 
+// Kept prepared with a generic plan (the read pool's): planned afresh, the batch's
+// statement cost more than it ran, the planner probing the id index's low end, which is
+// where the batches before it left their dead entries.
+const DELETE_OLDEST: &str = "\
+DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY id LIMIT $1) \
+  AND sent_at < now() - make_interval(days => $2) \
+RETURNING id, topic, deleted_at IS NULL AS live";
+const DELETE_REACTIONS: &str = "DELETE FROM reactions WHERE message_id = ANY($1)";
+const DELETE_REPORTS: &str = "DELETE FROM reports WHERE message_id = ANY($1)";
+const UNQUOTE: &str = "\
+UPDATE messages SET reply_to_user = NULL, reply_to_body = NULL WHERE reply_to = ANY($1)";
+// An entry still pointing at the newest live message the batch deleted in its
+// conversation: the conversation has none left (deletion goes oldest first). The rows
+// are locked in key order, as the writer takes them, and a row a writer moved meanwhile
+// no longer matches when the lock is granted, so a message stored concurrently keeps its
+// entry. The members stay: the next message lists the conversation again.
+const FORGET_CONVERSATIONS: &str = "\
+DELETE FROM conversations WHERE topic IN ( \
+    SELECT c.topic FROM conversations c \
+    JOIN unnest($1::text[], $2::bigint[]) AS gone(topic, id) \
+      ON c.topic = gone.topic AND c.last_message_id = gone.id \
+    ORDER BY c.topic FOR UPDATE OF c)";
+// A room with nothing left goes back to no activity, as a new room has.
+const FORGET_ROOM_ACTIVITY: &str = "\
+UPDATE rooms SET last_message_id = NULL, last_message_at = NULL WHERE id IN ( \
+    SELECT r.id FROM rooms r \
+    JOIN unnest($1::text[], $2::bigint[]) AS gone(room, id) \
+      ON r.id = gone.room AND r.last_message_id = gone.id \
+    ORDER BY r.id FOR UPDATE OF r)";
+
 /// Deletes up to `batch` of the oldest messages sent more than `days` days ago, with
-/// their reactions, reports and outbox rows (the last by cascade), and takes the
-/// conversations whose newest message went off the lists. Returns the ids deleted.
-pub fn delete_batch(conn: &mut PgConnection, days: u32, batch: u32) -> Result<Vec<i64>, Error> {
+/// their reactions, reports and outbox rows (the last by cascade) and the quotes of them
+/// in newer replies, and takes the conversations left empty off the lists. Returns how
+/// many it deleted.
+pub fn delete_batch(conn: &mut PgConnection, days: u32, batch: u32) -> Result<usize, Error> {
     conn.transaction(|conn| {
         diesel::sql_query(LOCK_TIMEOUT).execute(conn)?;
-        let gone: Vec<Gone> = diesel::sql_query(
-            "DELETE FROM messages WHERE id IN ( \
-                 SELECT id FROM messages ORDER BY id LIMIT $2) \
-               AND sent_at < now() - make_interval(days => $1) \
-             RETURNING id, topic",
-        )
-        .bind::<Integer, _>(i32::try_from(days).unwrap_or(i32::MAX))
-        .bind::<BigInt, _>(i64::from(batch))
-        .load(conn)?;
+        let gone: Vec<Gone> = prepared(DELETE_OLDEST)
+            .bind::<BigInt, _>(i64::from(batch))
+            .bind::<Integer, _>(i32::try_from(days).unwrap_or(i32::MAX))
+            .load(conn)?;
         if gone.is_empty() {
-            return Ok(Vec::new());
+            return Ok(0);
         }
         let ids: Vec<i64> = gone.iter().map(|g| g.id).collect();
-        let mut topics: Vec<&str> = gone.iter().map(|g| g.topic.as_str()).collect();
-        topics.sort_unstable();
-        topics.dedup();
-        diesel::sql_query("DELETE FROM reactions WHERE message_id = ANY($1)")
-            .bind::<Array<BigInt>, _>(&ids)
-            .execute(conn)?;
-        diesel::sql_query("DELETE FROM reports WHERE message_id = ANY($1)")
-            .bind::<Array<BigInt>, _>(&ids)
-            .execute(conn)?;
-        // Newer replies no longer carry a copy of what the policy deleted.
-        super::messages::unquote(conn, &ids)?;
-        forget_emptied(conn, &topics, &ids)?;
-        Ok(ids)
+        for statement in [DELETE_REACTIONS, DELETE_REPORTS, UNQUOTE] {
+            prepared(statement)
+                .bind::<Array<BigInt>, _>(&ids)
+                .execute(conn)?;
+        }
+        let (rooms, conversations) = newest_live_by_topic(&gone);
+        for (statement, (topics, newest)) in [
+            (FORGET_CONVERSATIONS, conversations),
+            (FORGET_ROOM_ACTIVITY, rooms),
+        ] {
+            if !topics.is_empty() {
+                prepared(statement)
+                    .bind::<Array<Text>, _>(&topics)
+                    .bind::<Array<BigInt>, _>(&newest)
+                    .execute(conn)?;
+            }
+        }
+        Ok(gone.len())
     })
 }
 
-/// A list entry pointing at a deleted message had nothing newer (deletion goes oldest
-/// first), so its conversation has no message left: the entry goes (its members stay,
-/// and the next message lists it again), a room's activity goes back to none. The
-/// conditions are checked again on rows a writer moved meanwhile, so a message stored
-/// concurrently keeps its entry. Rows are taken in key order, as the writer takes them.
-fn forget_emptied(conn: &mut PgConnection, topics: &[&str], ids: &[i64]) -> Result<(), Error> {
-    let (rooms, others): (Vec<&str>, Vec<&str>) =
-        topics.iter().partition(|t| t.starts_with("room:"));
-    let room_ids: Vec<&str> = rooms
-        .iter()
-        .filter_map(|t| t.strip_prefix("room:"))
-        .collect();
-    diesel::sql_query(
-        "DELETE FROM conversations WHERE topic IN ( \
-             SELECT topic FROM conversations \
-             WHERE topic = ANY($1) AND last_message_id = ANY($2) \
-             ORDER BY topic FOR UPDATE) \
-           AND last_message_id = ANY($2)",
-    )
-    .bind::<Array<Text>, _>(&others)
-    .bind::<Array<BigInt>, _>(ids)
-    .execute(conn)?;
-    diesel::sql_query(
-        "UPDATE rooms SET last_message_id = NULL, last_message_at = NULL WHERE id IN ( \
-             SELECT id FROM rooms \
-             WHERE id = ANY($1) AND last_message_id = ANY($2) \
-             ORDER BY id FOR UPDATE) \
-           AND last_message_id = ANY($2)",
-    )
-    .bind::<Array<Text>, _>(&room_ids)
-    .bind::<Array<BigInt>, _>(ids)
-    .execute(conn)?;
-    Ok(())
+type Newest<'a> = (Vec<&'a str>, Vec<i64>);
+
+/// The newest live message deleted in each topic: (room ids, ids) for rooms, (topics,
+/// ids) for the others.
+fn newest_live_by_topic(gone: &[Gone]) -> (Newest<'_>, Newest<'_>) {
+    let mut newest: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for g in gone.iter().filter(|g| g.live) {
+        let id = newest.entry(g.topic.as_str()).or_insert(g.id);
+        *id = (*id).max(g.id);
+    }
+    let (mut rooms, mut others): (Newest, Newest) = Default::default();
+    for (topic, id) in newest {
+        match topic.strip_prefix("room:") {
+            Some(room) => {
+                rooms.0.push(room);
+                rooms.1.push(id);
+            }
+            None => {
+                others.0.push(topic);
+                others.1.push(id);
+            }
+        }
+    }
+    (rooms, others)
 }
 
 /// One run: takes the lock or skips, then deletes batch after batch until one comes back
@@ -154,9 +186,10 @@ pub fn run(
         if stop.is_cancelled() {
             break Ok(());
         }
+        let started = Instant::now();
         match delete_batch(conn, policy.days, policy.batch) {
-            Ok(ids) => {
-                let deleted = ids.len() as u64;
+            Ok(deleted) => {
+                let deleted = deleted as u64;
                 run.deleted += deleted;
                 run.batches += 1;
                 metrics.retention_deleted.inc_by(deleted);
@@ -166,7 +199,7 @@ pub fn run(
             }
             Err(e) => break Err(e),
         }
-        std::thread::sleep(policy.pause);
+        std::thread::sleep(policy.pause.max(started.elapsed() * IDLE_PER_BUSY));
     };
     // A pooled connection goes back to others: the lock must not go with it.
     diesel::sql_query("SELECT pg_advisory_unlock($1)")

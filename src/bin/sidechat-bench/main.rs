@@ -79,6 +79,11 @@ enum Scenario {
         /// Find the highest rate held: doubling 10 s steps from --rate, then bisection.
         #[arg(long)]
         ramp: bool,
+        /// Messages sent 400 days ago stored first (one transaction, before the users
+        /// connect): with `--server-env SIDECHAT__CHAT__RETENTION_DAYS=365`, what the
+        /// traffic feels while retention deletes them.
+        #[arg(long, default_value_t = 0)]
+        backlog: i64,
     },
     /// One sender, a room of M members: push to last receipt.
     Fanout {
@@ -168,6 +173,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 no_read,
                 warmup,
                 ramp,
+                backlog,
             } => {
                 let options = messages::Options {
                     users,
@@ -176,6 +182,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     send_reads: !no_read,
                     warmup,
                     ramp,
+                    backlog,
                 };
                 messages::run(&server, options).await
             }

@@ -41,6 +41,39 @@ pub struct Options {
     pub send_reads: bool,
     pub warmup: u64,
     pub ramp: bool,
+    /// Old messages stored before the run, for retention to delete during it.
+    pub backlog: i64,
+}
+
+/// Stores `rows` messages sent 400 days ago over a thousand conversations, with their
+/// list entries, in one transaction: retention finds the whole backlog at once.
+fn store_backlog(url: &str, rows: i64) -> anyhow::Result<()> {
+    let mut conn = PgConnection::establish(url)?;
+    conn.transaction(|conn| {
+        diesel::sql_query(format!(
+            "INSERT INTO messages (topic, sender_id, recipient_id, body, sent_at) \
+             SELECT 'chat:old' || (g % 1000) || ':gone' || (g % 1000), 'old' || (g % 1000), \
+                    'gone' || (g % 1000), 'old message ' || g, \
+                    now() - interval '400 days' + interval '1 millisecond' * g \
+             FROM generate_series(1, {rows}) AS g"
+        ))
+        .execute(conn)?;
+        diesel::sql_query(
+            "INSERT INTO conversations (topic, last_message_id, last_message_at) \
+             SELECT topic, max(id), max(sent_at) FROM messages \
+             WHERE topic LIKE 'chat:old%' GROUP BY topic",
+        )
+        .execute(conn)?;
+        diesel::QueryResult::Ok(())
+    })?;
+    diesel::sql_query("VACUUM ANALYZE messages, conversations").execute(&mut conn)?;
+    Ok(())
+}
+
+/// Messages retention has deleted so far.
+async fn retention_deleted(server: &Server) -> anyhow::Result<f64> {
+    let text = crate::server_metrics::scrape(&server.address).await?;
+    Ok(crate::server_metrics::gauge(&text, "sidechat_retention_deleted_total").unwrap_or(0.0))
 }
 
 /// Counters every socket task adds to.
@@ -68,6 +101,15 @@ struct Pair {
 
 pub async fn run(server: &Server, options: Options) -> anyhow::Result<Value> {
     let pairs = (options.users / 2).max(1);
+    if options.backlog > 0 {
+        let (url, rows) = (server.database_url.clone(), options.backlog);
+        let started = Instant::now();
+        tokio::task::spawn_blocking(move || store_backlog(&url, rows)).await??;
+        eprintln!(
+            "backlog: {rows} old messages stored in {:?}",
+            started.elapsed()
+        );
+    }
     let mut site = Site::connect(server, pairs, options.send_reads).await?;
     if options.ramp {
         return ramp(server, &mut site, &options).await;
@@ -75,9 +117,11 @@ pub async fn run(server: &Server, options: Options) -> anyhow::Result<Value> {
     let warmup = site
         .step(server, 0, options.rate, options.warmup, false)
         .await?;
+    let deleted_before = retention_deleted(server).await?;
     let step = site
         .step(server, 1, options.rate, options.seconds, true)
         .await?;
+    let deleted_during = retention_deleted(server).await? - deleted_before;
     let mut report = json!({
         "scenario": "messages",
         "users": pairs * 2,
@@ -88,6 +132,10 @@ pub async fn run(server: &Server, options: Options) -> anyhow::Result<Value> {
     });
     merge(&mut report, step);
     report["warmup_acked"] = warmup["acked"].clone();
+    if options.backlog > 0 {
+        report["backlog"] = json!(options.backlog);
+        report["retention_deleted_while_measured"] = json!(deleted_during);
+    }
     Ok(report)
 }
 
