@@ -13,6 +13,7 @@ pub mod hub;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod probe;
 pub mod settings;
 pub mod store;
 pub mod transport;
@@ -434,6 +435,6 @@ fn budgets(limits: &settings::LimitSettings) -> chat::Rates {
 }
 
 /// Database errors can span lines; start-up errors are one line.
-fn first_line(text: &str) -> String {
+pub(crate) fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or("").trim().to_owned()
 }

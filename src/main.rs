@@ -59,10 +59,18 @@ enum Command {
     },
     /// Validate a configuration file (with the environment) and exit.
     CheckConfig {
-        config: PathBuf,
+        /// The file to check (as --config; either spelling).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        #[arg(long, short, env = "SIDECHAT_CONFIG", conflicts_with = "file")]
+        config: Option<PathBuf>,
         /// Also print the effective settings (secrets redacted).
         #[arg(long)]
         show: bool,
+        /// Also connect to Postgres and Redis and read the key files, as `serve` would;
+        /// one line for each that fails.
+        #[arg(long)]
+        probe: bool,
     },
 }
 
@@ -137,13 +145,40 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", mint(&settings, &user_id, ttl, role, name)?);
             Ok(())
         }
-        Command::CheckConfig { config, show } => {
-            let settings = load(vec![], Some(&config))?;
-            auth::Verifier::new(&settings.auth)?;
+        Command::CheckConfig {
+            file,
+            config,
+            show,
+            probe,
+        } => {
+            let file = file.or(config);
+            let settings = load(vec![], file.as_deref())?;
+            let named = file.as_ref().map_or_else(
+                || "the built-in defaults and the environment".to_owned(),
+                |f| f.display().to_string(),
+            );
             if show {
                 println!("{settings:#?}");
             }
-            println!("{}: ok", config.display());
+            if !probe {
+                auth::Verifier::new(&settings.auth)?;
+                println!("{named}: ok");
+                return Ok(());
+            }
+            let checks = sidechat::probe::probe(&settings);
+            let failed = checks.iter().filter(|c| !c.ok).count();
+            for check in &checks {
+                if check.ok {
+                    println!("ok: {}", check.line);
+                } else {
+                    eprintln!("sidechat: error: {}", check.line);
+                }
+            }
+            if failed > 0 {
+                // Each failure has had its line; the exit code says the rest.
+                std::process::exit(1);
+            }
+            println!("{named}: ok, and everything it names answers");
             Ok(())
         }
     }

@@ -24,21 +24,7 @@ pub struct WebPush {
 impl WebPush {
     /// Reads the VAPID key named by `settings`; every error is one line naming the key.
     pub fn new(settings: &PushSettings, egress: Arc<Egress>) -> Result<WebPush, String> {
-        let path = &settings.vapid_private_key_file;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("push.vapid_private_key_file: cannot read {path}: {e}"))?;
-        let key_pair = parse_private_key(text.trim()).ok_or_else(|| {
-            format!(
-                "push.vapid_private_key_file: {path} holds no P-256 private key (a PKCS#8 PEM or a base64url key)"
-            )
-        })?;
-        let public_key =
-            URL_SAFE_NO_PAD.encode(key_pair.public_key().public_key().to_bytes_uncompressed());
-        if !settings.vapid_public_key.is_empty() && settings.vapid_public_key != public_key {
-            return Err(
-                "push.vapid_public_key: does not belong to the private key in push.vapid_private_key_file".into(),
-            );
-        }
+        let (key_pair, public_key) = read_vapid_key(settings)?;
         Ok(WebPush {
             key_pair,
             public_key,
@@ -101,6 +87,27 @@ impl WebPush {
             .map_err(|e| format!("cannot build the push request: {e}"))?;
         reqwest::Request::try_from(request).map_err(|e| format!("bad push request: {e}"))
     }
+}
+
+/// The VAPID key pair `settings` names and its public key (base64url), checked against
+/// `push.vapid_public_key` when that is set. Each error is one line naming the key.
+pub fn read_vapid_key(settings: &PushSettings) -> Result<(ES256KeyPair, String), String> {
+    let path = &settings.vapid_private_key_file;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("push.vapid_private_key_file: cannot read {path}: {e}"))?;
+    let key_pair = parse_private_key(text.trim()).ok_or_else(|| {
+        format!(
+            "push.vapid_private_key_file: {path} holds no P-256 private key (a PKCS#8 PEM or a base64url key)"
+        )
+    })?;
+    let public_key =
+        URL_SAFE_NO_PAD.encode(key_pair.public_key().public_key().to_bytes_uncompressed());
+    if !settings.vapid_public_key.is_empty() && settings.vapid_public_key != public_key {
+        return Err(
+            "push.vapid_public_key: does not belong to the private key in push.vapid_private_key_file".into(),
+        );
+    }
+    Ok((key_pair, public_key))
 }
 
 fn parse_private_key(text: &str) -> Option<ES256KeyPair> {

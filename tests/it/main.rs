@@ -12,6 +12,7 @@ mod architecture;
 mod blocks;
 mod budgets;
 mod chat_flow;
+mod check_config;
 mod conversations;
 mod crash;
 mod errors;

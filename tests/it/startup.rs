@@ -9,7 +9,7 @@ use crate::helpers::*;
 
 pub(crate) const SECRET: &str = "startup-test-secret-0123456789abcdef";
 
-fn sidechat() -> Command {
+pub(crate) fn sidechat() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidechat"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -41,7 +41,7 @@ pub(crate) fn alice_token() -> String {
 }
 
 /// Runs to completion; returns (success, stderr lines).
-fn run(cmd: &mut Command) -> (bool, Vec<String>, String) {
+pub(crate) fn run(cmd: &mut Command) -> (bool, Vec<String>, String) {
     let output = cmd.stdin(Stdio::null()).output().expect("run sidechat");
     let stderr = String::from_utf8_lossy(&output.stderr)
         .lines()
@@ -54,7 +54,7 @@ fn run(cmd: &mut Command) -> (bool, Vec<String>, String) {
     )
 }
 
-fn write_temp(name: &str, contents: &str) -> std::path::PathBuf {
+pub(crate) fn write_temp(name: &str, contents: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("{}-{name}", uuid::Uuid::new_v4().simple()));
     std::fs::write(&path, contents).unwrap();
     path
