@@ -290,6 +290,7 @@ impl Application {
         let heal_task = (state.settings.database.list_window_ms > 0).then(|| {
             actix_web::rt::spawn(store::list_moves::keep_healed(
                 state.chat.pool().clone(),
+                state.settings.chat.retention_days,
                 state.chat.metrics().clone(),
                 notifier_stop.clone(),
             ))
@@ -298,7 +299,10 @@ impl Application {
         let retention_task = (state.settings.chat.retention_days > 0).then(|| {
             let chat = &state.settings.chat;
             actix_web::rt::spawn(store::retention::keep_pruned(
-                state.chat.pool().clone(),
+                store::retention::Database {
+                    url: state.settings.database.url.expose().to_owned(),
+                    connect_timeout: state.settings.connect_timeout(),
+                },
                 store::retention::Policy {
                     days: chat.retention_days,
                     batch: chat.retention_batch,
@@ -306,7 +310,8 @@ impl Application {
                     every: Duration::from_secs(chat.retention_every_s),
                 },
                 state.chat.metrics().clone(),
-                notifier_stop.clone(),
+                // Stops when shutdown starts: the drain has better things to wait for.
+                state.shutdown.clone(),
             ))
         });
         let shutdown = state.shutdown.clone();

@@ -62,7 +62,8 @@ enum Command {
         /// The file to check (as --config; either spelling).
         #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
-        #[arg(long, short, env = "SIDECHAT_CONFIG", conflicts_with = "file")]
+        /// (The positional FILE wins over this and over SIDECHAT_CONFIG.)
+        #[arg(long, short, env = "SIDECHAT_CONFIG")]
         config: Option<PathBuf>,
         /// Also print the effective settings (secrets redacted).
         #[arg(long)]

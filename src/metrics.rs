@@ -130,8 +130,11 @@ pub struct Metrics {
     pub list_heals: Counter,
     /// Messages deleted by `chat.retention_days` on this replica.
     pub retention_deleted: Counter,
-    /// Unix time this replica last finished a retention run (0: never).
+    /// Unix time retention last made progress on this replica: a batch deleted, or a
+    /// run found nothing to do (0: never).
     pub retention_last_run: Gauge,
+    /// `chat.retention_days` (0: retention off), for alerts that apply only when on.
+    pub retention_days: Gauge,
     /// Retention runs by how they ended.
     pub retention_runs: Family<OutcomeLabel, Counter>,
     /// 1 when `/readyz` would answer 200, read when scraped.
@@ -178,6 +181,7 @@ impl Metrics {
             list_heals: Counter::default(),
             retention_deleted: Counter::default(),
             retention_last_run: Gauge::default(),
+            retention_days: Gauge::default(),
             retention_runs: Family::default(),
             ready: Gauge::default(),
             broker_connected: Gauge::default(),
@@ -313,8 +317,13 @@ impl Metrics {
         );
         registry.register(
             "retention_last_run_timestamp_seconds",
-            "Unix time this replica last finished a retention run; 0 if it never did (or another replica does them)",
+            "Unix time retention last made progress here (a batch deleted, or a run found nothing to do); 0 if never (or another replica does the runs)",
             metrics.retention_last_run.clone(),
+        );
+        registry.register(
+            "retention_days",
+            "chat.retention_days: messages older than this many days are deleted; 0 = retention off",
+            metrics.retention_days.clone(),
         );
         registry.register(
             "retention_runs",

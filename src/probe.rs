@@ -66,6 +66,22 @@ fn database(url: &str, timeout: Duration) -> Check {
             ));
         }
     };
+    // Asking diesel about pending migrations creates its bookkeeping table: on a database
+    // that is not sidechat's (a wrong name in the URL) the probe must not write.
+    match store::has_schema(&mut conn) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Check::ok(format!(
+                "database.url: {shown} answers; it holds no sidechat schema yet (sidechat migrate creates it; is this the right database?)"
+            ));
+        }
+        Err(e) => {
+            return Check::failed(format!(
+                "database.url: {shown} answers, but its tables cannot be read: {}",
+                first_line(&e.to_string())
+            ));
+        }
+    }
     match store::migrations_applied(&mut conn) {
         Ok(true) => Check::ok(format!(
             "database.url: {shown} answers; the schema is up to date"

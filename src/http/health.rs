@@ -47,6 +47,10 @@ async fn readiness(state: &AppState) -> Result<(), &'static str> {
     }
 }
 
+/// How long a scrape waits for the readiness check (Prometheus's default scrape timeout
+/// is 10 s).
+const READINESS_ON_SCRAPE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// OpenMetrics text, which Prometheus scrapes.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "sidechat_* metrics", content_type = "application/openmetrics-text")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
@@ -63,9 +67,10 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     metrics
         .broker_connected
         .set(i64::from(state.chat.hub().broker_connected()));
-    metrics
-        .ready
-        .set(i64::from(readiness(&state).await.is_ok()));
+    // A database that hangs must not hang the scrape too: the gauge would vanish just
+    // when it should read 0.
+    let ready = tokio::time::timeout(READINESS_ON_SCRAPE, readiness(&state)).await;
+    metrics.ready.set(i64::from(matches!(ready, Ok(Ok(())))));
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(metrics.encode())

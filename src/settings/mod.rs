@@ -374,6 +374,10 @@ mod tests {
             ("[chat]\nretention_every_s = 0", "chat.retention_every_s"),
             ("[chat]\nretention_days = -1", "retention_days"),
             (
+                "[chat]\nretention_days = 100000",
+                "chat.retention_days: at most",
+            ),
+            (
                 "[server]\nport = 4000\ninternal_port = 4000",
                 "server.internal_port: must differ from server.port",
             ),

@@ -39,6 +39,11 @@ impl Settings {
                 self.chat.direct
             ));
         }
+        if self.chat.retention_days > 36_500 {
+            return invalid(
+                "chat.retention_days: at most 36500 (a century); 0 keeps messages forever".into(),
+            );
+        }
         if self.chat.retention_batch == 0 || self.chat.retention_batch > 100_000 {
             return invalid("chat.retention_batch: must be between 1 and 100000".into());
         }

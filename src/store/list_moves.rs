@@ -49,8 +49,11 @@ pub static MOVE_BY_IDS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
 /// The list moves of every live message after id `$1`.
 pub static MOVE_AFTER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     [
+        // Not what retention is about to delete (within an hour of its cutoff): a move
+        // read before a deletion and written after it would list a message that is gone.
         "WITH ins AS (SELECT topic, id, sent_at FROM messages \
-         WHERE id > $1 AND deleted_at IS NULL), ",
+         WHERE id > $1 AND deleted_at IS NULL \
+           AND ($3 = 0 OR sent_at > now() - make_interval(days => $3) + interval '1 hour')), ",
         super::conversations::LIST_MOVE,
         "SELECT count(*) AS moved, coalesce(max(id), $2) AS up_to FROM ins",
     ]
@@ -145,7 +148,12 @@ impl DeferredMoves {
 /// or of the newest `HEAL_NEWEST` the first time: what a replica that died with moves
 /// pending left undone. Cheap when nothing is missing (a row already there does not
 /// move). Returns how many messages it went over and the id to go on from.
-pub fn heal(conn: &mut PgConnection, healed_up_to: Option<i64>) -> Result<(usize, i64), Error> {
+/// `retention_days`: `chat.retention_days` (0: none).
+pub fn heal(
+    conn: &mut PgConnection,
+    healed_up_to: Option<i64>,
+    retention_days: u32,
+) -> Result<(usize, i64), Error> {
     let after = match healed_up_to {
         Some(id) => id - HEAL_MARGIN,
         None => {
@@ -158,6 +166,7 @@ pub fn heal(conn: &mut PgConnection, healed_up_to: Option<i64>) -> Result<(usize
     let moved: Moved = diesel::sql_query(MOVE_AFTER.as_str())
         .bind::<BigInt, _>(after)
         .bind::<BigInt, _>(after.max(healed_up_to.unwrap_or(0)))
+        .bind::<diesel::sql_types::Integer, _>(i32::try_from(retention_days).unwrap_or(i32::MAX))
         .get_result(conn)?;
     Ok((usize::try_from(moved.moved).unwrap_or(0), moved.up_to))
 }
@@ -167,13 +176,14 @@ pub fn heal(conn: &mut PgConnection, healed_up_to: Option<i64>) -> Result<(usize
 /// behind it.
 pub async fn keep_healed(
     pool: super::PgPool,
+    retention_days: u32,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut healed_up_to = None;
     loop {
         let started = Instant::now();
-        match super::blocking(&pool, move |conn| heal(conn, healed_up_to)).await {
+        match super::blocking(&pool, move |conn| heal(conn, healed_up_to, retention_days)).await {
             Ok((moved, up_to)) => {
                 healed_up_to = Some(up_to);
                 metrics.list_heals.inc();

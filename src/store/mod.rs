@@ -115,8 +115,9 @@ const SHORT_QUERIES: &str = "SET max_parallel_workers_per_gather = 0; SET jit = 
 ///
 /// And they commit without waiting for the WAL flush. What they write on the hot path
 /// is read state, which may lag a crash by a moment (a message shows unread again);
-/// writes that must survive a crash go through `durably`. Messages never come here:
-/// the writer commits them synchronously.
+/// writes that must survive a crash go through `durably`. Messages are never stored
+/// here: the writer commits them synchronously. (Retention deletes them with these
+/// settings: a deletion lost in a crash is made again by the next run.)
 #[derive(Debug)]
 struct ReadPoolConnection;
 
@@ -236,6 +237,21 @@ pub fn run_migrations(conn: &mut PgConnection) -> Result<usize, Error> {
 }
 
 /// Whether every embedded migration has been applied.
+/// Whether the database has ever been migrated (diesel's bookkeeping table is there),
+/// asked without creating anything.
+pub fn has_schema(conn: &mut PgConnection) -> Result<bool, Error> {
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        exists: bool,
+    }
+    let found: Exists =
+        diesel::sql_query("SELECT to_regclass('__diesel_schema_migrations') IS NOT NULL AS exists")
+            .get_result(conn)?;
+    Ok(found.exists)
+}
+
 pub fn migrations_applied(conn: &mut PgConnection) -> Result<bool, Error> {
     conn.has_pending_migration(MIGRATIONS)
         .map(|pending| !pending)

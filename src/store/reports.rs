@@ -36,7 +36,17 @@ pub fn add(
     webhook: bool,
 ) -> Result<Option<i64>, Error> {
     conn.transaction(|conn| {
-        if super::messages::find_in_topic(conn, report.topic, report.message_id)?.is_none() {
+        // Held until COMMIT: retention cannot delete the message between this check and
+        // the report's insert (reports have no foreign key to do it for them).
+        let live: Option<i64> = messages::table
+            .filter(messages::id.eq(report.message_id))
+            .filter(messages::topic.eq(report.topic))
+            .filter(messages::deleted_at.is_null())
+            .select(messages::id)
+            .for_key_share()
+            .first(conn)
+            .optional()?;
+        if live.is_none() {
             return Err(Error::NotFound);
         }
         let id: Option<i64> = diesel::insert_into(reports::table)

@@ -14,8 +14,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Text};
 use tokio_util::sync::CancellationToken;
 
+use super::Error;
 use super::prepared::prepared;
-use super::{Error, PgPool};
 use crate::metrics::Metrics;
 
 /// The advisory lock a run holds: whoever has it deletes, the other replicas skip.
@@ -163,80 +163,111 @@ fn newest_live_by_topic(gone: &[Gone]) -> (Newest<'_>, Newest<'_>) {
     (rooms, others)
 }
 
+/// Where runs connect. Each run has a connection of its own (set up as the read pool's),
+/// closed when the run ends: a run of hours takes nothing from the pool, and the
+/// session's advisory lock goes with the session, whatever ends the run.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub url: String,
+    pub connect_timeout: Duration,
+}
+
+/// Runs `work` on `conn` on a blocking thread and hands the connection back; `None` if
+/// the thread died, and the connection (with its session lock) with it.
+async fn on_blocking_thread<T: Send + 'static>(
+    mut conn: PgConnection,
+    work: impl FnOnce(&mut PgConnection) -> Result<T, Error> + Send + 'static,
+) -> Option<(PgConnection, Result<T, Error>)> {
+    tokio::task::spawn_blocking(move || {
+        let result = work(&mut conn);
+        (conn, result)
+    })
+    .await
+    .ok()
+}
+
 /// One run: takes the lock or skips, then deletes batch after batch until one comes back
 /// short, `stop` is cancelled, or a batch fails (the next run goes on from there).
-/// Blocking: call it on a blocking thread.
-pub fn run(
-    conn: &mut PgConnection,
+async fn run(
+    database: &Database,
     policy: Policy,
     metrics: &Metrics,
     stop: &CancellationToken,
 ) -> Result<Run, Error> {
-    let locked: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
-        .bind::<BigInt, _>(RETENTION_LOCK)
-        .get_result(conn)?;
-    if !locked.locked {
+    let Database {
+        url,
+        connect_timeout,
+    } = database.clone();
+    let (mut conn, locked) = tokio::task::spawn_blocking(move || {
+        let mut conn = super::connect(&url, connect_timeout)?;
+        super::set_up_for_reads(&mut conn)?;
+        let locked: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
+            .bind::<BigInt, _>(RETENTION_LOCK)
+            .get_result(&mut conn)?;
+        Ok::<_, Error>((conn, locked.locked))
+    })
+    .await
+    .map_err(|e| Error::Unavailable(format!("retention: {e}")))??;
+    if !locked {
         return Ok(Run {
             skipped: true,
             ..Run::default()
         });
     }
     let mut run = Run::default();
-    let outcome = loop {
-        if stop.is_cancelled() {
-            break Ok(());
-        }
+    while !stop.is_cancelled() {
         let started = Instant::now();
-        match delete_batch(conn, policy.days, policy.batch) {
-            Ok(deleted) => {
-                let deleted = deleted as u64;
-                run.deleted += deleted;
-                run.batches += 1;
-                metrics.retention_deleted.inc_by(deleted);
-                if deleted < u64::from(policy.batch) {
-                    break Ok(());
-                }
-            }
-            Err(e) => break Err(e),
+        let (days, batch) = (policy.days, policy.batch);
+        let (back, deleted) = on_blocking_thread(conn, move |conn| delete_batch(conn, days, batch))
+            .await
+            .ok_or_else(|| Error::Unavailable("retention: a batch's thread died".into()))?;
+        conn = back;
+        let deleted = deleted? as u64;
+        run.deleted += deleted;
+        run.batches += 1;
+        metrics.retention_deleted.inc_by(deleted);
+        mark_progress(metrics);
+        if deleted < u64::from(policy.batch) {
+            break;
         }
-        std::thread::sleep(policy.pause.max(started.elapsed() * IDLE_PER_BUSY));
-    };
-    // A pooled connection goes back to others: the lock must not go with it.
-    diesel::sql_query("SELECT pg_advisory_unlock($1)")
-        .bind::<BigInt, _>(RETENTION_LOCK)
-        .execute(conn)?;
-    outcome.map(|()| run)
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(policy.pause.max(started.elapsed() * IDLE_PER_BUSY)) => {}
+        }
+    }
+    // Dropping the connection ends the session, and its lock.
+    drop(conn);
+    Ok(run)
 }
 
-/// Runs at once, then `policy.every` after each run ends, until `stop`.
+/// Retention is alive: a batch went through, or a run found nothing to do.
+fn mark_progress(metrics: &Metrics) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    metrics
+        .retention_last_run
+        .set(i64::try_from(now).unwrap_or(i64::MAX));
+}
+
+/// Runs at once, then `policy.every` after each run ends, until `stop` (the start of
+/// shutdown: a run stops after the batch in flight).
 pub async fn keep_pruned(
-    pool: PgPool,
+    database: Database,
     policy: Policy,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
+    metrics.retention_days.set(i64::from(policy.days));
     loop {
         let started = Instant::now();
-        let (pool, metrics_for_run, stop_for_run) = (pool.clone(), metrics.clone(), stop.clone());
-        let result = tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get()?;
-            run(&mut conn, policy, &metrics_for_run, &stop_for_run)
-        })
-        .await
-        .unwrap_or_else(|e| Err(Error::Unavailable(format!("retention run failed: {e}"))));
-        match result {
+        match run(&database, policy, &metrics, &stop).await {
             Ok(run) if run.skipped => {
                 metrics.retention_run("skipped");
                 log::debug!("retention: another replica is deleting; skipped");
             }
             Ok(run) => {
                 metrics.retention_run("done");
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                metrics
-                    .retention_last_run
-                    .set(i64::try_from(now).unwrap_or(i64::MAX));
                 if run.deleted > 0 {
                     log::info!(
                         "retention: deleted {} message(s) older than {} days in {} batch(es), {:?}",

@@ -89,10 +89,11 @@ fn a_config_whose_parts_all_answer_passes_the_probe() {
             redis_url()
         ),
     );
-    // The positional spelling works as it always did.
+    // The positional spelling works as it always did, and wins over SIDECHAT_CONFIG.
     let (ok, stderr, stdout) = run(sidechat()
         .args(["check-config", "--probe"])
         .arg(&config)
+        .env("SIDECHAT_CONFIG", "/nonexistent/sidechat.toml")
         .env("SIDECHAT__AUTH__HMAC_SECRETS", SECRET));
     assert!(ok, "{stderr:?} {stdout}");
     assert!(stdout.contains("ok: database.url:"), "{stdout}");

@@ -119,25 +119,35 @@ fn exported_series(metrics: &str) -> std::collections::BTreeSet<String> {
     names
 }
 
-/// Every `sidechat_*` name in `text` (PromQL in JSON or YAML), in order of appearance.
-fn named_series(text: &str) -> Vec<String> {
-    let mut names = Vec::new();
+/// Every `sidechat_*` series `text` (PromQL) reads: its name, and the label values it
+/// asks for literally (`outcome="abandoned"`; `=~`, `!=` and variables left out).
+fn named_series(text: &str) -> Vec<(String, Vec<String>)> {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut named = Vec::new();
     let mut rest = text;
     while let Some(at) = rest.find("sidechat_") {
-        let preceded_by_word = rest[..at]
-            .chars()
-            .next_back()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        let preceded_by_word = rest[..at].chars().next_back().is_some_and(word);
         let tail = &rest[at..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
+        let end = tail.find(|c: char| !word(c)).unwrap_or(tail.len());
         if !preceded_by_word {
-            names.push(tail[..end].to_string());
+            let mut labels = Vec::new();
+            if let Some(selector) = tail[end..].strip_prefix('{') {
+                let selector = &selector[..selector.find('}').unwrap_or(0)];
+                for matcher in selector.split(',') {
+                    if let Some((key, value)) = matcher.split_once('=')
+                        && !key.ends_with('!')
+                        && !value.starts_with('~')
+                        && !value.contains('$')
+                    {
+                        labels.push(format!("{}={}", key.trim(), value.trim()));
+                    }
+                }
+            }
+            named.push((tail[..end].to_string(), labels));
         }
         rest = &tail[end..];
     }
-    names
+    named
 }
 
 /// The dashboard and the alert rules in deploy/ read only series this build exports: a
@@ -156,20 +166,52 @@ async fn the_dashboard_and_the_alerts_name_only_exported_metrics() {
         exported.contains("sidechat_join_seconds_bucket"),
         "{exported:?}"
     );
-    for file in [
-        "deploy/grafana/sidechat.json",
-        "deploy/prometheus/alerts.yaml",
-        "k8s/components/monitoring/prometheusrule.yaml",
+    // Sample lines (`name{labels} value`): the label values on offer, at 0 from the start.
+    let samples: Vec<&str> = metrics.lines().filter(|l| !l.starts_with('#')).collect();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/grafana/sidechat.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let panel_queries: String = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| format!("{}\n", t["expr"].as_str().unwrap()))
+        .collect();
+    let read = |file: &str| {
+        std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    for (file, text) in [
+        ("deploy/grafana/sidechat.json", panel_queries),
+        (
+            "deploy/prometheus/alerts.yaml",
+            read("deploy/prometheus/alerts.yaml"),
+        ),
+        (
+            "k8s/components/monitoring/prometheusrule.yaml",
+            read("k8s/components/monitoring/prometheusrule.yaml"),
+        ),
     ] {
-        let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).unwrap();
         let named = named_series(&text);
         assert!(named.len() > 5, "{file} names {named:?}");
-        for name in named {
+        for (name, labels) in named {
             assert!(
                 exported.contains(&name),
                 "{file} reads {name}, which /metrics does not export"
             );
+            for label in labels {
+                assert!(
+                    samples
+                        .iter()
+                        .any(|s| s.starts_with(&format!("{name}{{")) && s.contains(&label)),
+                    "{file} reads {name}{{{label}}}, a series /metrics does not have"
+                );
+            }
         }
     }
 }

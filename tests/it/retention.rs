@@ -235,6 +235,17 @@ async fn old_messages_go_in_batches_with_what_hangs_on_them_while_new_ones_are_s
         1
     );
 
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) AS n FROM rooms WHERE id = 'old' AND last_message_id IS NULL \
+               AND last_message_at IS NULL AND $1 > 0",
+            1,
+        )
+        .await,
+        1,
+        "the room's activity is back to none"
+    );
     // Lists: the chat with nothing left is gone from both; the room stays, with nothing
     // unread; carol's unread count is the new messages only.
     let new_count = acked.len() as i64;
@@ -309,4 +320,59 @@ async fn while_one_replica_holds_the_lock_the_others_delete_nothing() {
     .await;
     let total = a.metric(DELETED).await.unwrap() + b.metric(DELETED).await.unwrap();
     assert_eq!(total, 60.0, "each message deleted once, by one of them");
+}
+
+/// A batch that meets a row lock gives up within its lock timeout and changes nothing;
+/// the writer, elsewhere, is not held up; the next run deletes it all.
+#[tokio::test]
+async fn a_batch_that_meets_a_lock_yields_and_leaves_everything_as_it_was() {
+    let app = spawn_app_with(retaining).await;
+    for i in 0..10 {
+        app.post_message("chat:alice:bob", "alice", &format!("old {i}"))
+            .await;
+    }
+    let mut holder = {
+        use diesel::Connection;
+        diesel::PgConnection::establish(&app.db_url).unwrap()
+    };
+    {
+        use diesel::connection::SimpleConnection;
+        // The list entry locked, as a long transaction elsewhere would hold it; then the
+        // messages aged (their list entry is left as it was, or the aging would wait).
+        holder
+            .batch_execute(
+                "BEGIN; SELECT 1 FROM conversations WHERE topic = 'chat:alice:bob' FOR UPDATE",
+            )
+            .unwrap();
+    }
+    app.db(|conn| {
+        diesel::sql_query(
+            "UPDATE messages SET sent_at = sent_at - interval '40 days' WHERE topic = 'chat:alice:bob'",
+        )
+        .execute(conn)
+        .unwrap();
+    })
+    .await;
+    let failed = r#"sidechat_retention_runs_total{outcome="failed"}"#;
+    eventually("a run gives up on the locked row", || async {
+        app.metric(failed).await >= Some(1.0)
+    })
+    .await;
+    assert_eq!(app.metric(DELETED).await, Some(0.0));
+    assert_eq!(app.message_count().await, 10, "the batch rolled back whole");
+    // The writer does not wait on retention: a send elsewhere is acknowledged.
+    let mut carol = app.connect("carol").await;
+    carol.join_ok("chat:carol:dave", json!({})).await;
+    carol.send_msg("chat:carol:dave", "meanwhile").await;
+
+    {
+        use diesel::connection::SimpleConnection;
+        holder.batch_execute("ROLLBACK").unwrap();
+    }
+    eventually("the next run deletes the old ones", || async {
+        app.metric(DELETED).await == Some(10.0)
+    })
+    .await;
+    assert_eq!(app.message_count().await, 1);
+    assert_eq!(listed(&list(&app, "bob").await), []);
 }
