@@ -39,7 +39,12 @@ pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
             if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
-                return Ok(dir);
+                // Where the links on PATH point: the other tools (pg_basebackup) are there.
+                let real = std::fs::canonicalize(dir.join("initdb"))
+                    .ok()
+                    .and_then(|initdb| initdb.parent().map(Path::to_path_buf))
+                    .filter(|real| real.join("pg_ctl").is_file());
+                return Ok(real.unwrap_or(dir));
             }
         }
     }
@@ -163,6 +168,111 @@ impl PgCluster {
                 .with_context(|| format!("creating database {name}"))?;
         }
         Ok(())
+    }
+
+    /// A streaming standby of `primary` in `data_dir` (copied with `pg_basebackup`,
+    /// following it from there), started on a free loopback port. For failover tests:
+    /// make it synchronous on the primary (`synchronous_standby_names`), `crash` the
+    /// primary, `promote` this one.
+    pub fn standby_of(
+        primary: &PgCluster,
+        data_dir: PathBuf,
+        remove_on_stop: bool,
+    ) -> anyhow::Result<PgCluster> {
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        // Postgres refuses a data directory others may read; pg_basebackup keeps the mode.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("making {} private", data_dir.display()))?;
+        }
+        let mut standby = PgCluster {
+            bin_dir: primary.bin_dir.clone(),
+            data_dir,
+            port: 0,
+            run_as_postgres: primary.run_as_postgres,
+            remove_on_stop,
+            stopped: true,
+        };
+        if standby.run_as_postgres {
+            standby.hand_to_postgres_user()?;
+        }
+        let (data, port) = (
+            standby.data_dir.display().to_string(),
+            primary.port.to_string(),
+        );
+        let output = standby
+            .command(
+                "pg_basebackup",
+                &[
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-U",
+                    "postgres",
+                    "-D",
+                    &data,
+                    "-R",
+                    "-X",
+                    "stream",
+                    "-c",
+                    "fast",
+                ],
+            )
+            .output()
+            .context("running pg_basebackup")?;
+        if !output.status.success() {
+            bail!(
+                "pg_basebackup failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let mut last_error = None;
+        for _ in 0..5 {
+            standby.port = free_port()?;
+            match standby.pg_ctl_start() {
+                Ok(()) => {
+                    standby.stopped = false;
+                    standby.spawn_watchdog()?;
+                    return Ok(standby);
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("the standby did not start")))
+    }
+
+    /// Ends a standby's recovery: it becomes a primary that accepts writes.
+    pub fn promote(&self) -> anyhow::Result<()> {
+        let data = self.data_dir.display().to_string();
+        let output = self
+            .command("pg_ctl", &["promote", "-w", "-D", &data])
+            .stdout(Stdio::null())
+            .output()
+            .context("running pg_ctl promote")?;
+        if !output.status.success() {
+            bail!(
+                "pg_ctl promote failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops the server as a crash would (immediate mode: no checkpoint, sessions cut).
+    pub fn crash(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let data = self.data_dir.display().to_string();
+        let _ = self
+            .command("pg_ctl", &["stop", "-D", &data, "-m", "immediate", "-w"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 
     /// Stops the server as an outage would (fast mode: open sessions are ended) and

@@ -16,6 +16,7 @@ mod check_config;
 mod conversations;
 mod crash;
 mod errors;
+mod failover;
 mod faults;
 mod health;
 mod host_api;
