@@ -33,7 +33,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Verifier;
 use crate::chat::{Chat, ChatConfig};
 use crate::http::{AppState, Connections};
-use crate::hub::redis::{RedisBackend, RedisConfig};
+use crate::hub::redis::{RedisBackend, RedisConfig, RedisTarget};
 use crate::hub::{Hub, MemoryBroker, MemoryPresence, Presence};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -108,18 +108,33 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         metrics.broker_kind(&settings.broker.kind);
         let (hub, presence, redis) = match settings.broker.kind.as_str() {
-            "redis" => {
+            kind @ ("redis" | "redis-cluster") => {
+                let (target, setting, shown) = if kind == "redis" {
+                    let url = settings.broker.redis_url.expose();
+                    (
+                        RedisTarget::Single(url.to_owned()),
+                        "broker.redis_url",
+                        redact_url(url),
+                    )
+                } else {
+                    let seeds = &settings.broker.redis_urls;
+                    (
+                        RedisTarget::Cluster(seeds.iter().map(|s| s.expose().to_owned()).collect()),
+                        "broker.redis_urls",
+                        seeds
+                            .iter()
+                            .map(|s| redact_url(s.expose()))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    )
+                };
                 let backend = RedisBackend::start(RedisConfig {
-                    url: settings.broker.redis_url.expose().to_owned(),
+                    target,
                     prefix: settings.broker.redis_prefix.clone(),
                     presence_ttl: Duration::from_secs(settings.broker.presence_ttl_s),
                 })
                 .map_err(|e| {
-                    anyhow::anyhow!(
-                        "broker.redis_url: cannot connect to {}: {}",
-                        redact_url(settings.broker.redis_url.expose()),
-                        first_line(&e)
-                    )
+                    anyhow::anyhow!("{setting}: cannot connect to {shown}: {}", first_line(&e))
                 })?;
                 let hub = Arc::new(Hub::new(backend.broker.clone()));
                 backend.broker.attach(&hub);

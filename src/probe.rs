@@ -39,8 +39,20 @@ pub fn probe(settings: &Settings) -> Vec<Check> {
         });
     }
     checks.push(database(settings.database.url.expose(), timeout));
-    if settings.broker.kind == "redis" {
-        checks.push(redis(settings.broker.redis_url.expose(), timeout));
+    match settings.broker.kind.as_str() {
+        "redis" => checks.push(redis(
+            "broker.redis_url",
+            settings.broker.redis_url.expose(),
+            timeout,
+        )),
+        "redis-cluster" => {
+            // Each seed on its own: any one that answers lets the service start, but a
+            // seed that does not is worth a line.
+            for seed in &settings.broker.redis_urls {
+                checks.push(redis("broker.redis_urls", seed.expose(), timeout));
+            }
+        }
+        _ => {}
     }
     checks
 }
@@ -96,7 +108,7 @@ fn database(url: &str, timeout: Duration) -> Check {
     }
 }
 
-fn redis(url: &str, timeout: Duration) -> Check {
+fn redis(setting: &str, url: &str, timeout: Duration) -> Check {
     let shown = redact_url(url);
     let answered = redis::Client::open(url).and_then(|client| {
         let mut conn = client.get_connection_with_timeout(timeout)?;
@@ -104,9 +116,9 @@ fn redis(url: &str, timeout: Duration) -> Check {
         redis::cmd("PING").query::<String>(&mut conn)
     });
     match answered {
-        Ok(_) => Check::ok(format!("broker.redis_url: {shown} answers PING")),
+        Ok(_) => Check::ok(format!("{setting}: {shown} answers PING")),
         Err(e) => Check::failed(format!(
-            "broker.redis_url: cannot reach {shown}: {}",
+            "{setting}: cannot reach {shown}: {}",
             first_line(&e.to_string())
         )),
     }

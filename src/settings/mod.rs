@@ -18,7 +18,12 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 pub const DEVELOPMENT_TOML: &str = include_str!("../../config/development.toml");
 
 /// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: [&str; 3] = ["server.allowed_origins", "auth.hmac_secrets", "api.keys"];
+const LIST_KEYS: [&str; 4] = [
+    "server.allowed_origins",
+    "auth.hmac_secrets",
+    "api.keys",
+    "broker.redis_urls",
+];
 
 /// The layers one load reads, lowest first (after the embedded defaults).
 #[derive(Debug, Default)]
@@ -163,6 +168,8 @@ pub struct ChatSettings {
 pub struct BrokerSettings {
     pub kind: String,
     pub redis_url: Secret,
+    /// Seed nodes of a Redis Cluster (`kind = "redis-cluster"`); the rest is discovered.
+    pub redis_urls: Vec<Secret>,
     pub redis_prefix: String,
     pub presence_ttl_s: u64,
 }
@@ -369,6 +376,10 @@ mod tests {
             ),
             ("[broker]\nkind = \"carrier-pigeon\"", "broker.kind"),
             ("[broker]\nkind = \"redis\"", "broker.redis_url: required"),
+            (
+                "[broker]\nkind = \"redis-cluster\"",
+                "broker.redis_urls: required",
+            ),
             ("[log]\nformat = \"xml\"", "log.format: must be"),
             ("[chat]\nretention_batch = 0", "chat.retention_batch"),
             ("[chat]\nretention_every_s = 0", "chat.retention_every_s"),

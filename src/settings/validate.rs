@@ -106,7 +106,17 @@ impl Settings {
                 return invalid("broker.redis_url: required when broker.kind = \"redis\"".into());
             }
             "redis" => {}
-            _ => return invalid("broker.kind: must be \"memory\" or \"redis\"".into()),
+            "redis-cluster" if self.broker.redis_urls.iter().all(Secret::is_empty) => {
+                return invalid(
+                    "broker.redis_urls: required when broker.kind = \"redis-cluster\" (seed nodes, e.g. [\"redis://redis-0:6379\"])".into(),
+                );
+            }
+            "redis-cluster" => {}
+            _ => {
+                return invalid(
+                    "broker.kind: must be \"memory\", \"redis\" or \"redis-cluster\"".into(),
+                );
+            }
         }
         if self.broker.redis_prefix.is_empty()
             || self.broker.redis_prefix.contains(char::is_whitespace)

@@ -30,6 +30,7 @@ mod ports;
 mod push;
 mod query_plans;
 mod receipts;
+mod redis_cluster;
 mod replicas;
 mod reports;
 mod retention;
