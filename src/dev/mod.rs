@@ -123,15 +123,20 @@ impl PgCluster {
         if !cluster.data_dir.join("PG_VERSION").exists() {
             cluster.initdb(&options)?;
         }
+        cluster.start_on_free_port()?;
+        Ok(cluster)
+    }
+
+    /// Starts the server on a free loopback port, with its watchdog. Another process may
+    /// take the free port before Postgres binds it: then another port is tried.
+    fn start_on_free_port(&mut self) -> anyhow::Result<()> {
         let mut last_error = None;
-        // Another process may take the free port before Postgres binds it; try again.
         for _ in 0..5 {
-            cluster.port = free_port()?;
-            match cluster.pg_ctl_start() {
+            self.port = free_port()?;
+            match self.pg_ctl_start() {
                 Ok(()) => {
-                    cluster.stopped = false;
-                    cluster.spawn_watchdog()?;
-                    return Ok(cluster);
+                    self.stopped = false;
+                    return self.spawn_watchdog();
                 }
                 Err(e) => last_error = Some(e),
             }
@@ -229,19 +234,8 @@ impl PgCluster {
                 String::from_utf8_lossy(&output.stderr).trim()
             );
         }
-        let mut last_error = None;
-        for _ in 0..5 {
-            standby.port = free_port()?;
-            match standby.pg_ctl_start() {
-                Ok(()) => {
-                    standby.stopped = false;
-                    standby.spawn_watchdog()?;
-                    return Ok(standby);
-                }
-                Err(e) => last_error = Some(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("the standby did not start")))
+        standby.start_on_free_port()?;
+        Ok(standby)
     }
 
     /// Ends a standby's recovery: it becomes a primary that accepts writes.
