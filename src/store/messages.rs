@@ -324,12 +324,13 @@ pub fn requote(conn: &mut PgConnection, original: i64, body: &str) -> Result<(),
 /// Clears the quotes of the replies to `originals` (deleted or erased): each reply's
 /// quote is then null.
 pub fn unquote(conn: &mut PgConnection, originals: &[i64]) -> Result<(), Error> {
-    diesel::update(messages::table.filter(messages::reply_to.eq_any(originals)))
-        .set((
-            messages::reply_to_user.eq(None::<String>),
-            messages::reply_to_body.eq(None::<String>),
-        ))
-        .execute(conn)?;
+    // Kept prepared: retention runs it for every batch.
+    super::prepared::prepared(
+        "UPDATE messages SET reply_to_user = NULL, reply_to_body = NULL \
+         WHERE reply_to = ANY($1)",
+    )
+    .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(originals)
+    .execute(conn)?;
     Ok(())
 }
 

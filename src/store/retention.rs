@@ -80,8 +80,6 @@ DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY id LIMIT $1) 
 RETURNING id, topic, deleted_at IS NULL AS live";
 const DELETE_REACTIONS: &str = "DELETE FROM reactions WHERE message_id = ANY($1)";
 const DELETE_REPORTS: &str = "DELETE FROM reports WHERE message_id = ANY($1)";
-const UNQUOTE: &str = "\
-UPDATE messages SET reply_to_user = NULL, reply_to_body = NULL WHERE reply_to = ANY($1)";
 // An entry still pointing at the newest live message the batch deleted in its
 // conversation: the conversation has none left (deletion goes oldest first). The rows
 // are locked in key order, as the writer takes them, and a row a writer moved meanwhile
@@ -116,11 +114,13 @@ pub fn delete_batch(conn: &mut PgConnection, days: u32, batch: u32) -> Result<us
             return Ok(0);
         }
         let ids: Vec<i64> = gone.iter().map(|g| g.id).collect();
-        for statement in [DELETE_REACTIONS, DELETE_REPORTS, UNQUOTE] {
+        for statement in [DELETE_REACTIONS, DELETE_REPORTS] {
             prepared(statement)
                 .bind::<Array<BigInt>, _>(&ids)
                 .execute(conn)?;
         }
+        // Newer replies no longer carry a copy of what the policy deleted.
+        super::messages::unquote(conn, &ids)?;
         let (rooms, conversations) = newest_live_by_topic(&gone);
         for (statement, (topics, newest)) in [
             (FORGET_CONVERSATIONS, conversations),
