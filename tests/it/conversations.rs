@@ -5,13 +5,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-/// The user's list through their own token: status and body.
-async fn my_list(app: &TestApp, user: &str, query: &str) -> (u16, Value) {
-    let path = format!("/v1/me/conversations{query}");
-    app.api_with_key("GET", &path, None, Some(&hmac_token(user, 3600)))
-        .await
-}
-
 fn topics(page: &Value) -> Vec<String> {
     page["conversations"]
         .as_array()
@@ -46,7 +39,7 @@ async fn the_list_holds_chats_rooms_and_support_newest_first_and_keeps_read_ones
     app.post_message("support:ann", "ann", "help").await;
     let last = app.post_message("chat:ann:bo", "bo", "second").await;
 
-    let (status, page) = my_list(&app, "ann", "").await;
+    let (status, page) = app.my_list("ann", "").await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(
         topics(&page),
@@ -77,11 +70,11 @@ async fn the_list_holds_chats_rooms_and_support_newest_first_and_keeps_read_ones
         .push("chat:ann:bo", "read", json!({"message_id": last["id"]}))
         .await;
     assert_eq!(reply["status"], "ok", "{reply}");
-    let (_, page) = my_list(&app, "ann", "").await;
+    let (_, page) = app.my_list("ann", "").await;
     assert_eq!(item(&page, "chat:ann:bo")["unread"], 0);
 
     // The other side sees it from their side; cy's list and the host's view agree.
-    let (_, page) = my_list(&app, "cy", "").await;
+    let (_, page) = app.my_list("cy", "").await;
     assert_eq!(topics(&page), ["chat:ann:cy"]);
     assert_eq!(item(&page, "chat:ann:cy")["peer"], "ann");
     assert_eq!(item(&page, "chat:ann:cy")["unread"], 1);
@@ -91,7 +84,7 @@ async fn the_list_holds_chats_rooms_and_support_newest_first_and_keeps_read_ones
 
     // A room message moves the room to the top, unread for the other member.
     app.post_message("room:quiet", "bo", "hello room").await;
-    let (_, page) = my_list(&app, "ann", "").await;
+    let (_, page) = app.my_list("ann", "").await;
     assert_eq!(topics(&page)[0], "room:quiet");
     assert_eq!(item(&page, "room:quiet")["unread"], 1);
     assert_eq!(
@@ -110,7 +103,7 @@ async fn the_lobby_answers_conversations_with_the_same_page() {
         .push("user:dee", "conversations", json!({"limit": 10}))
         .await;
     assert_eq!(reply["status"], "ok", "{reply}");
-    let (_, page) = my_list(&app, "dee", "?limit=10").await;
+    let (_, page) = app.my_list("dee", "?limit=10").await;
     assert_eq!(reply["response"], page);
     assert_eq!(topics(&page), ["chat:dee:eve"]);
 
@@ -139,7 +132,7 @@ async fn paging_gives_each_conversation_once_while_new_messages_arrive() {
             Some(next) => format!("?limit=7&before={next}"),
             None => "?limit=7".to_owned(),
         };
-        let (status, page) = my_list(&app, "fay", &query).await;
+        let (status, page) = app.my_list("fay", &query).await;
         assert_eq!(status, 200, "{page}");
         if pages == 1 {
             // New messages while paging: in conversations already listed (p24..p18),
@@ -165,7 +158,7 @@ async fn paging_gives_each_conversation_once_while_new_messages_arrive() {
 
     // Afresh, newest first: p05, then the seven moved in the order they moved, then the
     // rest as they were.
-    let (_, fresh) = my_list(&app, "fay", "?limit=200").await;
+    let (_, fresh) = app.my_list("fay", "?limit=200").await;
     let mut expected = vec![peer(5)];
     expected.extend((18..25).map(peer));
     expected.extend((0..18).rev().filter(|&n| n != 5).map(peer));
@@ -183,7 +176,7 @@ async fn deleted_and_erased_messages_leave_the_list_as_it_was_before_them() {
         .api("DELETE", &format!("/api/v1/messages/{}", spam["id"]), None)
         .await;
     assert_eq!(status, 204);
-    let (_, page) = my_list(&app, "gus", "").await;
+    let (_, page) = app.my_list("gus", "").await;
     let hal = item(&page, "chat:gus:hal");
     assert_eq!(hal["last_message"]["id"], first["id"], "{hal}");
     assert_eq!(hal["updated_at"], first["sent_at"]);
@@ -193,9 +186,9 @@ async fn deleted_and_erased_messages_leave_the_list_as_it_was_before_them() {
     // Erasing ivy empties her chat with gus: it leaves his list, and hers is gone.
     let (status, _) = app.api("DELETE", "/api/v1/users/ivy", None).await;
     assert_eq!(status, 200);
-    let (_, page) = my_list(&app, "gus", "").await;
+    let (_, page) = app.my_list("gus", "").await;
     assert_eq!(topics(&page), ["chat:gus:hal"]);
-    let (_, page) = my_list(&app, "ivy", "").await;
+    let (_, page) = app.my_list("ivy", "").await;
     assert_eq!(topics(&page), Vec::<String>::new());
     let rows = app
         .db(|conn| {
@@ -215,12 +208,12 @@ async fn deleted_and_erased_messages_leave_the_list_as_it_was_before_them() {
         .await;
     let (status, _) = app.api("DELETE", "/api/v1/users/gus", None).await;
     assert_eq!(status, 200);
-    let (_, page) = my_list(&app, "gus", "").await;
+    let (_, page) = app.my_list("gus", "").await;
     assert_eq!(topics(&page), Vec::<String>::new());
-    let (_, page) = my_list(&app, "hal", "").await;
+    let (_, page) = app.my_list("hal", "").await;
     assert_eq!(topics(&page), ["chat:gus:hal"], "hal keeps the chat");
     app.post_message("chat:gus:hal", "gus", "I am back").await;
-    let (_, page) = my_list(&app, "gus", "").await;
+    let (_, page) = app.my_list("gus", "").await;
     assert_eq!(topics(&page), ["chat:gus:hal"], "gus is listed again");
 
     // A conversation emptied by moderation leaves both lists; its next message brings
@@ -230,12 +223,12 @@ async fn deleted_and_erased_messages_leave_the_list_as_it_was_before_them() {
         .api("DELETE", &format!("/api/v1/messages/{}", only["id"]), None)
         .await;
     assert_eq!(status, 204);
-    let (_, page) = my_list(&app, "kim", "").await;
+    let (_, page) = app.my_list("kim", "").await;
     assert_eq!(topics(&page), Vec::<String>::new());
     app.post_message("chat:gus:kim", "gus", "back").await;
-    let (_, page) = my_list(&app, "kim", "").await;
+    let (_, page) = app.my_list("kim", "").await;
     assert_eq!(topics(&page), ["chat:gus:kim"]);
-    let (_, page) = my_list(&app, "gus", "").await;
+    let (_, page) = app.my_list("gus", "").await;
     assert_eq!(topics(&page), ["chat:gus:kim", "chat:gus:hal"]);
 
     // A room goes back to its previous message, then to its creation time.
@@ -253,7 +246,7 @@ async fn deleted_and_erased_messages_leave_the_list_as_it_was_before_them() {
     for (deleted, left) in [(&newer, Some(&older)), (&older, None)] {
         let path = format!("/api/v1/messages/{}", deleted["id"]);
         assert_eq!(app.api("DELETE", &path, None).await.0, 204);
-        let (_, page) = my_list(&app, "gus", "").await;
+        let (_, page) = app.my_list("gus", "").await;
         match left {
             Some(message) => {
                 assert_eq!(den(&page)["last_message"]["id"], message["id"]);
@@ -282,7 +275,7 @@ async fn bad_parameters_are_refused_with_the_rule_they_break() {
         ("?before=bm90IG91cnM", "cursor"),
         ("?before=%21%21", "cursor"),
     ] {
-        let (status, body) = my_list(&app, "jo", query).await;
+        let (status, body) = app.my_list("jo", query).await;
         assert_eq!(status, 400, "{query}: {body}");
         assert_eq!(body["reason"], "invalid_payload", "{query}: {body}");
         assert!(

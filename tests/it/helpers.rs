@@ -411,6 +411,14 @@ impl TestApp {
         .expect("query task")
     }
 
+    /// `user`'s conversation list through their own token (`query`: `?limit=...`, or
+    /// empty): status and body.
+    pub async fn my_list(&self, user: &str, query: &str) -> (u16, Value) {
+        let path = format!("/v1/me/conversations{query}");
+        self.api_with_key("GET", &path, None, Some(&hmac_token(user, 3600)))
+            .await
+    }
+
     /// Posts `body` from `from` in `topic` through the host API; returns the Message.
     pub async fn post_message(&self, topic: &str, from: &str, body: &str) -> Value {
         let (status, message) = self

@@ -55,14 +55,7 @@ async fn age(app: &TestApp, up_to: i64) {
 }
 
 async fn list(app: &TestApp, user: &str) -> Value {
-    let (status, page) = app
-        .api_with_key(
-            "GET",
-            "/v1/me/conversations",
-            None,
-            Some(&hmac_token(user, 3600)),
-        )
-        .await;
+    let (status, page) = app.my_list(user, "").await;
     assert_eq!(status, 200, "{page}");
     page
 }
@@ -257,15 +250,9 @@ async fn old_messages_go_in_batches_with_what_hangs_on_them_while_new_ones_are_s
         alice_list,
         [("chat:alice:carol".into(), 0), ("room:old".into(), 0)]
     );
-    let unread: Value = http_client()
-        .get(app.http("/v1/me/unread"))
-        .bearer_auth(hmac_token("carol", 60))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, unread) = app
+        .api_with_key("GET", "/v1/me/unread", None, Some(&hmac_token("carol", 60)))
+        .await;
     assert_eq!(unread["total"], new_count, "{unread}");
     assert!(
         app.metric(r#"sidechat_retention_runs_total{outcome="done"}"#)
