@@ -47,6 +47,11 @@ pub struct HubEvent {
 /// client with `phx_close`. A removed room member's joins end this way, on every replica.
 pub const DROP_EVENT: &str = "sidechat:drop";
 
+/// An event no client ever sees: the broker may have lost events of this topic (a Redis
+/// failover, a publish that failed), so the sockets it reaches close with 1001 and their
+/// clients rejoin with `after`, which reads what they missed from Postgres.
+pub const RESYNC_EVENT: &str = "sidechat:resync";
+
 impl HubEvent {
     /// An event for every subscriber of `topic`, its payload already encoded as JSON.
     pub fn new(topic: &str, event: &str, payload: Arc<str>) -> HubEvent {
@@ -63,6 +68,11 @@ impl HubEvent {
     /// Makes every socket leave `topic` (a chat the host closed).
     pub fn drop_all(topic: &str) -> HubEvent {
         HubEvent::new(topic, DROP_EVENT, Arc::from("{}"))
+    }
+
+    /// Makes every socket of `topic` on the replicas it reaches rejoin with `after`.
+    pub fn resync(topic: &str) -> HubEvent {
+        HubEvent::new(topic, RESYNC_EVENT, Arc::from("{}"))
     }
 
     /// Makes `user_id`'s sockets leave `topic`.
@@ -126,6 +136,12 @@ impl Hub {
         if first {
             self.broker.subscribe(topic);
         }
+    }
+
+    /// Resolves once events from other replicas on `topic` reach this one (see
+    /// `Broker::subscribed`).
+    pub fn subscribed(&self, topic: &str) -> futures_util::future::BoxFuture<'static, ()> {
+        self.broker.subscribed(topic)
     }
 
     pub fn unsubscribe(&self, topic: &str, conn: ConnId) {

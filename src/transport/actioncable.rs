@@ -172,7 +172,7 @@ impl Codec for ActionCable {
 
     fn goodbye(&self, code: CloseCode) -> Option<String> {
         let (reason, reconnect) = match code {
-            CloseCode::GoingAway => ("server_restart", true),
+            CloseCode::GoingAway | CloseCode::MissedEvents => ("server_restart", true),
             CloseCode::TokenExpired => ("unauthorized", false),
             CloseCode::TooSlow | CloseCode::Idle => ("remote", true),
             CloseCode::Malformed | CloseCode::TooLarge => ("invalid_request", false),

@@ -130,6 +130,9 @@ pub trait Codec {
 pub enum CloseCode {
     /// Server shutting down: reconnect (another replica) and rejoin with `after`.
     GoingAway,
+    /// The broker may have lost events of a joined topic (a Redis failover): reconnect
+    /// and rejoin with `after`. Sent as 1001 too, which clients already handle so.
+    MissedEvents,
     /// Malformed frame: a client bug, do not retry as is.
     Malformed,
     /// Frame too large: a client bug.
@@ -148,7 +151,7 @@ pub enum CloseCode {
 impl CloseCode {
     pub fn code(self) -> u16 {
         match self {
-            CloseCode::GoingAway => 1001,
+            CloseCode::GoingAway | CloseCode::MissedEvents => 1001,
             CloseCode::Malformed => 1007,
             CloseCode::TooLarge => 1009,
             CloseCode::TokenExpired => 4001,
@@ -161,6 +164,7 @@ impl CloseCode {
     pub fn description(self) -> &'static str {
         match self {
             CloseCode::GoingAway => "server shutting down",
+            CloseCode::MissedEvents => "events may have been missed: rejoin with after",
             CloseCode::Malformed => "malformed frame",
             CloseCode::TooLarge => "frame too large",
             CloseCode::TokenExpired => "token expired",
@@ -180,6 +184,7 @@ mod tests {
         use CloseCode::*;
         let all = [
             GoingAway,
+            MissedEvents,
             Malformed,
             TooLarge,
             TokenExpired,
@@ -190,7 +195,7 @@ mod tests {
         for code in all {
             // A new code fails to compile here: add it to `all` and to DISCONNECT_CODES.
             match code {
-                GoingAway | Malformed | TooLarge | TokenExpired | TooSlow | Idle
+                GoingAway | MissedEvents | Malformed | TooLarge | TokenExpired | TooSlow | Idle
                 | TooManyRequests => {}
             }
             assert!(crate::metrics::DISCONNECT_CODES.contains(&code.code()));

@@ -1,5 +1,6 @@
-//! Joining a topic: checks, the subscription taken before the history query (so nothing
-//! falls between the two), and the reply, presence and buffered events once it loads.
+//! Joining a topic: checks, the subscription taken before the history query (locally and
+//! through the broker, so nothing falls between the two), and the reply, presence and
+//! buffered events once it loads.
 
 use serde_json::Value;
 use tokio::time::Instant;
@@ -9,6 +10,9 @@ use crate::chat::{JoinReply, Reason, Request, Topic};
 use crate::hub::Subscriber;
 use crate::metrics::KindLabel;
 use crate::transport::{Codec, Outbound, Response};
+
+/// The longest a join waits for the broker to subscribe this replica to its topic.
+const BROKER_SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl<C: Codec> Session<C> {
     pub(super) async fn join(
@@ -78,7 +82,12 @@ impl<C: Codec> Session<C> {
         let chat = self.ctx.chat.clone();
         let actor = self.actor.clone();
         let started = Instant::now();
+        let subscribed = chat.hub().subscribed(&key);
         self.pending.push(Box::pin(async move {
+            // Other replicas' events reach this one before history is read. A broker
+            // that takes longer delays the join no more than this; an event missed then
+            // is read back at the next join, as with a broker that is down.
+            let _ = tokio::time::timeout(BROKER_SUBSCRIBE_WAIT, subscribed).await;
             let result = chat.join(&actor, &topic, params).await;
             Completion::Joined {
                 key,

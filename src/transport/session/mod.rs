@@ -267,10 +267,13 @@ impl<C: Codec> Session<C> {
         }
     }
 
-    /// Ends the session: on shutdown, first the replies still owed; then the close
+    /// Ends the session: on a 1001, first the replies still owed; then the close
     /// frame; then subscriptions and presence.
     async fn finish(mut self, end: End) {
-        if end == End::Close(CloseCode::GoingAway) {
+        if matches!(
+            end,
+            End::Close(CloseCode::GoingAway | CloseCode::MissedEvents)
+        ) {
             while let Some(done) = self.pending.next().await {
                 if self.complete(done).await.is_err() {
                     break;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{End, JoinState, Session};
 use crate::chat::Reason;
-use crate::hub::{DROP_EVENT, HubEvent};
+use crate::hub::{DROP_EVENT, HubEvent, RESYNC_EVENT};
 use crate::transport::{CloseCode, Codec, Outbound, Response};
 
 impl<C: Codec> Session<C> {
@@ -101,6 +101,16 @@ impl<C: Codec> Session<C> {
         let Some(channel) = self.channels.get_mut(&event.topic) else {
             return Ok(()); // left this topic since the event was queued
         };
+        if event.event == RESYNC_EVENT {
+            // Events of this topic may have been lost between replicas: the client
+            // reconnects and rejoins every channel with `after`, which reads them back.
+            log::info!(
+                conn = self.ctx.conn.0, user = self.actor.user_id.as_str(),
+                topic = event.topic.as_str();
+                "the broker may have lost events of the topic"
+            );
+            return Err(End::Close(CloseCode::MissedEvents));
+        }
         if event.event == DROP_EVENT {
             // No longer allowed here (removed from the room): leave, and say so.
             let (spelled, join_ref) = (channel.spelled.clone(), channel.join_ref.clone());
