@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
+use redis::IntoConnectionInfo;
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use serde::{Deserialize, Serialize};
@@ -21,10 +23,13 @@ use tokio::sync::{Notify, mpsc};
 use super::{Broker, Hub, HubEvent, MemoryPresence, PresenceMeta};
 
 mod presence;
+mod publish;
+mod shards;
 mod subscribe;
 
 pub use presence::RedisPresence;
-use presence::{presence_refresher, presence_writer};
+use presence::presence_writer;
+use publish::{Outgoing, publisher};
 use subscribe::{cluster_subscriber, subscriber};
 
 /// Events waiting to be published; past this (Redis down or slow) they are dropped,
@@ -84,8 +89,14 @@ struct Shared {
     /// Topics with local listeners; the subscriber task makes Redis match it.
     wanted: Mutex<HashSet<String>>,
     wanted_changed: Notify,
+    /// Topics whose subscription is active now, and a wake-up when one becomes so.
+    active: Mutex<HashSet<String>>,
+    activated: Notify,
     local_presence: MemoryPresence,
     on_expired: OnceLock<OnExpired>,
+    /// Topics with an event the other replicas may not have had (its publish failed or
+    /// was dropped): the publisher tells them to resync once Redis takes publishes again.
+    unpublished: Mutex<HashSet<String>>,
 }
 
 impl Shared {
@@ -113,6 +124,47 @@ impl Shared {
 
     fn wanted(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.wanted.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks `topics` subscribed (or not), waking joins that wait for them.
+    fn set_active<'t>(&self, topics: impl IntoIterator<Item = &'t String>, active: bool) {
+        {
+            let mut set = self.active();
+            for topic in topics {
+                if active {
+                    set.insert(topic.clone());
+                } else {
+                    set.remove(topic);
+                }
+            }
+        }
+        if active {
+            self.activated.notify_waiters();
+        }
+    }
+
+    fn unpublished(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.unpublished.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells this replica's sockets on `topics` that events may have been lost: they
+    /// close with 1001 and their clients rejoin with `after`.
+    fn resync<'t>(&self, topics: impl IntoIterator<Item = &'t String>) {
+        let Some(hub) = self.hub.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let mut count = 0;
+        for topic in topics {
+            hub.deliver_local(&Arc::new(HubEvent::resync(topic)));
+            count += 1;
+        }
+        if count > 0 {
+            log::warn!("redis: events may have been lost on {count} topics; their sockets rejoin");
+        }
     }
 }
 
@@ -173,7 +225,7 @@ impl Drop for RedisBackend {
 
 pub struct RedisBroker {
     shared: Arc<Shared>,
-    publish: mpsc::Sender<Vec<u8>>,
+    publish: mpsc::Sender<Outgoing>,
 }
 
 impl RedisBackend {
@@ -228,8 +280,11 @@ impl RedisBackend {
             hub: OnceLock::new(),
             wanted: Mutex::new(HashSet::new()),
             wanted_changed: Notify::new(),
+            active: Mutex::new(HashSet::new()),
+            activated: Notify::new(),
             local_presence: MemoryPresence::default(),
             on_expired: OnceLock::new(),
+            unpublished: Mutex::new(HashSet::new()),
         });
         let (publish, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (writes, writes_rx) = mpsc::unbounded_channel();
@@ -238,18 +293,13 @@ impl RedisBackend {
                 runtime.spawn(subscriber(shared.clone(), client));
                 Conn::Single(manager)
             }
-            Connected::Cluster(connection, pushes) => {
-                runtime.spawn(cluster_subscriber(
-                    shared.clone(),
-                    connection.clone(),
-                    pushes,
-                ));
+            Connected::Cluster(connection, seed) => {
+                runtime.spawn(cluster_subscriber(shared.clone(), connection.clone(), seed));
                 Conn::Cluster(connection)
             }
         };
         runtime.spawn(publisher(shared.clone(), manager.clone(), publish_rx));
         runtime.spawn(presence_writer(shared.clone(), manager.clone(), writes_rx));
-        runtime.spawn(presence_refresher(shared.clone(), manager.clone()));
         Ok(RedisBackend {
             broker: Arc::new(RedisBroker {
                 shared: shared.clone(),
@@ -270,8 +320,9 @@ impl RedisBackend {
 enum Connected {
     /// A subscriber opens pub/sub connections from the client.
     Single(ConnectionManager, redis::Client),
-    /// Subscriptions ride the cluster connection; what arrives comes as RESP3 pushes.
-    Cluster(ClusterConnection, mpsc::UnboundedReceiver<redis::PushInfo>),
+    /// Commands ride the cluster connection; subscriptions, connections to each master
+    /// made like the first seed's.
+    Cluster(ClusterConnection, redis::ConnectionInfo),
 }
 
 async fn connect(target: &RedisTarget) -> Result<Connected, String> {
@@ -285,10 +336,13 @@ async fn connect(target: &RedisTarget) -> Result<Connected, String> {
             Ok(Connected::Single(manager, client))
         }
         RedisTarget::Cluster(seeds) => {
-            let (pushes_tx, pushes) = mpsc::unbounded_channel();
+            let seed = seeds
+                .first()
+                .ok_or("no seed node")?
+                .as_str()
+                .into_connection_info()
+                .map_err(|e| e.to_string())?;
             let client = redis::cluster::ClusterClientBuilder::new(seeds.clone())
-                .use_protocol(redis::ProtocolVersion::RESP3)
-                .push_sender(pushes_tx)
                 .connection_timeout(Duration::from_secs(2))
                 .response_timeout(Duration::from_secs(2))
                 .build()
@@ -297,7 +351,7 @@ async fn connect(target: &RedisTarget) -> Result<Connected, String> {
                 .get_async_connection()
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(Connected::Cluster(connection, pushes))
+            Ok(Connected::Cluster(connection, seed))
         }
     }
 }
@@ -324,18 +378,20 @@ impl Broker for RedisBroker {
             skip_user: event.skip_user.as_deref(),
             only_user: event.only_user.as_deref(),
         };
-        let Ok(mut bytes) = serde_json::to_vec(&envelope) else {
+        let Ok(payload) = serde_json::to_vec(&envelope) else {
             return;
         };
-        // The channel name travels in front, so the publisher needs no parsing.
-        let mut framed = self.shared.channel(&event.topic).into_bytes();
-        framed.push(b'\n');
-        framed.append(&mut bytes);
-        if self.publish.try_send(framed).is_err() {
+        let outgoing = Outgoing {
+            topic: event.topic.clone(),
+            channel: self.shared.channel(&event.topic),
+            payload,
+        };
+        if self.publish.try_send(outgoing).is_err() {
             log::warn!(
                 "redis: publish queue full; an event for {} was dropped",
                 event.topic
             );
+            self.shared.unpublished().insert(event.topic.clone());
         }
     }
 
@@ -349,30 +405,23 @@ impl Broker for RedisBroker {
         self.shared.wanted_changed.notify_one();
     }
 
+    fn subscribed(&self, topic: &str) -> BoxFuture<'static, ()> {
+        let (shared, topic) = (self.shared.clone(), topic.to_owned());
+        Box::pin(async move {
+            loop {
+                // Registered before the check, so an activation in between is not missed.
+                let activated = shared.activated.notified();
+                tokio::pin!(activated);
+                activated.as_mut().enable();
+                if !shared.connected.load(Ordering::Relaxed) || shared.active().contains(&topic) {
+                    return;
+                }
+                activated.await;
+            }
+        })
+    }
+
     fn is_connected(&self) -> bool {
         self.shared.connected.load(Ordering::Relaxed)
-    }
-}
-
-async fn publisher(shared: Arc<Shared>, mut redis: Conn, mut queue: mpsc::Receiver<Vec<u8>>) {
-    let command = if shared.sharded() {
-        "SPUBLISH"
-    } else {
-        "PUBLISH"
-    };
-    while let Some(framed) = queue.recv().await {
-        let Some(split) = framed.iter().position(|b| *b == b'\n') else {
-            continue;
-        };
-        let (channel, payload) = framed.split_at(split);
-        let payload = payload.get(1..).unwrap_or_default();
-        let sent: redis::RedisResult<i64> = redis::cmd(command)
-            .arg(channel)
-            .arg(payload)
-            .query_async(&mut redis)
-            .await;
-        if let Err(e) = sent {
-            log::warn!("redis: publish failed: {e}");
-        }
     }
 }

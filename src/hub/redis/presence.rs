@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
 
-use super::{Conn, Entry, OnExpired, Shared};
+use super::{Conn, Entry, OnExpired, PUBLISH_QUEUE, RECONNECT_AFTER, Shared};
 use crate::hub::{ConnId, Presence, PresenceMeta};
 
 pub(super) enum PresenceWrite {
@@ -101,78 +101,102 @@ pub(super) async fn presence_writer(
     mut writes: mpsc::UnboundedReceiver<PresenceWrite>,
 ) {
     let ttl_ms = i64::try_from(shared.config.presence_ttl.as_millis()).unwrap_or(30_000);
-    while let Some(write) = writes.recv().await {
-        let result: redis::RedisResult<()> = match write {
-            PresenceWrite::Track { topic, member } => {
-                let key = shared.presence_key(&topic);
-                redis::pipe()
-                    .zadd(&key, member, now_ms() + ttl_ms)
-                    .ignore()
-                    .pexpire(&key, ttl_ms * 2)
-                    .ignore()
-                    .query_async(&mut redis)
-                    .await
+    // Departures Redis did not take (it, or the key's shard, was away): retried, so a
+    // user who left is not listed until the TTL. A failed arrival needs no retry: the
+    // refresher writes every local entry again within a third of the TTL.
+    let mut owed: Vec<(String, String)> = Vec::new();
+    let mut retry = tokio::time::interval(RECONNECT_AFTER);
+    let mut refresh = tokio::time::interval(shared.config.presence_ttl / 3);
+    loop {
+        tokio::select! {
+            // In this task, not beside it: a refresh that read the entries before a
+            // departure must not write the departed one back after its removal.
+            _ = refresh.tick() => refresh_and_sweep(&shared, &mut redis, ttl_ms).await,
+            write = writes.recv() => {
+                let Some(write) = write else { return };
+                let result: redis::RedisResult<()> = match write {
+                    PresenceWrite::Track { topic, member } => {
+                        let key = shared.presence_key(&topic);
+                        redis::pipe()
+                            .zadd(&key, member, now_ms() + ttl_ms)
+                            .ignore()
+                            .pexpire(&key, ttl_ms * 2)
+                            .ignore()
+                            .query_async(&mut redis)
+                            .await
+                    }
+                    PresenceWrite::Untrack { topic, member } => {
+                        let key = shared.presence_key(&topic);
+                        let removed = redis.zrem(&key, &member).await;
+                        if removed.is_err() && owed.len() < PUBLISH_QUEUE {
+                            owed.push((key, member));
+                        }
+                        removed
+                    }
+                };
+                if let Err(e) = result {
+                    log::warn!("redis: presence write failed: {e}");
+                }
             }
-            PresenceWrite::Untrack { topic, member } => {
-                redis.zrem(shared.presence_key(&topic), member).await
+            _ = retry.tick(), if !owed.is_empty() => {
+                let mut still = Vec::new();
+                for (key, member) in owed.drain(..) {
+                    let removed: redis::RedisResult<()> = redis.zrem(&key, &member).await;
+                    if removed.is_err() {
+                        still.push((key, member));
+                    }
+                }
+                owed = still;
             }
-        };
-        if let Err(e) = result {
-            log::warn!("redis: presence write failed: {e}");
         }
     }
 }
 
 /// Every third of the TTL: pushes this replica's entries' expiry forward, and removes
 /// (and announces, through `on_expired`) entries whose replica stopped refreshing them.
-pub(super) async fn presence_refresher(shared: Arc<Shared>, mut redis: Conn) {
-    let ttl_ms = i64::try_from(shared.config.presence_ttl.as_millis()).unwrap_or(30_000);
-    let mut ticks = tokio::time::interval(shared.config.presence_ttl / 3);
-    loop {
-        ticks.tick().await;
-        let mine = shared.local_presence.all();
-        let mut by_topic: HashMap<String, Vec<String>> = HashMap::new();
-        for (topic, conn, user, meta) in mine {
-            let member = serde_json::to_string(&Entry {
-                replica: shared.replica.clone(),
-                conn: conn.0,
-                user,
-                meta,
-            })
-            .unwrap_or_default();
-            by_topic.entry(topic).or_default().push(member);
+async fn refresh_and_sweep(shared: &Shared, redis: &mut Conn, ttl_ms: i64) {
+    let mine = shared.local_presence.all();
+    let mut by_topic: HashMap<String, Vec<String>> = HashMap::new();
+    for (topic, conn, user, meta) in mine {
+        let member = serde_json::to_string(&Entry {
+            replica: shared.replica.clone(),
+            conn: conn.0,
+            user,
+            meta,
+        })
+        .unwrap_or_default();
+        by_topic.entry(topic).or_default().push(member);
+    }
+    let expires = now_ms() + ttl_ms;
+    // One pipeline for a single Redis; on a cluster one per topic, each on its shard.
+    let mut pipelines: Vec<redis::Pipeline> = Vec::new();
+    for (topic, members) in &by_topic {
+        if shared.sharded() || pipelines.is_empty() {
+            pipelines.push(redis::pipe());
         }
-        let expires = now_ms() + ttl_ms;
-        // One pipeline for a single Redis; on a cluster one per topic, each on its shard.
-        let mut pipelines: Vec<redis::Pipeline> = Vec::new();
-        for (topic, members) in &by_topic {
-            if shared.sharded() || pipelines.is_empty() {
-                pipelines.push(redis::pipe());
-            }
-            let Some(refresh) = pipelines.last_mut() else {
-                continue;
-            };
-            let key = shared.presence_key(topic);
-            for member in members {
-                refresh.zadd(&key, member, expires).ignore();
-            }
-            refresh.pexpire(&key, ttl_ms * 2).ignore();
-        }
-        let mut failed = false;
-        for refresh in &pipelines {
-            let refreshed: redis::RedisResult<()> = refresh.query_async(&mut redis).await;
-            if let Err(e) = refreshed {
-                log::warn!("redis: presence refresh failed: {e}");
-                failed = true;
-                break;
-            }
-        }
-        if failed {
+        let Some(refresh) = pipelines.last_mut() else {
             continue;
+        };
+        let key = shared.presence_key(topic);
+        for member in members {
+            refresh.zadd(&key, member, expires).ignore();
         }
-        for topic in by_topic.keys() {
-            sweep_expired(&shared, &mut redis, topic).await;
+        refresh.pexpire(&key, ttl_ms * 2).ignore();
+    }
+    let mut failed = false;
+    for refresh in &pipelines {
+        let refreshed: redis::RedisResult<()> = refresh.query_async(redis).await;
+        if let Err(e) = refreshed {
+            log::warn!("redis: presence refresh failed: {e}");
+            failed = true;
+            break;
         }
+    }
+    if failed {
+        return;
+    }
+    for topic in by_topic.keys() {
+        sweep_expired(shared, redis, topic).await;
     }
 }
 

@@ -1,21 +1,27 @@
 //! Receiving events from the other replicas: a pub/sub connection to one Redis, or
-//! sharded subscriptions on a Redis Cluster.
+//! sharded subscriptions on a Redis Cluster. Pub/sub is at most once, so whenever a
+//! subscription lapsed (a lost connection, a master that failed over, a slot that moved)
+//! the topics it carried are resynced: their sockets rejoin with `after`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::cluster_async::ClusterConnection;
+use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
+use super::shards::{Layout, Node};
 use super::{Envelope, RECONNECT_AFTER, Shared};
 use crate::hub::HubEvent;
 
 /// Keeps one pub/sub connection subscribed to exactly the wanted topics, delivering
 /// what arrives; reconnects and resubscribes after any failure.
 pub(super) async fn subscriber(shared: Arc<Shared>, client: redis::Client) {
+    // Whether a connection was lost: every topic missed what was published meanwhile.
+    let mut lost = false;
     loop {
         match client.get_async_pubsub().await {
             Ok(pubsub) => {
@@ -23,20 +29,22 @@ pub(super) async fn subscriber(shared: Arc<Shared>, client: redis::Client) {
                 let mut subscribed: HashSet<String> = HashSet::new();
                 loop {
                     let wanted: HashSet<String> = shared.wanted().clone();
-                    let add: Vec<String> = wanted
-                        .difference(&subscribed)
-                        .map(|t| shared.channel(t))
-                        .collect();
-                    let drop: Vec<String> = subscribed
-                        .difference(&wanted)
-                        .map(|t| shared.channel(t))
-                        .collect();
-                    if (!add.is_empty() && sink.subscribe(&add).await.is_err())
-                        || (!drop.is_empty() && sink.unsubscribe(&drop).await.is_err())
+                    let add: Vec<&String> = wanted.difference(&subscribed).collect();
+                    let drop: Vec<&String> = subscribed.difference(&wanted).collect();
+                    let channels = |topics: &[&String]| -> Vec<String> {
+                        topics.iter().map(|t| shared.channel(t)).collect()
+                    };
+                    if (!add.is_empty() && sink.subscribe(channels(&add)).await.is_err())
+                        || (!drop.is_empty() && sink.unsubscribe(channels(&drop)).await.is_err())
                     {
                         break;
                     }
+                    shared.set_active(drop, false);
+                    shared.set_active(add, true);
                     subscribed = wanted;
+                    if std::mem::take(&mut lost) {
+                        shared.resync(subscribed.iter());
+                    }
                     // Connected means events flow again: only once resubscribed.
                     shared.connected.store(true, Ordering::Relaxed);
                     tokio::select! {
@@ -51,67 +59,281 @@ pub(super) async fn subscriber(shared: Arc<Shared>, client: redis::Client) {
             }
             Err(e) => log::warn!("redis: cannot subscribe: {e}"),
         }
+        lost = true;
         shared.connected.store(false, Ordering::Relaxed);
+        shared.active().clear();
         tokio::time::sleep(RECONNECT_AFTER).await;
     }
 }
 
-/// The cluster's subscriber: one `SSUBSCRIBE` per wanted topic on the cluster
-/// connection, which sends each to the topic's shard and subscribes again by itself
-/// after a failover or a resharding; messages arrive as pushes.
+/// How often the cluster subscriber reads the cluster's layout when nothing prompts
+/// it: the longest a moved slot's topics go unheard.
+const LAYOUT_EVERY: Duration = Duration::from_secs(1);
+
+/// The redis crate's cluster client keeps sharded subscriptions badly through a
+/// failover: it learns of a promoted master only when a command fails (a subscriber
+/// sends none), it subscribes a node's channels again in one `SSUBSCRIBE`, which Redis
+/// refuses (`CROSSSLOT`) when they span slots, and it rebuilds every connection when
+/// one address is missing, dropping every subscription with it. So subscriptions ride
+/// connections of our own, one per master, made with the crate's client from the
+/// layout its cluster client reads (`CLUSTER SLOTS`); a lost connection or a moved
+/// slot is a precise set of topics, which subscribe again, one channel per command,
+/// and then tell their sockets to rejoin with `after`.
 pub(super) async fn cluster_subscriber(
     shared: Arc<Shared>,
-    mut connection: ClusterConnection,
-    mut pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
+    mut cluster: ClusterConnection,
+    seed: redis::ConnectionInfo,
 ) {
-    let mut subscribed: HashSet<String> = HashSet::new();
+    let (push_tx, mut pushes) = mpsc::unbounded_channel::<(u64, PushInfo)>();
+    let mut links: HashMap<Node, Link> = HashMap::new();
+    let mut next_link = 0_u64;
+    // Where each subscribed topic's channel is subscribed.
+    let mut placed: HashMap<String, Node> = HashMap::new();
+    // Our own `SUNSUBSCRIBE`s not yet confirmed, by channel: any other is the server's.
+    let mut leaving: HashMap<String, usize> = HashMap::new();
+    // Topics whose subscription lapsed: told to resync once subscribed again.
+    let mut lapsed: HashSet<String> = HashSet::new();
+    let mut layout = Layout::default();
+    let mut read_layout_at = tokio::time::Instant::now();
     loop {
-        let wanted: HashSet<String> = shared.wanted().clone();
         let mut failed = false;
-        for topic in wanted.difference(&subscribed).cloned().collect::<Vec<_>>() {
-            match connection.ssubscribe(shared.channel(&topic)).await {
-                Ok(()) => {
-                    subscribed.insert(topic);
-                }
+        if tokio::time::Instant::now() >= read_layout_at {
+            match Layout::read(&mut cluster).await {
+                Ok(now) => layout = now,
                 Err(e) => {
-                    log::warn!("redis: cannot subscribe to {topic}: {e}");
+                    log::warn!("redis: cannot read the cluster's layout: {e}");
                     failed = true;
                 }
             }
+            read_layout_at = tokio::time::Instant::now() + LAYOUT_EVERY;
         }
-        for topic in subscribed.difference(&wanted).cloned().collect::<Vec<_>>() {
-            match connection.sunsubscribe(shared.channel(&topic)).await {
-                Ok(()) => {
-                    subscribed.remove(&topic);
-                }
-                Err(e) => {
-                    log::warn!("redis: cannot unsubscribe from {topic}: {e}");
-                    failed = true;
-                }
+        let wanted: HashSet<String> = shared.wanted().clone();
+
+        // Not wanted any more, or its slot moved (a failover, a resharding): leave.
+        let stale: Vec<(String, Node)> = placed
+            .iter()
+            .filter(|(topic, node)| {
+                let channel = shared.channel(topic);
+                !wanted.contains(*topic) || layout.master_of(&channel) != Some(*node)
+            })
+            .map(|(topic, node)| (topic.clone(), node.clone()))
+            .collect();
+        for (topic, node) in stale {
+            placed.remove(&topic);
+            shared.set_active([&topic], false);
+            if wanted.contains(&topic) {
+                lapsed.insert(topic.clone());
+            } else {
+                lapsed.remove(&topic);
+            }
+            let channel = shared.channel(&topic);
+            if let Some(link) = links.get_mut(&node)
+                && link.unsubscribe(&channel).await.is_ok()
+            {
+                *leaving.entry(channel).or_default() += 1;
             }
         }
-        shared.connected.store(!failed, Ordering::Relaxed);
-        let retry = tokio::time::sleep(if failed {
-            RECONNECT_AFTER
-        } else {
-            Duration::from_secs(24 * 3600)
-        });
-        tokio::select! {
-            _ = shared.wanted_changed.notified() => {}
-            _ = retry => {}
-            push = pushes.recv() => match push {
-                Some(push) if push.kind == redis::PushKind::SMessage => {
-                    if let Some(redis::Value::BulkString(payload)) = push.data.get(1) {
-                        deliver(&shared, payload);
+
+        // Wanted and not subscribed: subscribe on its master's connection.
+        let mut healed: Vec<String> = Vec::new();
+        let mut unreachable: HashSet<Node> = HashSet::new();
+        let add: Vec<String> = (wanted.iter())
+            .filter(|t| !placed.contains_key(*t))
+            .cloned()
+            .collect();
+        for topic in add {
+            let channel = shared.channel(&topic);
+            let Some(node) = layout.master_of(&channel).cloned() else {
+                failed = true; // no master serves its slot now
+                continue;
+            };
+            if unreachable.contains(&node) {
+                continue;
+            }
+            if !links.contains_key(&node) {
+                next_link += 1;
+                match Link::open(&seed, &node, next_link, push_tx.clone()).await {
+                    Ok(link) => {
+                        links.insert(node.clone(), link);
+                    }
+                    Err(e) => {
+                        log::warn!("redis: cannot connect to {node}: {e}");
+                        unreachable.insert(node);
+                        failed = true;
+                        continue;
                     }
                 }
-                Some(_) => {}
-                None => return,
-            },
+            }
+            let Some(link) = links.get_mut(&node) else {
+                continue;
+            };
+            match link.subscribe(&channel).await {
+                Ok(()) => {
+                    if lapsed.remove(&topic) {
+                        healed.push(topic.clone());
+                    }
+                    shared.set_active([&topic], true);
+                    placed.insert(topic, node);
+                }
+                Err(e) => {
+                    log::warn!("redis: cannot subscribe to {topic} on {node}: {e}");
+                    unreachable.insert(node);
+                    failed = true;
+                }
+            }
+        }
+        // Subscribed again after a lapse: what was missed meanwhile is read back.
+        shared.resync(healed.iter());
+        // A connection that carries nothing is closed; one that failed is made again.
+        links.retain(|node, _| {
+            !unreachable.contains(node) && placed.values().any(|placed| placed == node)
+        });
+        if failed {
+            read_layout_at = read_layout_at.min(tokio::time::Instant::now() + RECONNECT_AFTER);
+        }
+        shared
+            .connected
+            .store(!failed && lapsed.is_empty(), Ordering::Relaxed);
+
+        tokio::select! {
+            _ = shared.wanted_changed.notified() => {}
+            _ = tokio::time::sleep_until(read_layout_at) => {}
+            push = pushes.recv() => {
+                let Some((link_id, push)) = push else { return };
+                let Some(node) = links
+                    .iter()
+                    .find(|(_, link)| link.id == link_id)
+                    .map(|(node, _)| node.clone())
+                else {
+                    continue; // from a connection already closed
+                };
+                match push.kind {
+                    PushKind::SMessage => {
+                        if let Some(Value::BulkString(payload)) = push.data.get(1) {
+                            deliver(&shared, payload);
+                        }
+                    }
+                    PushKind::Disconnection => {
+                        // Everything it carried missed what was published meanwhile.
+                        log::warn!("redis: the connection to {node} was lost");
+                        links.remove(&node);
+                        placed.retain(|topic, placed| {
+                            let keep = *placed != node;
+                            if !keep {
+                                shared.set_active([topic], false);
+                                lapsed.insert(topic.clone());
+                            }
+                            keep
+                        });
+                        shared.connected.store(false, Ordering::Relaxed);
+                        read_layout_at = tokio::time::Instant::now();
+                    }
+                    PushKind::SUnsubscribe => {
+                        let Some(channel) = push
+                            .data
+                            .first()
+                            .and_then(|c| redis::from_redis_value_ref::<String>(c).ok())
+                        else {
+                            continue;
+                        };
+                        if let Some(ours) = leaving.get_mut(&channel) {
+                            *ours -= 1;
+                            if *ours == 0 {
+                                leaving.remove(&channel);
+                            }
+                        } else if let Some(topic) = placed
+                            .iter()
+                            .find(|(topic, placed)| **placed == node && shared.channel(topic) == channel)
+                            .map(|(topic, _)| topic.clone())
+                        {
+                            // The server's: the slot left this master.
+                            placed.remove(&topic);
+                            shared.set_active([&topic], false);
+                            lapsed.insert(topic);
+                            read_layout_at = tokio::time::Instant::now();
+                        }
+                    }
+                    _ => {}
+                }
+            }
         }
     }
 }
 
+/// Our connection to one master, carrying the subscriptions to its channels.
+struct Link {
+    /// Tells this connection's pushes from those of connections already replaced.
+    id: u64,
+    connection: redis::aio::MultiplexedConnection,
+}
+
+impl Link {
+    /// Connects to `node` with the seed's credentials and TLS settings, in RESP3 so
+    /// that messages arrive as pushes, tagged with `id`.
+    async fn open(
+        seed: &redis::ConnectionInfo,
+        node: &Node,
+        id: u64,
+        pushes: mpsc::UnboundedSender<(u64, PushInfo)>,
+    ) -> redis::RedisResult<Link> {
+        let addr = match seed.addr().clone() {
+            redis::ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => redis::ConnectionAddr::TcpTls {
+                host: node.host.clone(),
+                port: node.port,
+                insecure,
+                tls_params,
+            },
+            _ => redis::ConnectionAddr::Tcp(node.host.clone(), node.port),
+        };
+        let settings = seed
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let info = seed.clone().set_addr(addr).set_redis_settings(settings);
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_push_sender(Tagged { id, pushes });
+        let connection = redis::Client::open(info)?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        Ok(Link { id, connection })
+    }
+
+    async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        redis::cmd("SSUBSCRIBE")
+            .arg(channel)
+            .exec_async(&mut self.connection)
+            .await
+    }
+
+    async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        redis::cmd("SUNSUBSCRIBE")
+            .arg(channel)
+            .exec_async(&mut self.connection)
+            .await
+    }
+}
+
+/// Hands a link's pushes to the subscriber, with the link's id.
+struct Tagged {
+    id: u64,
+    pushes: mpsc::UnboundedSender<(u64, PushInfo)>,
+}
+
+impl redis::aio::AsyncPushSender for Tagged {
+    fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
+        self.pushes
+            .send((self.id, info))
+            .map_err(|_| redis::aio::SendError)
+    }
+}
+
+/// Hands an event from another replica to this replica's hub.
 fn deliver(shared: &Shared, payload: &[u8]) {
     let Ok(envelope) = serde_json::from_slice::<Envelope<'_>>(payload) else {
         log::warn!("redis: an event that does not parse was ignored");
