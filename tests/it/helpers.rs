@@ -566,6 +566,17 @@ impl Client {
         }
     }
 
+    /// The next frame, buffered or new, if one comes within `within` (at most `WAIT`);
+    /// `Some(Err(_))` once the socket is closed.
+    pub async fn next_frame(&mut self, within: Duration) -> Option<Result<Value, Closed>> {
+        if !self.inbox.is_empty() {
+            return Some(Ok(self.inbox.remove(0)));
+        }
+        tokio::time::timeout(within.min(WAIT), self.read_frame())
+            .await
+            .ok()
+    }
+
     /// The first frame, buffered or new, that `matches`; others stay buffered.
     pub async fn expect(&mut self, matches: impl Fn(&Value) -> bool) -> Value {
         if let Some(i) = self.inbox.iter().position(&matches) {

@@ -1,10 +1,14 @@
 //! `broker.kind = "redis-cluster"`: three replicas over a six-node Redis Cluster (three
 //! masters, three replicas) made with `redis-cli --cluster create` on loopback.
 
+use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use serde_json::json;
+use futures_util::FutureExt;
+use serde_json::{Value, json};
 use sidechat::settings::Secret;
+use tokio::sync::watch;
 
 use crate::helpers::*;
 
@@ -59,16 +63,25 @@ impl OwnRedisCluster {
         cluster
     }
 
-    /// Every live node says `cluster_state:ok`.
+    /// Every live node says `cluster_state:ok`, and every replica has synced with its
+    /// master (one that has not refuses to take over when the master dies).
     fn wait_until_ok(&self) {
         let deadline = std::time::Instant::now() + WAIT;
         for (port, _) in &self.nodes {
             loop {
-                let info = Command::new("redis-cli")
-                    .args(["-p", &port.to_string(), "cluster", "info"])
-                    .output()
-                    .expect("redis-cli");
-                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                let ask = |what: &[&str]| {
+                    let out = Command::new("redis-cli")
+                        .args(["-p", &port.to_string()])
+                        .args(what)
+                        .output()
+                        .expect("redis-cli");
+                    String::from_utf8_lossy(&out.stdout).into_owned()
+                };
+                let replication = ask(&["info", "replication"]);
+                if ask(&["cluster", "info"]).contains("cluster_state:ok")
+                    && (replication.contains("role:master")
+                        || replication.contains("master_link_status:up"))
+                {
                     break;
                 }
                 assert!(
@@ -80,8 +93,8 @@ impl OwnRedisCluster {
         }
     }
 
-    /// How many sharded channels each node has subscribers on.
-    fn shard_channels(&self) -> Vec<usize> {
+    /// Each live node's port and the sharded channels it has subscribers on.
+    fn shard_channels(&self) -> Vec<(u16, Vec<String>)> {
         self.nodes
             .iter()
             .map(|(port, _)| {
@@ -89,12 +102,27 @@ impl OwnRedisCluster {
                     .args(["-p", &port.to_string(), "pubsub", "shardchannels"])
                     .output()
                     .expect("redis-cli");
-                String::from_utf8_lossy(&out.stdout)
+                let channels = String::from_utf8_lossy(&out.stdout)
                     .lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .count()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect();
+                (*port, channels)
             })
             .collect()
+    }
+
+    /// Kills a node as a crash would (SIGKILL).
+    fn kill(&mut self, port: u16) {
+        let (_, child) = self
+            .nodes
+            .iter_mut()
+            .find(|(p, _)| *p == port)
+            .expect("a node of the cluster");
+        child.kill().expect("kill");
+        child.wait().expect("reaped");
+        self.nodes.retain(|(p, _)| *p != port);
     }
 
     /// Seed URLs: two nodes, as an operator would give.
@@ -155,7 +183,8 @@ async fn three_replicas_on_a_cluster_deliver_share_presence_and_notify() {
 
     // The topics ride sharded pub/sub: each is a shard channel on the cluster.
     let per_node = cluster.shard_channels();
-    assert!(per_node.iter().sum::<usize>() >= 12, "{per_node:?}");
+    let channels: usize = per_node.iter().map(|(_, channels)| channels.len()).sum();
+    assert!(channels >= 12, "{per_node:?}");
 
     // Presence across replicas: bob joins on b, alice on a sees him arrive.
     alice.join_ok("chat:alice:bob", json!({})).await;
@@ -174,4 +203,206 @@ async fn three_replicas_on_a_cluster_deliver_share_presence_and_notify() {
     alice.join_ok("chat:alice:carol", json!({})).await;
     let sent = alice.send_msg("chat:alice:carol", "are you there?").await;
     carol.expect_notification("user:carol", &sent).await;
+}
+
+/// The ids of the messages sent, by topic.
+type Sent = HashMap<String, HashSet<i64>>;
+
+/// A user on `replica` following one chat: every message id it has seen, live or read
+/// back with `after` when a 1001 made it rejoin.
+struct Follower {
+    topic: String,
+    url: String,
+    client: Client,
+    seen: HashSet<i64>,
+    rejoins: u32,
+}
+
+impl Follower {
+    async fn join(app: &TestApp, user: &str, topic: &str) -> Follower {
+        let url = app.socket_url(&hmac_token(user, 3600));
+        let mut client = app.connect_with_token(&hmac_token(user, 3600)).await;
+        client.join_ok(topic, json!({})).await;
+        Follower {
+            topic: topic.to_owned(),
+            url,
+            client,
+            seen: HashSet::new(),
+            rejoins: 0,
+        }
+    }
+
+    /// Reads until every id in `expected` (once known) was seen.
+    async fn follow(mut self, mut expected: watch::Receiver<Option<Sent>>) -> Follower {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            if heartbeat.tick().now_or_never().is_some() {
+                let beat = json!([null, "hb", "phoenix", "heartbeat", {}]);
+                self.client.send_text(beat.to_string()).await;
+            }
+            if let Some(sent) = &*expected.borrow_and_update() {
+                let all = &sent[&self.topic];
+                if all.is_subset(&self.seen) {
+                    return self;
+                }
+                let missing: Vec<_> = all.difference(&self.seen).collect();
+                assert!(
+                    Instant::now() < deadline,
+                    "{}: never saw {missing:?}",
+                    self.topic
+                );
+            }
+            match self.client.next_frame(Duration::from_millis(100)).await {
+                Some(Ok(frame)) if frame[2] == json!(self.topic) && frame[3] == "new_msg" => {
+                    self.seen.insert(frame[4]["id"].as_i64().expect("an id"));
+                }
+                None | Some(Ok(_)) => {}
+                Some(Err(Closed::Code(1001))) => self.rejoin().await,
+                Some(Err(closed)) => panic!("{}: closed with {closed:?}", self.topic),
+            }
+        }
+    }
+
+    /// Reconnects and joins with `after` the newest id seen, as the official client does.
+    async fn rejoin(&mut self) {
+        self.rejoins += 1;
+        'again: loop {
+            let (ws, _) = tokio_tungstenite::connect_async(self.url.as_str())
+                .await
+                .expect("reconnect");
+            self.client = Client::from_socket(ws);
+            let after = self.seen.iter().max().copied().unwrap_or(0);
+            let join = json!(["r", "r", self.topic, "phx_join", {"after": after, "limit": 500}]);
+            self.client.send_text(join.to_string()).await;
+            loop {
+                match self.client.next_frame(WAIT).await.expect("a join reply") {
+                    Ok(frame) if frame[1] == "r" && frame[3] == "phx_reply" => {
+                        assert_eq!(frame[4]["status"], "ok", "{frame}");
+                        let missed = frame[4]["response"]["messages"].as_array().unwrap();
+                        self.seen
+                            .extend(missed.iter().map(|m| m["id"].as_i64().unwrap()));
+                        return;
+                    }
+                    Ok(frame) => self.client.push_back(frame),
+                    Err(Closed::Code(1001)) => continue 'again,
+                    Err(closed) => panic!("{}: closed with {closed:?}", self.topic),
+                }
+            }
+        }
+    }
+}
+
+/// The topic a sharded channel (`{prefix:topic:<topic>}`) carries.
+fn topic_of(channel: &str) -> String {
+    let inner = channel.trim_start_matches('{').trim_end_matches('}');
+    inner
+        .split_once(":topic:")
+        .expect("a sidechat channel")
+        .1
+        .to_owned()
+}
+
+/// What `user` sees of `topic`'s presence, joining it afresh on `app`.
+async fn presence_seen_by(app: &TestApp, user: &str, topic: &str) -> Value {
+    let mut client = app.connect(user).await;
+    client.join_ok(topic, json!({})).await;
+    client.expect_event(topic, "presence_state").await
+}
+
+#[tokio::test]
+async fn a_master_killed_under_load_fails_over_and_only_its_topics_rejoin() {
+    const PEERS: usize = 12;
+    const MESSAGES: usize = 360;
+    let mut cluster = OwnRedisCluster::start();
+    let seeds = cluster.seeds();
+    let replicas = spawn_replicas(3, |s| {
+        s.broker.kind = "redis-cluster".into();
+        s.broker.redis_urls = seeds.clone();
+        // The presence checks at the end join again and again.
+        s.limits.joins_burst = 1000;
+    })
+    .await;
+    let (a, b, c) = (&replicas[0], &replicas[1], &replicas[2]);
+    let topics: Vec<String> = (0..PEERS).map(|n| format!("chat:alice:u{n}")).collect();
+
+    // Alice is present in every chat from b; each peer follows its chat from c.
+    let mut alice = b.connect("alice").await;
+    let (expected_tx, expected) = watch::channel(None::<Sent>);
+    let mut following = Vec::new();
+    for (n, topic) in topics.iter().enumerate() {
+        alice.join_ok(topic, json!({})).await;
+        let follower = Follower::join(c, &format!("u{n}"), topic).await;
+        following.push(tokio::spawn(follower.follow(expected.clone())));
+    }
+
+    // The master carrying most of the topics is the one to die.
+    let (victim, victim_channels) = cluster
+        .shard_channels()
+        .into_iter()
+        .max_by_key(|(_, channels)| channels.len())
+        .expect("nodes");
+    let doomed: HashSet<String> = victim_channels.iter().map(|c| topic_of(c)).collect();
+    assert!(!doomed.is_empty() && doomed.len() < PEERS, "{doomed:?}");
+
+    // Messages from the host API on a, round robin, paced; the master dies a third in.
+    let mut sent = Sent::new();
+    let mut pace = tokio::time::interval(Duration::from_millis(10));
+    let mut killed_at = None;
+    for n in 0..MESSAGES {
+        pace.tick().await;
+        if n == MESSAGES / 3 {
+            cluster.kill(victim);
+            killed_at = Some(Instant::now());
+        }
+        let topic = &topics[n % PEERS];
+        let message = a.post_message(topic, "alice", &format!("m{n}")).await;
+        let id = message["id"].as_i64().expect("an id");
+        sent.entry(topic.clone()).or_default().insert(id);
+    }
+
+    // Every message reaches its follower, live or read back after a rejoin.
+    expected_tx.send_replace(Some(sent.clone()));
+    for handle in following {
+        let follower = handle.await.expect("the follower held");
+        let mine = &sent[&follower.topic];
+        assert!(mine.is_subset(&follower.seen), "{}", follower.topic);
+        // Only the topics whose shard failed over rejoined: the others lost nothing.
+        if doomed.contains(&follower.topic) {
+            assert!(follower.rejoins >= 1, "{} was not told", follower.topic);
+        } else {
+            assert_eq!(follower.rejoins, 0, "{} rejoined", follower.topic);
+        }
+    }
+    let healed_in = killed_at.expect("killed").elapsed();
+    eprintln!("master killed; all delivered {healed_in:?} later");
+
+    // Every replica's broker is connected again; the topics ride the promoted master.
+    for replica in &replicas {
+        eventually("the broker reconnected", || async {
+            replica.metric("sidechat_broker_connected").await == Some(1.0)
+        })
+        .await;
+    }
+
+    // Presence converges: alice's socket on b was told to rejoin (it was in the failed
+    // shard's chats), so she leaves them all; back, she is seen again, once.
+    assert_eq!(alice.expect_close().await, Closed::Code(1001));
+    let probe = topics
+        .iter()
+        .find(|t| doomed.contains(*t))
+        .expect("a failed-over topic");
+    let peer = probe.rsplit(':').next().expect("the peer");
+    eventually("alice left the presence", || async {
+        let seen = presence_seen_by(c, peer, probe).await;
+        seen.get("alice").is_none()
+    })
+    .await;
+    let mut alice = b.connect("alice").await;
+    alice.join_ok(probe, json!({})).await;
+    eventually("alice is back in the presence, once", || async {
+        let seen = presence_seen_by(c, peer, probe).await;
+        seen["alice"]["metas"].as_array().map(Vec::len) == Some(1)
+    })
+    .await;
 }
