@@ -113,6 +113,46 @@ impl OwnRedisCluster {
             .collect()
     }
 
+    /// `redis-cli -p <port> <args>`'s output.
+    fn cli(port: u16, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        assert!(out.status.success(), "redis-cli {args:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Moves the slot of `key` from the master `from` to the master `to`, keys and all,
+    /// as `redis-cli --cluster reshard` does for each slot it moves.
+    fn move_slot(&self, key: &str, from: u16, to: u16) {
+        let slot = Self::cli(from, &["cluster", "keyslot", key]);
+        let (from_id, to_id) = (
+            Self::cli(from, &["cluster", "myid"]),
+            Self::cli(to, &["cluster", "myid"]),
+        );
+        Self::cli(to, &["cluster", "setslot", &slot, "importing", &from_id]);
+        Self::cli(from, &["cluster", "setslot", &slot, "migrating", &to_id]);
+        let keys = Self::cli(from, &["cluster", "getkeysinslot", &slot, "1000"]);
+        for key in keys.lines().filter(|k| !k.is_empty()) {
+            let to_port = to.to_string();
+            let moved = Self::cli(from, &["migrate", "127.0.0.1", &to_port, key, "0", "5000"]);
+            assert_eq!(moved, "OK", "migrate {key}");
+        }
+        for (port, _) in &self.nodes {
+            Self::cli(*port, &["cluster", "setslot", &slot, "node", &to_id]);
+        }
+    }
+
+    /// The ports of the nodes that are masters now.
+    fn masters(&self) -> Vec<u16> {
+        (self.nodes.iter())
+            .map(|(port, _)| *port)
+            .filter(|port| Self::cli(*port, &["info", "replication"]).contains("role:master"))
+            .collect()
+    }
+
     /// Kills a node as a crash would (SIGKILL).
     fn kill(&mut self, port: u16) {
         let (_, child) = self
@@ -403,6 +443,70 @@ async fn a_master_killed_under_load_fails_over_and_only_its_topics_rejoin() {
     eventually("alice is back in the presence, once", || async {
         let seen = presence_seen_by(c, peer, probe).await;
         seen["alice"]["metas"].as_array().map(Vec::len) == Some(1)
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "issue 16: under load, events of a topic that stayed on its master are sometimes \
+            lost after another slot of that master moved (SPUBLISH answers 0 receivers); \
+            run with --ignored while fixing it"]
+async fn a_slot_moved_by_resharding_is_followed_and_only_its_topic_rejoins() {
+    const MESSAGES: usize = 60;
+    let cluster = OwnRedisCluster::start();
+    let seeds = cluster.seeds();
+    let replicas = spawn_replicas(2, |s| {
+        s.broker.kind = "redis-cluster".into();
+        s.broker.redis_urls = seeds.clone();
+    })
+    .await;
+    let (a, b) = (&replicas[0], &replicas[1]);
+    let prefix = a.redis_prefix.clone().expect("a prefix");
+    let (moving, staying) = ("chat:alice:u0", "chat:alice:u1");
+    let channel = format!("{{{prefix}:topic:{moving}}}");
+    let (expected_tx, expected) = watch::channel(None::<Sent>);
+    let mut following = Vec::new();
+    for (n, topic) in [moving, staying].iter().enumerate() {
+        let follower = Follower::join(b, &format!("u{n}"), topic).await;
+        following.push(tokio::spawn(follower.follow(expected.clone())));
+    }
+    let masters = cluster.masters();
+    let from = *masters
+        .iter()
+        .find(|port| OwnRedisCluster::cli(**port, &["pubsub", "shardchannels"]).contains(&channel))
+        .expect("the topic's master");
+    let to = *masters
+        .iter()
+        .find(|port| **port != from)
+        .expect("another master");
+
+    let mut sent = Sent::new();
+    let mut pace = tokio::time::interval(Duration::from_millis(10));
+    for n in 0..MESSAGES {
+        pace.tick().await;
+        if n == MESSAGES / 3 {
+            cluster.move_slot(&channel, from, to);
+        }
+        let topic = [moving, staying][n % 2];
+        let message = a.post_message(topic, "alice", &format!("m{n}")).await;
+        let id = message["id"].as_i64().expect("an id");
+        sent.entry(topic.to_owned()).or_default().insert(id);
+    }
+    expected_tx.send_replace(Some(sent.clone()));
+    let mut followers = Vec::new();
+    for handle in following {
+        let follower = handle.await.expect("the follower held");
+        assert!(sent[&follower.topic].is_subset(&follower.seen));
+        if follower.topic == moving {
+            assert!(follower.rejoins >= 1, "the moved topic was not told");
+        } else {
+            assert_eq!(follower.rejoins, 0, "{} rejoined", follower.topic);
+        }
+        followers.push(follower); // still joined
+    }
+    // The subscription followed the slot.
+    eventually("subscribed on the new master", || async {
+        OwnRedisCluster::cli(to, &["pubsub", "shardchannels"]).contains(&channel)
     })
     .await;
 }
