@@ -175,19 +175,30 @@ pub(super) async fn cluster_subscriber(
                     shared.set_active([&topic], true);
                     placed.insert(topic, node);
                 }
-                Err(e) => {
-                    log::warn!("redis: cannot subscribe to {topic} on {node}: {e}");
+                Err(e) if broken(&e) => {
+                    log::warn!("redis: the connection to {node} failed: {e}");
                     unreachable.insert(node);
+                    failed = true;
+                }
+                Err(e) => {
+                    // Refused (MOVED: our layout is behind a slot that moved): the
+                    // connection is sound, the layout is read again at once.
+                    log::warn!("redis: {node} refused {topic}: {e}");
+                    read_layout_at = tokio::time::Instant::now();
                     failed = true;
                 }
             }
         }
         // Subscribed again after a lapse: what was missed meanwhile is read back.
         shared.resync(healed.iter());
-        // A connection that carries nothing is closed; one that failed is made again.
-        links.retain(|node, _| {
-            !unreachable.contains(node) && placed.values().any(|placed| placed == node)
-        });
+        // A connection that failed is closed, and what it carried lapses with it.
+        for node in &unreachable {
+            if links.remove(node).is_some() {
+                lapse(&shared, node, &mut placed, &mut lapsed);
+            }
+        }
+        // One that carries nothing is closed.
+        links.retain(|node, _| placed.values().any(|placed| placed == node));
         if failed {
             read_layout_at = read_layout_at.min(tokio::time::Instant::now() + RECONNECT_AFTER);
         }
@@ -217,14 +228,7 @@ pub(super) async fn cluster_subscriber(
                         // Everything it carried missed what was published meanwhile.
                         log::warn!("redis: the connection to {node} was lost");
                         links.remove(&node);
-                        placed.retain(|topic, placed| {
-                            let keep = *placed != node;
-                            if !keep {
-                                shared.set_active([topic], false);
-                                lapsed.insert(topic.clone());
-                            }
-                            keep
-                        });
+                        lapse(&shared, &node, &mut placed, &mut lapsed);
                         shared.connected.store(false, Ordering::Relaxed);
                         read_layout_at = tokio::time::Instant::now();
                     }
@@ -258,6 +262,34 @@ pub(super) async fn cluster_subscriber(
             }
         }
     }
+}
+
+/// Everything subscribed through `node`'s connection lapses with it: each topic is
+/// subscribed again, then resynced.
+fn lapse(
+    shared: &Shared,
+    node: &Node,
+    placed: &mut HashMap<String, Node>,
+    lapsed: &mut HashSet<String>,
+) {
+    placed.retain(|topic, placed| {
+        let keep = placed != node;
+        if !keep {
+            shared.set_active([topic], false);
+            lapsed.insert(topic.clone());
+        }
+        keep
+    });
+}
+
+/// Whether an error means the connection itself failed (rather than the server
+/// refusing one command on a sound connection).
+fn broken(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
 }
 
 /// Our connection to one master, carrying the subscriptions to its channels.
