@@ -448,9 +448,6 @@ async fn a_master_killed_under_load_fails_over_and_only_its_topics_rejoin() {
 }
 
 #[tokio::test]
-#[ignore = "issue 16: under load, events of a topic that stayed on its master are sometimes \
-            lost after another slot of that master moved (SPUBLISH answers 0 receivers); \
-            run with --ignored while fixing it"]
 async fn a_slot_moved_by_resharding_is_followed_and_only_its_topic_rejoins() {
     const MESSAGES: usize = 60;
     let cluster = OwnRedisCluster::start();
