@@ -126,14 +126,13 @@ impl Hub {
 
     /// Adds a subscriber, replacing an earlier one of the same socket.
     pub fn subscribe(&self, topic: &str, subscriber: Subscriber) {
-        let first = {
-            let mut shard = self.shard(topic);
-            let subs = shard.entry(topic.to_owned()).or_default();
-            subs.retain(|s| s.conn != subscriber.conn);
-            subs.push(subscriber);
-            subs.len() == 1
-        };
-        if first {
+        let mut shard = self.shard(topic);
+        let subs = shard.entry(topic.to_owned()).or_default();
+        subs.retain(|s| s.conn != subscriber.conn);
+        subs.push(subscriber);
+        if subs.len() == 1 {
+            // Under the shard's lock: a leave and a join racing on one topic must reach
+            // the broker in the order they changed the listeners.
             self.broker.subscribe(topic);
         }
     }
@@ -145,21 +144,14 @@ impl Hub {
     }
 
     pub fn unsubscribe(&self, topic: &str, conn: ConnId) {
-        let last = {
-            let mut shard = self.shard(topic);
-            let Some(subs) = shard.get_mut(topic) else {
-                return;
-            };
-            subs.retain(|s| s.conn != conn);
-            if subs.is_empty() {
-                shard.remove(topic);
-                true
-            } else {
-                false
-            }
+        let mut shard = self.shard(topic);
+        let Some(subs) = shard.get_mut(topic) else {
+            return;
         };
-        if last {
-            self.broker.unsubscribe(topic);
+        subs.retain(|s| s.conn != conn);
+        if subs.is_empty() {
+            shard.remove(topic);
+            self.broker.unsubscribe(topic); // under the lock, as in `subscribe`
         }
     }
 
