@@ -92,6 +92,9 @@ struct Shared {
     /// Topics whose subscription is active now, and a wake-up when one becomes so.
     active: Mutex<HashSet<String>>,
     activated: Notify,
+    /// Topics a join stopped waiting for before they were subscribed: its history may
+    /// miss what came in between, so they are resynced once subscribed.
+    unwaited: Mutex<HashSet<String>>,
     local_presence: MemoryPresence,
     on_expired: OnceLock<OnExpired>,
     /// Topics with an event the other replicas may not have had (its publish failed or
@@ -145,6 +148,10 @@ impl Shared {
         if active {
             self.activated.notify_waiters();
         }
+    }
+
+    fn unwaited(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.unwaited.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn unpublished(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -282,6 +289,7 @@ impl RedisBackend {
             wanted_changed: Notify::new(),
             active: Mutex::new(HashSet::new()),
             activated: Notify::new(),
+            unwaited: Mutex::new(HashSet::new()),
             local_presence: MemoryPresence::default(),
             on_expired: OnceLock::new(),
             unpublished: Mutex::new(HashSet::new()),
@@ -323,6 +331,23 @@ enum Connected {
     /// Commands ride the cluster connection; subscriptions, connections to each master
     /// made like the first seed's.
     Cluster(ClusterConnection, redis::ConnectionInfo),
+}
+
+/// Marks its topic `unwaited` when dropped before the topic's subscription is active.
+struct Waiting {
+    shared: Arc<Shared>,
+    topic: String,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        // Under the `active` lock, so a subscription activated meanwhile either is seen
+        // here or finds the mark when it checks after activating.
+        let active = self.shared.active();
+        if !active.contains(&self.topic) {
+            self.shared.unwaited().insert(self.topic.clone());
+        }
+    }
 }
 
 async fn connect(target: &RedisTarget) -> Result<Connected, String> {
@@ -408,6 +433,12 @@ impl Broker for RedisBroker {
     fn subscribed(&self, topic: &str) -> BoxFuture<'static, ()> {
         let (shared, topic) = (self.shared.clone(), topic.to_owned());
         Box::pin(async move {
+            // Dropped by the join's timeout, or returning without the subscription:
+            // the topic is marked for a resync once subscribed.
+            let _waiting = Waiting {
+                shared: shared.clone(),
+                topic: topic.clone(),
+            };
             loop {
                 // Registered before the check, so an activation in between is not missed.
                 let activated = shared.activated.notified();

@@ -139,14 +139,15 @@ pub(super) async fn presence_writer(
                 }
             }
             _ = retry.tick(), if !owed.is_empty() => {
-                let mut still = Vec::new();
-                for (key, member) in owed.drain(..) {
-                    let removed: redis::RedisResult<()> = redis.zrem(&key, &member).await;
+                // Oldest first; the first failure ends the pass (Redis is still away),
+                // so a long backlog cannot hold up the refresh.
+                while let Some((key, member)) = owed.first() {
+                    let removed: redis::RedisResult<()> = redis.zrem(key, member).await;
                     if removed.is_err() {
-                        still.push((key, member));
+                        break;
                     }
+                    owed.remove(0);
                 }
-                owed = still;
             }
         }
     }
@@ -185,13 +186,17 @@ async fn refresh_and_sweep(shared: &Shared, redis: &mut Conn, ttl_ms: i64) {
     }
     let mut failed = false;
     for refresh in &pipelines {
+        // On a cluster, a shard that is away fails its own topics only.
         let refreshed: redis::RedisResult<()> = refresh.query_async(redis).await;
         if let Err(e) = refreshed {
             log::warn!("redis: presence refresh failed: {e}");
             failed = true;
-            break;
+            if !shared.sharded() {
+                break;
+            }
         }
     }
+    // Sweeping needs this replica's own entries fresh, or it would announce them.
     if failed {
         return;
     }

@@ -29,6 +29,7 @@ pub(super) async fn subscriber(shared: Arc<Shared>, client: redis::Client) {
                 let mut subscribed: HashSet<String> = HashSet::new();
                 loop {
                     let wanted: HashSet<String> = shared.wanted().clone();
+                    shared.unwaited().retain(|topic| wanted.contains(topic));
                     let add: Vec<&String> = wanted.difference(&subscribed).collect();
                     let drop: Vec<&String> = subscribed.difference(&wanted).collect();
                     let channels = |topics: &[&String]| -> Vec<String> {
@@ -40,7 +41,12 @@ pub(super) async fn subscriber(shared: Arc<Shared>, client: redis::Client) {
                         break;
                     }
                     shared.set_active(drop, false);
+                    let unwaited: Vec<String> = {
+                        let mut unwaited = shared.unwaited();
+                        add.iter().filter_map(|t| unwaited.take(*t)).collect()
+                    };
                     shared.set_active(add, true);
+                    shared.resync(unwaited.iter());
                     subscribed = wanted;
                     if std::mem::take(&mut lost) {
                         shared.resync(subscribed.iter());
@@ -89,8 +95,9 @@ pub(super) async fn cluster_subscriber(
     let mut next_link = 0_u64;
     // Where each subscribed topic's channel is subscribed.
     let mut placed: HashMap<String, Node> = HashMap::new();
-    // Our own `SUNSUBSCRIBE`s not yet confirmed, by channel: any other is the server's.
-    let mut leaving: HashMap<String, usize> = HashMap::new();
+    // Our own `SUNSUBSCRIBE`s not yet confirmed, by connection and channel: any other
+    // is the server's.
+    let mut leaving: HashMap<(u64, String), usize> = HashMap::new();
     // Topics whose subscription lapsed: told to resync once subscribed again.
     let mut lapsed: HashSet<String> = HashSet::new();
     let mut layout = Layout::default();
@@ -108,6 +115,10 @@ pub(super) async fn cluster_subscriber(
             read_layout_at = tokio::time::Instant::now() + LAYOUT_EVERY;
         }
         let wanted: HashSet<String> = shared.wanted().clone();
+        // A lapsed topic nobody wants any more has nothing to heal.
+        lapsed.retain(|topic| wanted.contains(topic));
+        shared.unwaited().retain(|topic| wanted.contains(topic));
+        let mut unreachable: HashSet<Node> = HashSet::new();
 
         // Not wanted any more, or its slot moved (a failover, a resharding): leave.
         let stale: Vec<(String, Node)> = placed
@@ -127,16 +138,24 @@ pub(super) async fn cluster_subscriber(
                 lapsed.remove(&topic);
             }
             let channel = shared.channel(&topic);
-            if let Some(link) = links.get_mut(&node)
-                && link.unsubscribe(&channel).await.is_ok()
-            {
-                *leaving.entry(channel).or_default() += 1;
+            if unreachable.contains(&node) {
+                continue;
+            }
+            let Some(link) = links.get_mut(&node) else {
+                continue;
+            };
+            match link.unsubscribe(&channel).await {
+                Ok(()) => *leaving.entry((link.id, channel)).or_default() += 1,
+                // Not one unsubscribe per topic at 2 s each: the connection goes.
+                Err(e) if broken(&e) => {
+                    unreachable.insert(node);
+                }
+                Err(_) => {}
             }
         }
 
         // Wanted and not subscribed: subscribe on its master's connection.
         let mut healed: Vec<String> = Vec::new();
-        let mut unreachable: HashSet<Node> = HashSet::new();
         let add: Vec<String> = (wanted.iter())
             .filter(|t| !placed.contains_key(*t))
             .cloned()
@@ -168,12 +187,20 @@ pub(super) async fn cluster_subscriber(
                 continue;
             };
             match link.subscribe(&channel).await {
-                Ok(()) => {
-                    if lapsed.remove(&topic) {
+                Ok(true) => {
+                    shared.set_active([&topic], true);
+                    // After `set_active`: a join that gave up waiting before it marked
+                    // its topic `unwaited`, under the same lock.
+                    let unwaited = shared.unwaited().remove(&topic);
+                    if lapsed.remove(&topic) || unwaited {
                         healed.push(topic.clone());
                     }
-                    shared.set_active([&topic], true);
                     placed.insert(topic, node);
+                }
+                Ok(false) => {
+                    // Another reply took its place (a server push while a slot moves).
+                    read_layout_at = tokio::time::Instant::now();
+                    failed = true;
                 }
                 Err(e) if broken(&e) => {
                     log::warn!("redis: the connection to {node} failed: {e}");
@@ -199,6 +226,8 @@ pub(super) async fn cluster_subscriber(
         }
         // One that carries nothing is closed.
         links.retain(|node, _| placed.values().any(|placed| placed == node));
+        let open: HashSet<u64> = links.values().map(|link| link.id).collect();
+        leaving.retain(|(link, _), _| open.contains(link));
         if failed {
             read_layout_at = read_layout_at.min(tokio::time::Instant::now() + RECONNECT_AFTER);
         }
@@ -240,14 +269,15 @@ pub(super) async fn cluster_subscriber(
                         else {
                             continue;
                         };
-                        if let Some(ours) = leaving.get_mut(&channel) {
+                        let key = (link_id, channel);
+                        if let Some(ours) = leaving.get_mut(&key) {
                             *ours -= 1;
                             if *ours == 0 {
-                                leaving.remove(&channel);
+                                leaving.remove(&key);
                             }
                         } else if let Some(topic) = placed
                             .iter()
-                            .find(|(topic, placed)| **placed == node && shared.channel(topic) == channel)
+                            .find(|(topic, placed)| **placed == node && shared.channel(topic) == key.1)
                             .map(|(topic, _)| topic.clone())
                         {
                             // The server's: the slot left this master.
@@ -336,11 +366,23 @@ impl Link {
         Ok(Link { id, connection })
     }
 
-    async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
-        redis::cmd("SSUBSCRIBE")
+    /// Subscribes to `channel`; false when the reply was not its confirmation (the
+    /// crate takes any subscription push for the oldest command's reply).
+    async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<bool> {
+        let reply: Value = redis::cmd("SSUBSCRIBE")
             .arg(channel)
-            .exec_async(&mut self.connection)
-            .await
+            .query_async(&mut self.connection)
+            .await?;
+        Ok(match reply {
+            Value::Push {
+                kind: PushKind::SSubscribe,
+                data,
+            } => data
+                .first()
+                .and_then(|c| redis::from_redis_value_ref::<String>(c).ok())
+                .is_some_and(|confirmed| confirmed == channel),
+            _ => false,
+        })
     }
 
     async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
