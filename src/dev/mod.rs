@@ -257,28 +257,24 @@ impl PgCluster {
 
     /// Stops the server as a crash would (immediate mode: no checkpoint, sessions cut).
     pub fn crash(&mut self) {
-        if self.stopped {
-            return;
-        }
-        self.stopped = true;
-        let data = self.data_dir.display().to_string();
-        let _ = self
-            .command("pg_ctl", &["stop", "-D", &data, "-m", "immediate", "-w"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        self.pg_ctl_stop("immediate");
     }
 
     /// Stops the server as an outage would (fast mode: open sessions are ended) and
     /// keeps its data for `resume`.
     pub fn pause(&mut self) {
+        self.pg_ctl_stop("fast");
+    }
+
+    /// `pg_ctl stop` in `mode`, once.
+    fn pg_ctl_stop(&mut self, mode: &str) {
         if self.stopped {
             return;
         }
         self.stopped = true;
         let data = self.data_dir.display().to_string();
         let _ = self
-            .command("pg_ctl", &["stop", "-D", &data, "-m", "fast", "-w"])
+            .command("pg_ctl", &["stop", "-D", &data, "-m", mode, "-w"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();

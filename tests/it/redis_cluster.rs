@@ -69,16 +69,8 @@ impl OwnRedisCluster {
         let deadline = std::time::Instant::now() + WAIT;
         for (port, _) in &self.nodes {
             loop {
-                let ask = |what: &[&str]| {
-                    let out = Command::new("redis-cli")
-                        .args(["-p", &port.to_string()])
-                        .args(what)
-                        .output()
-                        .expect("redis-cli");
-                    String::from_utf8_lossy(&out.stdout).into_owned()
-                };
-                let replication = ask(&["info", "replication"]);
-                if ask(&["cluster", "info"]).contains("cluster_state:ok")
+                let replication = Self::cli(*port, &["info", "replication"]);
+                if Self::cli(*port, &["cluster", "info"]).contains("cluster_state:ok")
                     && (replication.contains("role:master")
                         || replication.contains("master_link_status:up"))
                 {
@@ -98,11 +90,7 @@ impl OwnRedisCluster {
         self.nodes
             .iter()
             .map(|(port, _)| {
-                let out = Command::new("redis-cli")
-                    .args(["-p", &port.to_string(), "pubsub", "shardchannels"])
-                    .output()
-                    .expect("redis-cli");
-                let channels = String::from_utf8_lossy(&out.stdout)
+                let channels = Self::cli(*port, &["pubsub", "shardchannels"])
                     .lines()
                     .map(str::trim)
                     .filter(|l| !l.is_empty())
@@ -165,8 +153,23 @@ impl OwnRedisCluster {
         self.nodes.retain(|(p, _)| *p != port);
     }
 
+    /// `count` sidechat replicas whose broker is this cluster.
+    pub async fn replicas(
+        &self,
+        count: usize,
+        customize: impl Fn(&mut sidechat::settings::Settings),
+    ) -> Vec<TestApp> {
+        let seeds = self.seeds();
+        spawn_replicas(count, |s| {
+            s.broker.kind = "redis-cluster".into();
+            s.broker.redis_urls = seeds.clone();
+            customize(s);
+        })
+        .await
+    }
+
     /// Seed URLs: two nodes, as an operator would give.
-    pub fn seeds(&self) -> Vec<Secret> {
+    fn seeds(&self) -> Vec<Secret> {
         self.nodes
             .iter()
             .take(2)
@@ -188,12 +191,7 @@ impl Drop for OwnRedisCluster {
 #[tokio::test]
 async fn three_replicas_on_a_cluster_deliver_share_presence_and_notify() {
     let cluster = OwnRedisCluster::start();
-    let seeds = cluster.seeds();
-    let replicas = spawn_replicas(3, |s| {
-        s.broker.kind = "redis-cluster".into();
-        s.broker.redis_urls = seeds.clone();
-    })
-    .await;
+    let replicas = cluster.replicas(3, |_| {}).await;
     let (a, b, c) = (&replicas[0], &replicas[1], &replicas[2]);
     for replica in &replicas {
         assert_eq!(
@@ -355,14 +353,8 @@ async fn a_master_killed_under_load_fails_over_and_only_its_topics_rejoin() {
     const PEERS: usize = 12;
     const MESSAGES: usize = 360;
     let mut cluster = OwnRedisCluster::start();
-    let seeds = cluster.seeds();
-    let replicas = spawn_replicas(3, |s| {
-        s.broker.kind = "redis-cluster".into();
-        s.broker.redis_urls = seeds.clone();
-        // The presence checks at the end join again and again.
-        s.limits.joins_burst = 1000;
-    })
-    .await;
+    // The presence checks at the end join again and again.
+    let replicas = cluster.replicas(3, |s| s.limits.joins_burst = 1000).await;
     let (a, b, c) = (&replicas[0], &replicas[1], &replicas[2]);
     let topics: Vec<String> = (0..PEERS).map(|n| format!("chat:alice:u{n}")).collect();
 
@@ -451,12 +443,7 @@ async fn a_master_killed_under_load_fails_over_and_only_its_topics_rejoin() {
 async fn a_slot_moved_by_resharding_is_followed_and_only_its_topic_rejoins() {
     const MESSAGES: usize = 60;
     let cluster = OwnRedisCluster::start();
-    let seeds = cluster.seeds();
-    let replicas = spawn_replicas(2, |s| {
-        s.broker.kind = "redis-cluster".into();
-        s.broker.redis_urls = seeds.clone();
-    })
-    .await;
+    let replicas = cluster.replicas(2, |_| {}).await;
     let (a, b) = (&replicas[0], &replicas[1]);
     let prefix = a.redis_prefix.clone().expect("a prefix");
     let (moving, staying) = ("chat:alice:u0", "chat:alice:u1");

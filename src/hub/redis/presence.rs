@@ -2,7 +2,7 @@
 //! they expire, refreshed every third of the TTL; a crashed replica's entries expire and
 //! are announced once, by whichever replica removes them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -104,7 +104,7 @@ pub(super) async fn presence_writer(
     // Departures Redis did not take (it, or the key's shard, was away): retried, so a
     // user who left is not listed until the TTL. A failed arrival needs no retry: the
     // refresher writes every local entry again within a third of the TTL.
-    let mut owed: Vec<(String, String)> = Vec::new();
+    let mut owed: VecDeque<(String, String)> = VecDeque::new();
     let mut retry = tokio::time::interval(RECONNECT_AFTER);
     let mut refresh = tokio::time::interval(shared.config.presence_ttl / 3);
     loop {
@@ -129,7 +129,7 @@ pub(super) async fn presence_writer(
                         let key = shared.presence_key(&topic);
                         let removed = redis.zrem(&key, &member).await;
                         if removed.is_err() && owed.len() < PUBLISH_QUEUE {
-                            owed.push((key, member));
+                            owed.push_back((key, member));
                         }
                         removed
                     }
@@ -141,12 +141,12 @@ pub(super) async fn presence_writer(
             _ = retry.tick(), if !owed.is_empty() => {
                 // Oldest first; the first failure ends the pass (Redis is still away),
                 // so a long backlog cannot hold up the refresh.
-                while let Some((key, member)) = owed.first() {
+                while let Some((key, member)) = owed.front() {
                     let removed: redis::RedisResult<()> = redis.zrem(key, member).await;
                     if removed.is_err() {
                         break;
                     }
-                    owed.remove(0);
+                    owed.pop_front();
                 }
             }
         }
