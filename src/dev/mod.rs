@@ -1,9 +1,12 @@
-//! A private Postgres cluster for `sidechat dev` and the test suite.
+//! A private Postgres cluster for `sidechat dev`, the benchmark and the test suite; Redis
+//! servers of their own for the latter two (`redis`).
 //!
 //! It runs the machine's own `initdb`/`pg_ctl` (from PATH or /usr/lib/postgresql/*/bin)
 //! on a loopback port. Postgres refuses to run as root, so as root the cluster belongs
 //! to the `postgres` user and lives where that user can reach it. A watchdog process
 //! stops the cluster when the process that started it ends, however it ends.
+
+pub mod redis;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

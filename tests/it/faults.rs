@@ -3,6 +3,7 @@
 //! recovers by itself.
 
 use serde_json::json;
+use sidechat::dev::redis::RedisServer;
 use sidechat::dev::{ClusterOptions, PgCluster};
 use sidechat::settings::Secret;
 
@@ -85,36 +86,6 @@ async fn postgres_stopping_and_returning_needs_no_restart_and_no_reconnect() {
     pg.stop();
 }
 
-/// A redis-server of this test's own on `port`, killed on drop.
-struct OwnRedis(std::process::Child);
-
-impl OwnRedis {
-    fn start(port: u16) -> OwnRedis {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        let deadline = std::time::Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::yield_now();
-        }
-        OwnRedis(child)
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Waits until every replica's `/readyz` answers `wanted` (200 once its broker has
 /// subscribed again, 503 while it is away).
 async fn all_readyz(replicas: &[TestApp], wanted: u16) {
@@ -137,7 +108,7 @@ async fn all_readyz(replicas: &[TestApp], wanted: u16) {
 #[tokio::test]
 async fn a_redis_restart_heals_by_itself_and_replicas_keep_serving_meanwhile() {
     let port = free_port();
-    let redis = OwnRedis::start(port);
+    let redis = RedisServer::start(Some(port)).expect("redis-server");
     let redis_url = format!("redis://127.0.0.1:{port}/");
     let replicas = spawn_replicas(2, |s| s.broker.redis_url = Secret::new(redis_url.clone())).await;
     let (a, b) = (&replicas[0], &replicas[1]);
@@ -167,7 +138,7 @@ async fn a_redis_restart_heals_by_itself_and_replicas_keep_serving_meanwhile() {
     let stored = alice.send_msg("chat:alice:bob", "while away").await;
     assert!(stored["id"].as_i64().unwrap() > first["id"].as_i64().unwrap());
 
-    let _redis = OwnRedis::start(port);
+    let _redis = RedisServer::start(Some(port)).expect("redis-server");
     all_readyz(&replicas, 200).await;
     assert_eq!(b.metric("sidechat_broker_connected").await, Some(1.0));
     assert_eq!(b.metric("sidechat_ready").await, Some(1.0));

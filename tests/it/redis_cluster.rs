@@ -2,114 +2,51 @@
 //! masters, three replicas) made with `redis-cli --cluster create` on loopback.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use serde_json::{Value, json};
+use sidechat::dev::redis::{self, ClusterShape, RedisCluster};
 use sidechat::settings::Secret;
 use tokio::sync::watch;
 
 use crate::helpers::*;
 
-/// Six `redis-server`s in cluster mode, joined by `redis-cli --cluster create`.
-pub struct OwnRedisCluster {
-    nodes: Vec<(u16, Child)>,
-    dir: std::path::PathBuf,
-}
+/// Six `redis-server`s in cluster mode (three masters, a replica each), with what the
+/// tests do to them.
+pub struct OwnRedisCluster(RedisCluster);
 
 impl OwnRedisCluster {
     pub fn start() -> OwnRedisCluster {
-        let dir =
-            std::env::temp_dir().join(format!("sidechat-rc-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut nodes = Vec::new();
-        for _ in 0..6 {
-            let port = free_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
-                .arg("--cluster-config-file")
-                .arg(dir.join(format!("nodes-{port}.conf")))
-                .arg("--dir")
-                .arg(&dir)
-                .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("redis-server");
-            nodes.push((port, child));
-        }
-        for (port, _) in &nodes {
-            let deadline = std::time::Instant::now() + WAIT;
-            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
-                assert!(std::time::Instant::now() < deadline, "redis-server {port}");
-                std::thread::yield_now();
-            }
-        }
-        let created = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(nodes.iter().map(|(port, _)| format!("127.0.0.1:{port}")))
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .output()
-            .expect("redis-cli");
-        assert!(
-            created.status.success(),
-            "{}",
-            String::from_utf8_lossy(&created.stdout)
-        );
-        let cluster = OwnRedisCluster { nodes, dir };
-        cluster.wait_until_ok();
-        cluster
-    }
-
-    /// Every live node says `cluster_state:ok`, and every replica has synced with its
-    /// master (one that has not refuses to take over when the master dies).
-    fn wait_until_ok(&self) {
-        let deadline = std::time::Instant::now() + WAIT;
-        for (port, _) in &self.nodes {
-            loop {
-                let replication = Self::cli(*port, &["info", "replication"]);
-                if Self::cli(*port, &["cluster", "info"]).contains("cluster_state:ok")
-                    && (replication.contains("role:master")
-                        || replication.contains("master_link_status:up"))
-                {
-                    break;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the cluster is not ok on {port}"
-                );
-                std::thread::yield_now();
-            }
-        }
+        OwnRedisCluster(
+            RedisCluster::start(ClusterShape {
+                masters: 3,
+                replicas_per_master: 1,
+                // A failover within seconds.
+                node_timeout: Duration::from_secs(1),
+            })
+            .expect("a Redis Cluster"),
+        )
     }
 
     /// Each live node's port and the sharded channels it has subscribers on.
     fn shard_channels(&self) -> Vec<(u16, Vec<String>)> {
-        self.nodes
-            .iter()
-            .map(|(port, _)| {
-                let channels = Self::cli(*port, &["pubsub", "shardchannels"])
+        (self.0.ports().into_iter())
+            .map(|port| {
+                let channels = Self::cli(port, &["pubsub", "shardchannels"])
                     .lines()
                     .map(str::trim)
                     .filter(|l| !l.is_empty())
                     .map(String::from)
                     .collect();
-                (*port, channels)
+                (port, channels)
             })
             .collect()
     }
 
     /// `redis-cli -p <port> <args>`'s output.
     fn cli(port: u16, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        assert!(out.status.success(), "redis-cli {args:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        redis::cli(port, args).expect("redis-cli")
     }
 
     /// Moves the slot of `key` from the master `from` to the master `to`, keys and all,
@@ -128,29 +65,19 @@ impl OwnRedisCluster {
             let moved = Self::cli(from, &["migrate", "127.0.0.1", &to_port, key, "0", "5000"]);
             assert_eq!(moved, "OK", "migrate {key}");
         }
-        for (port, _) in &self.nodes {
-            Self::cli(*port, &["cluster", "setslot", &slot, "node", &to_id]);
+        for port in self.0.ports() {
+            Self::cli(port, &["cluster", "setslot", &slot, "node", &to_id]);
         }
     }
 
     /// The ports of the nodes that are masters now.
     fn masters(&self) -> Vec<u16> {
-        (self.nodes.iter())
-            .map(|(port, _)| *port)
-            .filter(|port| Self::cli(*port, &["info", "replication"]).contains("role:master"))
-            .collect()
+        self.0.masters().expect("the masters")
     }
 
     /// Kills a node as a crash would (SIGKILL).
     fn kill(&mut self, port: u16) {
-        let (_, child) = self
-            .nodes
-            .iter_mut()
-            .find(|(p, _)| *p == port)
-            .expect("a node of the cluster");
-        child.kill().expect("kill");
-        child.wait().expect("reaped");
-        self.nodes.retain(|(p, _)| *p != port);
+        self.0.kill(port).expect("kill");
     }
 
     /// `count` sidechat replicas whose broker is this cluster.
@@ -159,32 +86,13 @@ impl OwnRedisCluster {
         count: usize,
         customize: impl Fn(&mut sidechat::settings::Settings),
     ) -> Vec<TestApp> {
-        let seeds = self.seeds();
+        let seeds: Vec<Secret> = self.0.seeds().into_iter().map(Secret::new).collect();
         spawn_replicas(count, |s| {
             s.broker.kind = "redis-cluster".into();
             s.broker.redis_urls = seeds.clone();
             customize(s);
         })
         .await
-    }
-
-    /// Seed URLs: two nodes, as an operator would give.
-    fn seeds(&self) -> Vec<Secret> {
-        self.nodes
-            .iter()
-            .take(2)
-            .map(|(port, _)| Secret::new(format!("redis://127.0.0.1:{port}/")))
-            .collect()
-    }
-}
-
-impl Drop for OwnRedisCluster {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.nodes {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -42,6 +42,13 @@ struct Cli {
     /// `--server-env SIDECHAT__SERVER__WORKERS=1`. Repeatable.
     #[arg(long, global = true, value_parser = parse_env)]
     server_env: Vec<(String, String)>,
+    /// Replicas of the server to start, sharing one Postgres and the broker. Only
+    /// `messages` spreads its users over them; the others use the first.
+    #[arg(long, global = true, default_value_t = 1)]
+    replicas: usize,
+    /// The broker between the started replicas, started here on loopback.
+    #[arg(long, global = true, value_enum, default_value = "memory")]
+    broker: server::BrokerKind,
 }
 
 fn parse_env(raw: &str) -> Result<(String, String), String> {
@@ -155,7 +162,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 _ => Vec::new(),
             };
             env.extend(cli.server_env.iter().map(|(k, v)| (k.as_str(), v.clone())));
-            Server::start(&env)?
+            if cli.replicas > 1 && !matches!(cli.scenario, Scenario::Messages { .. }) {
+                anyhow::bail!("--replicas applies to the messages scenario only");
+            }
+            Server::start(cli.replicas, cli.broker, &env)?
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

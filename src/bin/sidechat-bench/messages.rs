@@ -5,7 +5,9 @@
 //! latency, what each message costs the server and Postgres (with Postgres's split
 //! between planning and execution), and afterwards checks that every acknowledged
 //! message was delivered and is in Postgres exactly once. `--ramp` finds the highest rate
-//! held.
+//! held. Over several replicas (`--replicas`), the two users of a chat connect to
+//! different ones, so every message and receipt crosses the broker; the report adds the
+//! broker's publishes per message and its CPU.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -126,6 +128,7 @@ pub async fn run(server: &Server, options: Options) -> anyhow::Result<Value> {
         "scenario": "messages",
         "users": pairs * 2,
         "pairs": pairs,
+        "replicas": server.addresses.len(),
         "target_rate": options.rate,
         "warmup_seconds": options.warmup,
         "recipients_send_read": options.send_reads,
@@ -172,6 +175,7 @@ async fn ramp(server: &Server, site: &mut Site, options: &Options) -> anyhow::Re
     Ok(json!({
         "scenario": "messages-ramp",
         "users": site.pairs.len() * 2,
+        "replicas": server.addresses.len(),
         "step_seconds": RAMP_STEP_SECONDS,
         "holds_when": format!("p99 <= {HOLD_P99_MS} ms, every ack delivered, every ack stored once"),
         "highest_held": held,
@@ -202,9 +206,10 @@ impl Site {
                     let topic = chat_topic(run, pair);
                     let source =
                         Ipv4Addr::new(127, 0, 0, 1 + u8::try_from(pair / 10_000).unwrap_or(0));
-                    let mut ws =
-                        client::connect(&server.address, &server.socket_url(&token(&me)?), source)
-                            .await?;
+                    // With several replicas the two sides of a chat sit on different ones.
+                    let address = &server.addresses[(pair + side) % server.addresses.len()];
+                    let url = client::socket_url(address, &token(&me)?);
+                    let mut ws = client::connect(address, &url, source).await?;
                     client::ok(
                         client::join(&mut ws, &format!("user:{me}"), json!({}), "1").await?,
                     )?;
@@ -259,6 +264,8 @@ impl Site {
         if measure {
             reset_statements(&server.database_url).await;
         }
+        let publishes_0 = server.broker_publishes()?;
+        let broker_0 = server.broker_cpu_ms();
         let (server_0, pg_0) = server.cpu_ms();
         let started = Instant::now();
         let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
@@ -296,6 +303,8 @@ impl Site {
         }
         let until_done = started.elapsed();
         let (server_1, pg_1) = server.cpu_ms();
+        let broker_1 = server.broker_cpu_ms();
+        let publishes_1 = server.broker_publishes()?;
         let acked = self.counters.acked.load(Ordering::Relaxed) - acked_0;
         let delivered = self.counters.delivered.load(Ordering::Relaxed) - delivered_0;
         let mut latencies = Vec::new();
@@ -328,6 +337,10 @@ impl Site {
             "latency": latency,
             "server_cpu_ms_per_1000": per_thousand(server_0, server_1),
             "postgres_cpu_ms_per_1000": per_thousand(pg_0, pg_1),
+            "broker_cpu_ms_per_1000": per_thousand(broker_0, broker_1),
+            "broker_publishes_per_message": publishes_0.zip(publishes_1)
+                .filter(|_| acked > 0)
+                .map(|(a, b)| b.saturating_sub(a) as f64 / acked as f64),
             "postgres_statements": statements,
             "stored_rows": rows,
             "stored_exactly_once": stored_exactly_once,

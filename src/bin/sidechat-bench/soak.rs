@@ -62,7 +62,7 @@ struct Sample {
 
 pub async fn run(server: &Server, seconds: u64, users: usize) -> anyhow::Result<Value> {
     let pid = server
-        .pid
+        .pid()
         .context("soak needs the server's pid (--server-pid)")?;
     let members: Vec<String> = (0..users).map(|i| format!("k{i}")).collect();
     let status = fanout::api(
