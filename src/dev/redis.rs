@@ -27,8 +27,8 @@ impl RedisServer {
             None => super::free_port()?,
         };
         let child = spawn_server(port, &[])?;
-        let server = RedisServer { port, child };
-        wait_listening(port)?;
+        let mut server = RedisServer { port, child };
+        wait_listening(port, &mut server.child)?;
         Ok(server)
     }
 
@@ -90,7 +90,10 @@ impl RedisCluster {
         // Where a replica writes what it syncs from its master.
         let dir = cluster.dir.to_str().context("a UTF-8 temp dir")?.to_owned();
         for _ in 0..shape.masters * (1 + shape.replicas_per_master) {
-            let port = super::free_port()?;
+            // The cluster bus's port is given too: by default it is port + 10,000, which
+            // may be taken by another socket or past 65,535.
+            let (port, bus_port) = (super::free_port()?, super::free_port()?);
+            let bus_port = bus_port.to_string();
             let config = cluster.dir.join(format!("nodes-{port}.conf"));
             let config = config.to_str().context("a UTF-8 temp dir")?;
             let child = spawn_server(
@@ -100,6 +103,8 @@ impl RedisCluster {
                     "yes",
                     "--cluster-node-timeout",
                     &node_timeout,
+                    "--cluster-port",
+                    &bus_port,
                     "--cluster-config-file",
                     config,
                     "--dir",
@@ -108,8 +113,8 @@ impl RedisCluster {
             )?;
             cluster.nodes.push((port, child));
         }
-        for port in cluster.ports() {
-            wait_listening(port)?;
+        for (port, child) in &mut cluster.nodes {
+            wait_listening(*port, child)?;
         }
         let created = Command::new("redis-cli")
             .arg("--cluster")
@@ -233,9 +238,12 @@ fn spawn_server(port: u16, extra: &[&str]) -> anyhow::Result<Child> {
         .context("starting redis-server (apt-get install redis-server)")
 }
 
-fn wait_listening(port: u16) -> anyhow::Result<()> {
+fn wait_listening(port: u16, server: &mut Child) -> anyhow::Result<()> {
     let deadline = Instant::now() + START_WITHIN;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = server.try_wait()? {
+            bail!("redis-server on port {port} exited ({status}): is the port taken?");
+        }
         if Instant::now() > deadline {
             bail!("redis-server did not listen on port {port}");
         }
