@@ -81,13 +81,22 @@ struct Entry {
 /// Called for an entry that expired (its replica died), once across all replicas.
 pub type OnExpired = Box<dyn Fn(&str, &str, &PresenceMeta) + Send + Sync>;
 
+/// The topics this replica has listeners on, and those whose state changed since the
+/// subscriber last looked: it works through the changes, never the whole set, since a
+/// replica may want tens of thousands of topics.
+#[derive(Default)]
+struct Wanted {
+    topics: HashSet<String>,
+    changed: HashSet<String>,
+}
+
 struct Shared {
     replica: String,
     config: RedisConfig,
     connected: AtomicBool,
     hub: OnceLock<Weak<Hub>>,
     /// Topics with local listeners; the subscriber task makes Redis match it.
-    wanted: Mutex<HashSet<String>>,
+    wanted: Mutex<Wanted>,
     wanted_changed: Notify,
     /// Topics whose subscription is active now, and a wake-up when one becomes so.
     active: Mutex<HashSet<String>>,
@@ -110,11 +119,7 @@ impl Shared {
     /// On a cluster the topic is the hash tag: its channel and its presence key share a
     /// slot, so one shard carries everything about the topic.
     fn channel(&self, topic: &str) -> String {
-        if self.sharded() {
-            format!("{{{}:topic:{topic}}}", self.config.prefix)
-        } else {
-            format!("{}:topic:{topic}", self.config.prefix)
-        }
+        channel(&self.config.prefix, self.sharded(), topic)
     }
 
     fn presence_key(&self, topic: &str) -> String {
@@ -125,8 +130,55 @@ impl Shared {
         }
     }
 
-    fn wanted(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn wanted(&self) -> std::sync::MutexGuard<'_, Wanted> {
         self.wanted.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks `topic` wanted or not, and wakes the subscriber.
+    fn want(&self, topic: &str, wanted: bool) {
+        {
+            let mut set = self.wanted();
+            if wanted {
+                set.topics.insert(topic.to_owned());
+            } else {
+                set.topics.remove(topic);
+            }
+            set.changed.insert(topic.to_owned());
+        }
+        self.wanted_changed.notify_one();
+    }
+
+    /// The topics whose wanted state changed since the last call, each with whether it
+    /// is wanted now. A topic that is no longer wanted has nothing left to heal.
+    fn take_changes(&self) -> Vec<(String, bool)> {
+        let changes: Vec<(String, bool)> = {
+            let mut set = self.wanted();
+            let changed = std::mem::take(&mut set.changed);
+            (changed.into_iter())
+                .map(|topic| {
+                    let wanted = set.topics.contains(&topic);
+                    (topic, wanted)
+                })
+                .collect()
+        };
+        let mut unwaited = self.unwaited();
+        for (topic, _) in changes.iter().filter(|(_, wanted)| !wanted) {
+            unwaited.remove(topic);
+        }
+        changes
+    }
+
+    /// Every wanted topic, for a connection that starts with nothing subscribed: the
+    /// changes so far are part of it.
+    fn take_all_wanted(&self) -> Vec<String> {
+        let mut set = self.wanted();
+        set.changed.clear();
+        set.topics.iter().cloned().collect()
+    }
+
+    /// The topic a channel carries (the inverse of `channel`).
+    fn topic_of<'c>(&self, channel: &'c str) -> Option<&'c str> {
+        topic_of(&self.config.prefix, self.sharded(), channel)
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -173,6 +225,23 @@ impl Shared {
             log::warn!("redis: events may have been lost on {count} topics; their sockets rejoin");
         }
     }
+}
+
+fn channel(prefix: &str, sharded: bool, topic: &str) -> String {
+    if sharded {
+        format!("{{{prefix}:topic:{topic}}}")
+    } else {
+        format!("{prefix}:topic:{topic}")
+    }
+}
+
+fn topic_of<'c>(prefix: &str, sharded: bool, channel: &'c str) -> Option<&'c str> {
+    let inner = if sharded {
+        channel.strip_prefix('{')?.strip_suffix('}')?
+    } else {
+        channel
+    };
+    (inner.strip_prefix(prefix)?).strip_prefix(":topic:")
 }
 
 /// A connection for commands: to one Redis (reconnecting by itself), or to a cluster
@@ -285,7 +354,7 @@ impl RedisBackend {
             config,
             connected: AtomicBool::new(true),
             hub: OnceLock::new(),
-            wanted: Mutex::new(HashSet::new()),
+            wanted: Mutex::new(Wanted::default()),
             wanted_changed: Notify::new(),
             active: Mutex::new(HashSet::new()),
             activated: Notify::new(),
@@ -421,13 +490,11 @@ impl Broker for RedisBroker {
     }
 
     fn subscribe(&self, topic: &str) {
-        self.shared.wanted().insert(topic.to_owned());
-        self.shared.wanted_changed.notify_one();
+        self.shared.want(topic, true);
     }
 
     fn unsubscribe(&self, topic: &str) {
-        self.shared.wanted().remove(topic);
-        self.shared.wanted_changed.notify_one();
+        self.shared.want(topic, false);
     }
 
     fn subscribed(&self, topic: &str) -> BoxFuture<'static, ()> {
@@ -454,5 +521,21 @@ impl Broker for RedisBroker {
 
     fn is_connected(&self) -> bool {
         self.shared.connected.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{channel, topic_of};
+
+    #[test]
+    fn a_channel_names_its_topic_back() {
+        for sharded in [false, true] {
+            let name = channel("sidechat", sharded, "chat:a:b");
+            assert_eq!(topic_of("sidechat", sharded, &name), Some("chat:a:b"));
+            assert_eq!(topic_of("other", sharded, &name), None);
+        }
+        assert_eq!(channel("p", true, "room:x"), "{p:topic:room:x}");
+        assert_eq!(topic_of("p", true, "p:topic:room:x"), None);
     }
 }

@@ -18,7 +18,9 @@ use super::{Envelope, RECONNECT_AFTER, Shared};
 use crate::hub::HubEvent;
 
 /// Keeps one pub/sub connection subscribed to exactly the wanted topics, delivering
-/// what arrives; reconnects and resubscribes after any failure.
+/// what arrives; reconnects and resubscribes after any failure. A delivered message
+/// costs no look at the subscriptions: only a change of the wanted topics does, and
+/// only for the topics that changed.
 pub(super) async fn subscriber(shared: Arc<Shared>, client: redis::Client) {
     // Whether a connection was lost: every topic missed what was published meanwhile.
     let mut lost = false;
@@ -27,12 +29,20 @@ pub(super) async fn subscriber(shared: Arc<Shared>, client: redis::Client) {
             Ok(pubsub) => {
                 let (mut sink, mut stream) = pubsub.split();
                 let mut subscribed: HashSet<String> = HashSet::new();
-                loop {
-                    let wanted: HashSet<String> = shared.wanted().clone();
-                    shared.unwaited().retain(|topic| wanted.contains(topic));
-                    let add: Vec<&String> = wanted.difference(&subscribed).collect();
-                    let drop: Vec<&String> = subscribed.difference(&wanted).collect();
-                    let channels = |topics: &[&String]| -> Vec<String> {
+                // A new connection carries nothing: every wanted topic is to add.
+                let mut changes: Vec<(String, bool)> = (shared.take_all_wanted().into_iter())
+                    .map(|topic| (topic, true))
+                    .collect();
+                'connected: loop {
+                    let (mut add, mut drop) = (Vec::new(), Vec::new());
+                    for (topic, wanted) in changes.drain(..) {
+                        match (wanted, subscribed.contains(&topic)) {
+                            (true, false) => add.push(topic),
+                            (false, true) => drop.push(topic),
+                            _ => {}
+                        }
+                    }
+                    let channels = |topics: &[String]| -> Vec<String> {
                         topics.iter().map(|t| shared.channel(t)).collect()
                     };
                     if (!add.is_empty() && sink.subscribe(channels(&add)).await.is_err())
@@ -40,25 +50,33 @@ pub(super) async fn subscriber(shared: Arc<Shared>, client: redis::Client) {
                     {
                         break;
                     }
-                    shared.set_active(drop, false);
+                    shared.set_active(&drop, false);
+                    for topic in &drop {
+                        subscribed.remove(topic);
+                    }
                     let unwaited: Vec<String> = {
                         let mut unwaited = shared.unwaited();
-                        add.iter().filter_map(|t| unwaited.take(*t)).collect()
+                        add.iter().filter_map(|t| unwaited.take(t)).collect()
                     };
-                    shared.set_active(add, true);
+                    shared.set_active(&add, true);
                     shared.resync(unwaited.iter());
-                    subscribed = wanted;
+                    subscribed.extend(add);
                     if std::mem::take(&mut lost) {
                         shared.resync(subscribed.iter());
                     }
                     // Connected means events flow again: only once resubscribed.
                     shared.connected.store(true, Ordering::Relaxed);
-                    tokio::select! {
-                        _ = shared.wanted_changed.notified() => {}
-                        message = stream.next() => match message {
-                            Some(message) => deliver(&shared, message.get_payload_bytes()),
-                            None => break,
-                        },
+                    loop {
+                        tokio::select! {
+                            _ = shared.wanted_changed.notified() => {
+                                changes = shared.take_changes();
+                                break;
+                            }
+                            message = stream.next() => match message {
+                                Some(message) => deliver(&shared, message.get_payload_bytes()),
+                                None => break 'connected,
+                            },
+                        }
                     }
                 }
                 log::warn!("redis: subscription connection lost; reconnecting");
@@ -95,6 +113,8 @@ pub(super) async fn cluster_subscriber(
     let mut next_link = 0_u64;
     // Where each subscribed topic's channel is subscribed.
     let mut placed: HashMap<String, Node> = HashMap::new();
+    // Wanted topics not subscribed yet (new, or lapsed, or refused): tried each pass.
+    let mut pending: HashSet<String> = shared.take_all_wanted().into_iter().collect();
     // Our own `SUNSUBSCRIBE`s not yet confirmed, by connection and channel: any other
     // is the server's.
     let mut leaving: HashMap<(u64, String), usize> = HashMap::new();
@@ -104,9 +124,40 @@ pub(super) async fn cluster_subscriber(
     let mut read_layout_at = tokio::time::Instant::now();
     loop {
         let mut failed = false;
+        // Topics to leave, on the connection that carries them.
+        let mut stale: Vec<(String, Node)> = Vec::new();
+        for (topic, wanted) in shared.take_changes() {
+            if wanted {
+                if !placed.contains_key(&topic) {
+                    pending.insert(topic);
+                }
+            } else {
+                pending.remove(&topic);
+                lapsed.remove(&topic);
+                if let Some(node) = placed.remove(&topic) {
+                    shared.set_active([&topic], false);
+                    stale.push((topic, node));
+                }
+            }
+        }
         if tokio::time::Instant::now() >= read_layout_at {
             match Layout::read(&mut cluster).await {
-                Ok(now) => layout = now,
+                Ok(now) if now != layout => {
+                    layout = now;
+                    // A failover or a resharding: the topics whose slot has another
+                    // master now leave the old one and lapse until subscribed again.
+                    placed.retain(|topic, node| {
+                        if layout.master_of(&shared.channel(topic)) == Some(&*node) {
+                            return true;
+                        }
+                        shared.set_active([topic], false);
+                        lapsed.insert(topic.clone());
+                        pending.insert(topic.clone());
+                        stale.push((topic.clone(), node.clone()));
+                        false
+                    });
+                }
+                Ok(_) => {}
                 Err(e) => {
                     log::warn!("redis: cannot read the cluster's layout: {e}");
                     failed = true;
@@ -114,36 +165,16 @@ pub(super) async fn cluster_subscriber(
             }
             read_layout_at = tokio::time::Instant::now() + LAYOUT_EVERY;
         }
-        let wanted: HashSet<String> = shared.wanted().clone();
-        // A lapsed topic nobody wants any more has nothing to heal.
-        lapsed.retain(|topic| wanted.contains(topic));
-        shared.unwaited().retain(|topic| wanted.contains(topic));
         let mut unreachable: HashSet<Node> = HashSet::new();
-
-        // Not wanted any more, or its slot moved (a failover, a resharding): leave.
-        let stale: Vec<(String, Node)> = placed
-            .iter()
-            .filter(|(topic, node)| {
-                let channel = shared.channel(topic);
-                !wanted.contains(*topic) || layout.master_of(&channel) != Some(*node)
-            })
-            .map(|(topic, node)| (topic.clone(), node.clone()))
-            .collect();
+        let reshaped = !stale.is_empty();
         for (topic, node) in stale {
-            placed.remove(&topic);
-            shared.set_active([&topic], false);
-            if wanted.contains(&topic) {
-                lapsed.insert(topic.clone());
-            } else {
-                lapsed.remove(&topic);
-            }
-            let channel = shared.channel(&topic);
             if unreachable.contains(&node) {
                 continue;
             }
             let Some(link) = links.get_mut(&node) else {
                 continue;
             };
+            let channel = shared.channel(&topic);
             match link.unsubscribe(&channel).await {
                 Ok(()) => *leaving.entry((link.id, channel)).or_default() += 1,
                 // Not one unsubscribe per topic at 2 s each: the connection goes.
@@ -156,15 +187,11 @@ pub(super) async fn cluster_subscriber(
 
         // Wanted and not subscribed: subscribe on its master's connection.
         let mut healed: Vec<String> = Vec::new();
-        let add: Vec<String> = (wanted.iter())
-            .filter(|t| !placed.contains_key(*t))
-            .cloned()
-            .collect();
-        for topic in add {
+        let to_add: Vec<String> = pending.iter().cloned().collect();
+        for topic in to_add {
             let channel = shared.channel(&topic);
             let Some(node) = layout.master_of(&channel).cloned() else {
-                failed = true; // no master serves its slot now
-                continue;
+                continue; // no master serves its slot now: still pending
             };
             if unreachable.contains(&node) {
                 continue;
@@ -178,7 +205,6 @@ pub(super) async fn cluster_subscriber(
                     Err(e) => {
                         log::warn!("redis: cannot connect to {node}: {e}");
                         unreachable.insert(node);
-                        failed = true;
                         continue;
                     }
                 }
@@ -195,24 +221,22 @@ pub(super) async fn cluster_subscriber(
                     if lapsed.remove(&topic) || unwaited {
                         healed.push(topic.clone());
                     }
+                    pending.remove(&topic);
                     placed.insert(topic, node);
                 }
                 Ok(false) => {
                     // Another reply took its place (a server push while a slot moves).
                     read_layout_at = tokio::time::Instant::now();
-                    failed = true;
                 }
                 Err(e) if broken(&e) => {
                     log::warn!("redis: the connection to {node} failed: {e}");
                     unreachable.insert(node);
-                    failed = true;
                 }
                 Err(e) => {
                     // Refused (MOVED: our layout is behind a slot that moved): the
                     // connection is sound, the layout is read again at once.
                     log::warn!("redis: {node} refused {topic}: {e}");
                     read_layout_at = tokio::time::Instant::now();
-                    failed = true;
                 }
             }
         }
@@ -221,13 +245,17 @@ pub(super) async fn cluster_subscriber(
         // A connection that failed is closed, and what it carried lapses with it.
         for node in &unreachable {
             if links.remove(node).is_some() {
-                lapse(&shared, node, &mut placed, &mut lapsed);
+                lapse(&shared, node, &mut placed, &mut lapsed, &mut pending);
             }
         }
-        // One that carries nothing is closed.
-        links.retain(|node, _| placed.values().any(|placed| placed == node));
-        let open: HashSet<u64> = links.values().map(|link| link.id).collect();
-        leaving.retain(|(link, _), _| open.contains(link));
+        failed |= !pending.is_empty();
+        if reshaped || failed {
+            // One that carries nothing is closed.
+            let used: HashSet<&Node> = placed.values().collect();
+            links.retain(|node, _| used.contains(node));
+            let open: HashSet<u64> = links.values().map(|link| link.id).collect();
+            leaving.retain(|(link, _), _| open.contains(link));
+        }
         if failed {
             read_layout_at = read_layout_at.min(tokio::time::Instant::now() + RECONNECT_AFTER);
         }
@@ -235,59 +263,67 @@ pub(super) async fn cluster_subscriber(
             .connected
             .store(!failed && lapsed.is_empty(), Ordering::Relaxed);
 
-        tokio::select! {
-            _ = shared.wanted_changed.notified() => {}
-            _ = tokio::time::sleep_until(read_layout_at) => {}
-            push = pushes.recv() => {
-                let Some((link_id, push)) = push else { return };
-                let Some(node) = links
-                    .iter()
-                    .find(|(_, link)| link.id == link_id)
-                    .map(|(node, _)| node.clone())
-                else {
-                    continue; // from a connection already closed
-                };
-                match push.kind {
-                    PushKind::SMessage => {
+        // Messages are delivered here without another pass; anything else makes one.
+        loop {
+            tokio::select! {
+                _ = shared.wanted_changed.notified() => break,
+                _ = tokio::time::sleep_until(read_layout_at) => break,
+                push = pushes.recv() => {
+                    let Some((link_id, push)) = push else { return };
+                    if push.kind == PushKind::SMessage {
                         if let Some(Value::BulkString(payload)) = push.data.get(1) {
                             deliver(&shared, payload);
                         }
+                        continue;
                     }
-                    PushKind::Disconnection => {
-                        // Everything it carried missed what was published meanwhile.
-                        log::warn!("redis: the connection to {node} was lost");
-                        links.remove(&node);
-                        lapse(&shared, &node, &mut placed, &mut lapsed);
-                        shared.connected.store(false, Ordering::Relaxed);
-                        read_layout_at = tokio::time::Instant::now();
-                    }
-                    PushKind::SUnsubscribe => {
-                        let Some(channel) = push
-                            .data
-                            .first()
-                            .and_then(|c| redis::from_redis_value_ref::<String>(c).ok())
-                        else {
-                            continue;
-                        };
-                        let key = (link_id, channel);
-                        if let Some(ours) = leaving.get_mut(&key) {
-                            *ours -= 1;
-                            if *ours == 0 {
-                                leaving.remove(&key);
-                            }
-                        } else if let Some(topic) = placed
-                            .iter()
-                            .find(|(topic, placed)| **placed == node && shared.channel(topic) == key.1)
-                            .map(|(topic, _)| topic.clone())
-                        {
-                            // The server's: the slot left this master.
-                            placed.remove(&topic);
-                            shared.set_active([&topic], false);
-                            lapsed.insert(topic);
+                    let Some(node) = links
+                        .iter()
+                        .find(|(_, link)| link.id == link_id)
+                        .map(|(node, _)| node.clone())
+                    else {
+                        continue; // from a connection already closed
+                    };
+                    match push.kind {
+                        PushKind::Disconnection => {
+                            // Everything it carried missed what was published meanwhile.
+                            log::warn!("redis: the connection to {node} was lost");
+                            links.remove(&node);
+                            lapse(&shared, &node, &mut placed, &mut lapsed, &mut pending);
+                            shared.connected.store(false, Ordering::Relaxed);
                             read_layout_at = tokio::time::Instant::now();
+                            break;
                         }
+                        PushKind::SUnsubscribe => {
+                            let Some(channel) = push
+                                .data
+                                .first()
+                                .and_then(|c| redis::from_redis_value_ref::<String>(c).ok())
+                            else {
+                                continue;
+                            };
+                            let key = (link_id, channel);
+                            if let Some(ours) = leaving.get_mut(&key) {
+                                *ours -= 1;
+                                if *ours == 0 {
+                                    leaving.remove(&key);
+                                }
+                                continue;
+                            }
+                            let Some(topic) = shared.topic_of(&key.1) else {
+                                continue;
+                            };
+                            if placed.get(topic) == Some(&node) {
+                                // The server's: the slot left this master.
+                                placed.remove(topic);
+                                shared.set_active([&topic.to_owned()], false);
+                                lapsed.insert(topic.to_owned());
+                                pending.insert(topic.to_owned());
+                                read_layout_at = tokio::time::Instant::now();
+                                break;
+                            }
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
             }
         }
@@ -301,12 +337,14 @@ fn lapse(
     node: &Node,
     placed: &mut HashMap<String, Node>,
     lapsed: &mut HashSet<String>,
+    pending: &mut HashSet<String>,
 ) {
     placed.retain(|topic, placed| {
         let keep = placed != node;
         if !keep {
             shared.set_active([topic], false);
             lapsed.insert(topic.clone());
+            pending.insert(topic.clone());
         }
         keep
     });
