@@ -19,7 +19,13 @@ pub async fn healthz() -> HttpResponse {
     responses((status = 200, description = "Ready"), (status = 503, description = "Not ready, with the reason"))
 )]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match readiness(&state).await {
+    // A database that stopped answering (its host died, the network split) holds a
+    // query until the connection is given up, about 10 s: not answering in time is
+    // the answer.
+    let ready = tokio::time::timeout(READINESS_WAIT, readiness(&state))
+        .await
+        .unwrap_or(Err("database_unreachable"));
+    match ready {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ok"})),
         Err(reason) => HttpResponse::ServiceUnavailable()
             .json(json!({"status": "unavailable", "reason": reason})),
@@ -47,9 +53,9 @@ async fn readiness(state: &AppState) -> Result<(), &'static str> {
     }
 }
 
-/// How long a scrape waits for the readiness check (Prometheus's default scrape timeout
-/// is 10 s).
-const READINESS_ON_SCRAPE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long `/readyz` and a scrape wait for the readiness check (Prometheus's default
+/// scrape timeout is 10 s).
+const READINESS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// OpenMetrics text, which Prometheus scrapes.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "sidechat_* metrics", content_type = "application/openmetrics-text")))]
@@ -69,7 +75,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .set(i64::from(state.chat.hub().broker_connected()));
     // A database that hangs must not hang the scrape too: the gauge would vanish just
     // when it should read 0.
-    let ready = tokio::time::timeout(READINESS_ON_SCRAPE, readiness(&state)).await;
+    let ready = tokio::time::timeout(READINESS_WAIT, readiness(&state)).await;
     metrics.ready.set(i64::from(matches!(ready, Ok(Ok(())))));
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

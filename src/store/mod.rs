@@ -81,17 +81,36 @@ impl From<r2d2::Error> for Error {
     }
 }
 
-/// Adds libpq's `connect_timeout` to a URL that names none, so an unreachable database
-/// fails in seconds rather than hanging on the kernel's TCP timeout.
+/// How a connection notices a Postgres that stopped answering without closing it (its
+/// host died, the network split): TCP keepalives from 5 s of silence, and
+/// `tcp_user_timeout` for data sent and never acknowledged. Either gives the connection
+/// up after about 10 s; without them a statement in flight waits for the kernel's
+/// retransmissions, about 15 minutes. A URL that names one of these keeps its own.
+const DEAD_PEER: [(&str, &str); 5] = [
+    ("keepalives", "1"),
+    ("keepalives_idle", "5"),
+    ("keepalives_interval", "1"),
+    ("keepalives_count", "5"),
+    ("tcp_user_timeout", "10000"),
+];
+
+/// Adds libpq's `connect_timeout` (so an unreachable database fails in seconds rather
+/// than hanging on the kernel's TCP timeout) and the dead-peer settings above to a URL,
+/// each unless the URL names it.
 pub fn with_connect_timeout(url: &str, timeout: Duration) -> String {
-    if url.contains("connect_timeout=") {
-        return url.to_owned();
+    let connect = timeout.as_secs().max(1).to_string();
+    let mut url = url.to_owned();
+    for (key, value) in [("connect_timeout", connect.as_str())]
+        .into_iter()
+        .chain(DEAD_PEER)
+    {
+        let named = (url.split(['?', '&'])).any(|part| part.starts_with(&format!("{key}=")));
+        if !named {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            url = format!("{url}{separator}{key}={value}");
+        }
     }
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!(
-        "{url}{separator}connect_timeout={}",
-        timeout.as_secs().max(1)
-    )
+    url
 }
 
 /// Every service connection runs short queries only. No parallel workers and no JIT:
@@ -288,4 +307,26 @@ where
     })
     .await
     .map_err(|e| Error::Unavailable(format!("blocking task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_gets_the_timeouts_it_does_not_name() {
+        let url = with_connect_timeout("postgres://db/app", Duration::from_secs(5));
+        assert_eq!(
+            url,
+            "postgres://db/app?connect_timeout=5&keepalives=1&keepalives_idle=5\
+             &keepalives_interval=1&keepalives_count=5&tcp_user_timeout=10000"
+        );
+        let own = "postgres://a,b/app?target_session_attrs=read-write&keepalives_idle=30\
+                   &tcp_user_timeout=0";
+        let url = with_connect_timeout(own, Duration::from_secs(2));
+        assert!(url.starts_with(own), "{url}");
+        assert!(url.contains("&connect_timeout=2&keepalives=1&"), "{url}");
+        assert!(!url.contains("keepalives_idle=5"), "{url}");
+        assert!(!url.contains("tcp_user_timeout=10000"), "{url}");
+    }
 }

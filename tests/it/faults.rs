@@ -2,6 +2,8 @@
 //! restarts. The service keeps its sockets, refuses clearly while a part is gone, and
 //! recovers by itself.
 
+use std::time::Duration;
+
 use serde_json::json;
 use sidechat::dev::redis::RedisServer;
 use sidechat::dev::{ClusterOptions, PgCluster};
@@ -81,6 +83,124 @@ async fn postgres_stopping_and_returning_needs_no_restart_and_no_reconnect() {
         bodies,
         ["before", "after"],
         "nothing from the outage was stored"
+    );
+    drop(app);
+    pg.stop();
+}
+
+/// While alive, loopback drops every packet sent to `port`: its server looks like a host
+/// that vanished without closing its connections (its machine died, the network split).
+/// Nothing answers, nothing resets.
+struct Partition {
+    port: String,
+}
+
+impl Partition {
+    fn cut(port: u16) -> Partition {
+        let partition = Partition {
+            port: port.to_string(),
+        };
+        let cut = partition.iptables("-I");
+        assert!(
+            cut,
+            "iptables could not drop packets (this test needs root with NET_ADMIN)"
+        );
+        partition
+    }
+
+    fn iptables(&self, action: &str) -> bool {
+        std::process::Command::new("iptables")
+            .args([
+                action, "INPUT", "-p", "tcp", "--dport", &self.port, "-j", "DROP",
+            ])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.iptables("-D");
+    }
+}
+
+/// How long a send may wait on a Postgres that stopped answering before it is refused:
+/// the connection is given up after about 10 s without an answer (TCP keepalives and
+/// `tcp_user_timeout`, added to the URL), and a new one after `connect_timeout_s`.
+const GIVEN_UP_WITHIN: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn a_postgres_that_stops_answering_is_given_up_on_and_found_again() {
+    let data_dir = std::env::temp_dir().join(format!(
+        "sidechat-partition-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let mut pg = PgCluster::start(ClusterOptions {
+        data_dir,
+        fast_unsafe: true,
+        remove_on_stop: true,
+        track_statements: false,
+    })
+    .unwrap();
+    pg.create_database("sidechat").unwrap();
+    let db_url = pg.url("sidechat");
+    let app = spawn_app_with(|s| s.database.url = Secret::new(db_url.clone())).await;
+    let mut alice = app.connect("alice").await;
+    alice.join_ok("chat:alice:bob", json!({})).await;
+    alice.send_msg("chat:alice:bob", "before").await;
+
+    let partition = Partition::cut(pg.port());
+    let cut_at = tokio::time::Instant::now();
+    // The writer's connection is open, and its next statement is never answered.
+    let frame = json!(["1", "during", "chat:alice:bob", "new_msg", {"body": "during"}]);
+    alice.send_text(frame.to_string()).await;
+    let reply = loop {
+        match alice.next_frame(Duration::from_secs(1)).await {
+            Some(Ok(f)) if f[1] == "during" => break f,
+            Some(Ok(_)) => {}
+            Some(Err(closed)) => panic!("socket closed: {closed:?}"),
+            None => {}
+        }
+        assert!(
+            cut_at.elapsed() < GIVEN_UP_WITHIN,
+            "a send waited {GIVEN_UP_WITHIN:?} on a Postgres that does not answer"
+        );
+    };
+    assert_eq!(reply[4]["response"]["reason"], "unavailable", "{reply}");
+    // Readiness says so at once, rather than when the check's connection is given up.
+    let asked = tokio::time::Instant::now();
+    let ready = http_get(app.http("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(asked.elapsed() < Duration::from_secs(5), "/readyz hung");
+
+    drop(partition);
+    let deadline = tokio::time::Instant::now() + GIVEN_UP_WITHIN;
+    let after = loop {
+        let reply = alice
+            .push(
+                "chat:alice:bob",
+                "new_msg",
+                json!({"body": "after", "client_ref": "after"}),
+            )
+            .await;
+        if reply["status"] == "ok" {
+            break reply["response"]["message"].clone();
+        }
+        assert_eq!(reply["response"]["reason"], "unavailable", "{reply}");
+        assert!(tokio::time::Instant::now() < deadline, "not back in time");
+    };
+    assert_eq!(after["body"], "after");
+    let history = alice.push("chat:alice:bob", "history", json!({})).await;
+    let bodies: Vec<&str> = history["response"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        ["before", "after"],
+        "the refused send was not stored"
     );
     drop(app);
     pg.stop();
