@@ -132,6 +132,7 @@ impl Application {
                     target,
                     prefix: settings.broker.redis_prefix.clone(),
                     presence_ttl: Duration::from_secs(settings.broker.presence_ttl_s),
+                    resyncs: metrics.broker_resyncs.clone(),
                 })
                 .map_err(|e| {
                     anyhow::anyhow!("{setting}: cannot connect to {shown}: {}", first_line(&e))

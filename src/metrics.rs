@@ -144,6 +144,9 @@ pub struct Metrics {
     pub broker_connected: Gauge,
     /// 1 for the broker kind in use: several replicas on `memory` do not hear each other.
     pub broker: Family<BrokerLabel, Gauge>,
+    /// Topics whose sockets were told to rejoin (1001) because the broker may have lost
+    /// their events.
+    pub broker_resyncs: Counter,
 }
 
 impl Default for Metrics {
@@ -186,6 +189,7 @@ impl Metrics {
             ready: Gauge::default(),
             broker_connected: Gauge::default(),
             broker: Family::default(),
+            broker_resyncs: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open sockets", metrics.connections.clone());
@@ -351,6 +355,11 @@ impl Metrics {
             "broker",
             "The broker in use (kind label), always 1",
             metrics.broker.clone(),
+        );
+        registry.register(
+            "broker_resyncs",
+            "Topics whose sockets were closed with 1001 to rejoin with after, because the broker may have lost their events (a lost Redis connection, a failed-over master, a failed publish)",
+            metrics.broker_resyncs.clone(),
         );
         Metrics {
             registry,

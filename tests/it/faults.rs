@@ -267,6 +267,10 @@ async fn a_redis_restart_heals_by_itself_and_replicas_keep_serving_meanwhile() {
     // rejoins with `after`, which reads back what the broker dropped.
     assert_eq!(bob.expect_close().await, Closed::Code(1001));
     assert_eq!(alice.expect_close().await, Closed::Code(1001));
+    for replica in [a, b] {
+        let resynced = replica.metric("sidechat_broker_resyncs_total").await;
+        assert!(resynced >= Some(1.0), "{resynced:?}");
+    }
     let mut bob = b.connect("bob").await;
     let rejoined = bob
         .join_ok("chat:alice:bob", json!({"after": first["id"]}))

@@ -324,6 +324,12 @@ async fn a_master_killed_under_load_fails_over_and_only_its_topics_rejoin() {
         })
         .await;
     }
+    // What an operator sees: c resynced at least the failed shard's topics it carries.
+    let resynced = c
+        .metric("sidechat_broker_resyncs_total")
+        .await
+        .unwrap_or(0.0);
+    assert!(resynced >= doomed.len() as f64, "{resynced} resyncs");
 
     // Presence converges: alice's socket on b was told to rejoin (it was in the failed
     // shard's chats), so she leaves them all; back, she is seen again, once.

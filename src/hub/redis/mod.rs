@@ -54,6 +54,8 @@ pub struct RedisConfig {
     pub prefix: String,
     /// How long a replica's presence entries live without a refresh.
     pub presence_ttl: Duration,
+    /// Counts the topics resynced (`sidechat_broker_resyncs_total`).
+    pub resyncs: prometheus_client::metrics::counter::Counter,
 }
 
 /// An event as it travels between replicas.
@@ -222,6 +224,7 @@ impl Shared {
             count += 1;
         }
         if count > 0 {
+            self.config.resyncs.inc_by(count);
             log::warn!("redis: events may have been lost on {count} topics; their sockets rejoin");
         }
     }
