@@ -425,7 +425,12 @@ fn serve(
     .disable_signals()
     // Chat frames are small and must go out at once, not wait for Nagle.
     .tcp_nodelay(true)
-    .shutdown_timeout(settings.server.shutdown_timeout_s);
+    .shutdown_timeout(settings.server.shutdown_timeout_s)
+    // A worker's blocking threads run database reads, each holding one pooled
+    // connection: more than the pool's size only wait for one, and tokio's default of
+    // 512 let a busy replica keep ~150 threads, whose stacks and malloc caches made its
+    // memory creep up (the soak's growth after warm-up).
+    .worker_max_blocking_threads(settings.database.pool_size.max(2) as usize);
     if settings.server.workers > 0 {
         server = server.workers(settings.server.workers);
     }

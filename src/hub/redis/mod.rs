@@ -462,26 +462,8 @@ impl RedisBroker {
 
 impl Broker for RedisBroker {
     fn publish(&self, event: &HubEvent) {
-        let Ok(payload) = serde_json::value::RawValue::from_string(event.payload.to_string())
-        else {
+        let Some(outgoing) = publish::outgoing(&self.shared, event) else {
             return;
-        };
-        let envelope = Envelope {
-            origin: &self.shared.replica,
-            topic: &event.topic,
-            event: &event.event,
-            payload: &payload,
-            message_id: event.message_id,
-            skip_user: event.skip_user.as_deref(),
-            only_user: event.only_user.as_deref(),
-        };
-        let Ok(payload) = serde_json::to_vec(&envelope) else {
-            return;
-        };
-        let outgoing = Outgoing {
-            topic: event.topic.clone(),
-            channel: self.shared.channel(&event.topic),
-            payload,
         };
         if self.publish.try_send(outgoing).is_err() {
             log::warn!(

@@ -14,7 +14,7 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
 use super::{Conn, Envelope, PUBLISH_QUEUE, RECONNECT_AFTER, Shared};
-use crate::hub::RESYNC_EVENT;
+use crate::hub::HubEvent;
 
 /// Publishes in flight at once, across topics.
 const IN_FLIGHT: usize = 64;
@@ -109,7 +109,7 @@ pub(super) async fn publisher(
                     .cloned()
                     .collect();
                 for topic in owed {
-                    if let Some(outgoing) = resync_of(&shared, topic) {
+                    if let Some(outgoing) = outgoing(&shared, &HubEvent::resync(&topic)) {
                         waiting.insert(outgoing.topic.clone(), VecDeque::new());
                         in_flight.push(send(outgoing, true));
                     }
@@ -119,21 +119,22 @@ pub(super) async fn publisher(
     }
 }
 
-fn resync_of(shared: &Shared, topic: String) -> Option<Outgoing> {
-    let payload = serde_json::value::RawValue::from_string("{}".to_owned()).ok()?;
+/// `event` as it travels to the other replicas; `None` if its payload is not JSON.
+pub(super) fn outgoing(shared: &Shared, event: &HubEvent) -> Option<Outgoing> {
+    let payload = serde_json::value::RawValue::from_string(event.payload.to_string()).ok()?;
     let payload = serde_json::to_vec(&Envelope {
         origin: &shared.replica,
-        topic: &topic,
-        event: RESYNC_EVENT,
+        topic: &event.topic,
+        event: &event.event,
         payload: &payload,
-        message_id: None,
-        skip_user: None,
-        only_user: None,
+        message_id: event.message_id,
+        skip_user: event.skip_user.as_deref(),
+        only_user: event.only_user.as_deref(),
     })
     .ok()?;
     Some(Outgoing {
-        channel: shared.channel(&topic),
-        topic,
+        topic: event.topic.clone(),
+        channel: shared.channel(&event.topic),
         payload,
     })
 }
