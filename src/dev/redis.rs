@@ -70,7 +70,20 @@ pub struct RedisCluster {
 }
 
 impl RedisCluster {
+    /// Starts the nodes and joins them. Ports are picked free and taken a moment later,
+    /// so another process may take one first: then the whole cluster is tried again.
     pub fn start(shape: ClusterShape) -> anyhow::Result<RedisCluster> {
+        let mut failed = None;
+        for _ in 0..3 {
+            match Self::try_start(shape) {
+                Ok(cluster) => return Ok(cluster),
+                Err(e) => failed = Some(e),
+            }
+        }
+        Err(failed.unwrap_or_else(|| anyhow::anyhow!("the Redis Cluster did not start")))
+    }
+
+    fn try_start(shape: ClusterShape) -> anyhow::Result<RedisCluster> {
         if shape.masters < 3 {
             bail!("a Redis Cluster needs at least three masters");
         }
@@ -115,6 +128,12 @@ impl RedisCluster {
         }
         for (port, child) in &mut cluster.nodes {
             wait_listening(*port, child)?;
+        }
+        // Listening on its port, a node may still fail on its bus port and exit.
+        for (port, child) in &mut cluster.nodes {
+            if let Some(status) = child.try_wait()? {
+                bail!("redis-server on port {port} exited ({status}): is its bus port taken?");
+            }
         }
         let created = Command::new("redis-cli")
             .arg("--cluster")
@@ -240,9 +259,13 @@ fn spawn_server(port: u16, extra: &[&str]) -> anyhow::Result<Child> {
 
 fn wait_listening(port: u16, server: &mut Child) -> anyhow::Result<()> {
     let deadline = Instant::now() + START_WITHIN;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    loop {
+        // Exited, it failed to start, whoever answers on the port.
         if let Some(status) = server.try_wait()? {
             bail!("redis-server on port {port} exited ({status}): is the port taken?");
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
         }
         if Instant::now() > deadline {
             bail!("redis-server did not listen on port {port}");

@@ -95,22 +95,43 @@ const DEAD_PEER: [(&str, &str); 5] = [
 ];
 
 /// Adds libpq's `connect_timeout` (so an unreachable database fails in seconds rather
-/// than hanging on the kernel's TCP timeout) and the dead-peer settings above to a URL,
-/// each unless the URL names it.
-pub fn with_connect_timeout(url: &str, timeout: Duration) -> String {
+/// than hanging on the kernel's TCP timeout) and the dead-peer settings above to a
+/// connection string, a URL or `key=value` words, each unless it names it. One that
+/// names a `service` gets no dead-peer settings: its service file may set them, and
+/// what the string names would override the file.
+pub fn with_connect_timeout(conninfo: &str, timeout: Duration) -> String {
+    let is_url = conninfo.contains("://");
+    let names = |conninfo: &str, key: &str| {
+        let prefix = format!("{key}=");
+        let mut parts: Box<dyn Iterator<Item = &str>> = if is_url {
+            Box::new(conninfo.split(['?', '&']))
+        } else {
+            Box::new(conninfo.split_whitespace())
+        };
+        parts.any(|part| part.starts_with(&prefix))
+    };
     let connect = timeout.as_secs().max(1).to_string();
-    let mut url = url.to_owned();
-    for (key, value) in [("connect_timeout", connect.as_str())]
-        .into_iter()
-        .chain(DEAD_PEER)
+    let dead_peer = if names(conninfo, "service") {
+        &[][..]
+    } else {
+        &DEAD_PEER[..]
+    };
+    let mut conninfo = conninfo.to_owned();
+    for &(key, value) in [("connect_timeout", connect.as_str())]
+        .iter()
+        .chain(dead_peer)
     {
-        let named = (url.split(['?', '&'])).any(|part| part.starts_with(&format!("{key}=")));
-        if !named {
-            let separator = if url.contains('?') { '&' } else { '?' };
-            url = format!("{url}{separator}{key}={value}");
+        if names(&conninfo, key) {
+            continue;
         }
+        let separator = match (is_url, conninfo.contains('?')) {
+            (false, _) => " ",
+            (true, true) => "&",
+            (true, false) => "?",
+        };
+        conninfo = format!("{conninfo}{separator}{key}={value}");
     }
-    url
+    conninfo
 }
 
 /// Every service connection runs short queries only. No parallel workers and no JIT:
@@ -328,5 +349,18 @@ mod tests {
         assert!(url.contains("&connect_timeout=2&keepalives=1&"), "{url}");
         assert!(!url.contains("keepalives_idle=5"), "{url}");
         assert!(!url.contains("tcp_user_timeout=10000"), "{url}");
+    }
+
+    #[test]
+    fn key_value_words_get_them_as_words() {
+        let words = with_connect_timeout("host=db dbname=app connect_timeout=3", Duration::ZERO);
+        assert_eq!(
+            words,
+            "host=db dbname=app connect_timeout=3 keepalives=1 keepalives_idle=5 \
+             keepalives_interval=1 keepalives_count=5 tcp_user_timeout=10000"
+        );
+        // A service file's settings are its own.
+        let service = with_connect_timeout("service=chat", Duration::from_secs(5));
+        assert_eq!(service, "service=chat connect_timeout=5");
     }
 }

@@ -95,14 +95,18 @@ struct Partition {
     port: String,
 }
 
+/// Marks this test's iptables rules, so a run that was killed cannot leave one behind
+/// for the next run to trip over.
+const PARTITION_TAG: &str = "sidechat-partition-test";
+
 impl Partition {
     fn cut(port: u16) -> Partition {
+        Self::remove_stale();
         let partition = Partition {
             port: port.to_string(),
         };
-        let cut = partition.iptables("-I");
         assert!(
-            cut,
+            partition.iptables("-I"),
             "iptables could not drop packets (this test needs root with NET_ADMIN)"
         );
         partition
@@ -110,11 +114,31 @@ impl Partition {
 
     fn iptables(&self, action: &str) -> bool {
         std::process::Command::new("iptables")
-            .args([
-                action, "INPUT", "-p", "tcp", "--dport", &self.port, "-j", "DROP",
-            ])
+            .args([action, "INPUT", "-p", "tcp", "--dport", &self.port])
+            .args(["-m", "comment", "--comment", PARTITION_TAG, "-j", "DROP"])
             .status()
             .is_ok_and(|s| s.success())
+    }
+
+    /// Rules an earlier, killed run left.
+    fn remove_stale() {
+        let Ok(listed) = std::process::Command::new("iptables")
+            .args(["-S", "INPUT"])
+            .output()
+        else {
+            return;
+        };
+        for rule in String::from_utf8_lossy(&listed.stdout).lines() {
+            if let Some(spec) = rule
+                .strip_prefix("-A ")
+                .filter(|r| r.contains(PARTITION_TAG))
+            {
+                let _ = std::process::Command::new("iptables")
+                    .arg("-D")
+                    .args(spec.split_whitespace())
+                    .status();
+            }
+        }
     }
 }
 

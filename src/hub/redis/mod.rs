@@ -173,9 +173,14 @@ impl Shared {
     /// Every wanted topic, for a connection that starts with nothing subscribed: the
     /// changes so far are part of it.
     fn take_all_wanted(&self) -> Vec<String> {
-        let mut set = self.wanted();
-        set.changed.clear();
-        set.topics.iter().cloned().collect()
+        let topics: Vec<String> = {
+            let mut set = self.wanted();
+            set.changed.clear();
+            set.topics.iter().cloned().collect()
+        };
+        let wanted: HashSet<&String> = topics.iter().collect();
+        self.unwaited().retain(|topic| wanted.contains(topic));
+        topics
     }
 
     /// The topic a channel carries (the inverse of `channel`).
@@ -416,7 +421,10 @@ impl Drop for Waiting {
         // Under the `active` lock, so a subscription activated meanwhile either is seen
         // here or finds the mark when it checks after activating.
         let active = self.shared.active();
-        if !active.contains(&self.topic) {
+        // A topic nobody wants any more has nothing to heal; marked, it would cost the
+        // next join on it a needless rejoin.
+        let wanted = || self.shared.wanted().topics.contains(&self.topic);
+        if !active.contains(&self.topic) && wanted() {
             self.shared.unwaited().insert(self.topic.clone());
         }
     }

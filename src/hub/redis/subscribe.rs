@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::shards::{Layout, Node};
 use super::{Envelope, RECONNECT_AFTER, Shared};
-use crate::hub::HubEvent;
+use crate::hub::{HubEvent, RESYNC_EVENT};
 
 /// Keeps one pub/sub connection subscribed to exactly the wanted topics, delivering
 /// what arrives; reconnects and resubscribes after any failure. A delivered message
@@ -54,11 +54,13 @@ pub(super) async fn subscriber(shared: Arc<Shared>, client: redis::Client) {
                     for topic in &drop {
                         subscribed.remove(topic);
                     }
+                    shared.set_active(&add, true);
+                    // After `set_active`: a join that gave up waiting before it marked
+                    // its topic `unwaited`, under the same lock.
                     let unwaited: Vec<String> = {
                         let mut unwaited = shared.unwaited();
                         add.iter().filter_map(|t| unwaited.take(t)).collect()
                     };
-                    shared.set_active(&add, true);
                     shared.resync(unwaited.iter());
                     subscribed.extend(add);
                     if std::mem::take(&mut lost) {
@@ -122,6 +124,9 @@ pub(super) async fn cluster_subscriber(
     let mut lapsed: HashSet<String> = HashSet::new();
     let mut layout = Layout::default();
     let mut read_layout_at = tokio::time::Instant::now();
+    // Whether a subscription ended outside a pass (a lost connection, the server's
+    // `SUNSUBSCRIBE`): a connection may carry nothing now.
+    let mut left = false;
     loop {
         let mut failed = false;
         // Topics to leave, on the connection that carries them.
@@ -249,7 +254,7 @@ pub(super) async fn cluster_subscriber(
             }
         }
         failed |= !pending.is_empty();
-        if reshaped || failed {
+        if std::mem::take(&mut left) || reshaped || failed || !unreachable.is_empty() {
             // One that carries nothing is closed.
             let used: HashSet<&Node> = placed.values().collect();
             links.retain(|node, _| used.contains(node));
@@ -291,6 +296,7 @@ pub(super) async fn cluster_subscriber(
                             lapse(&shared, &node, &mut placed, &mut lapsed, &mut pending);
                             shared.connected.store(false, Ordering::Relaxed);
                             read_layout_at = tokio::time::Instant::now();
+                            left = true;
                             break;
                         }
                         PushKind::SUnsubscribe => {
@@ -319,6 +325,7 @@ pub(super) async fn cluster_subscriber(
                                 lapsed.insert(topic.to_owned());
                                 pending.insert(topic.to_owned());
                                 read_layout_at = tokio::time::Instant::now();
+                                left = true;
                                 break;
                             }
                         }
@@ -453,6 +460,10 @@ fn deliver(shared: &Shared, payload: &[u8]) {
     };
     if envelope.origin == shared.replica {
         return; // delivered locally when published
+    }
+    if envelope.event == RESYNC_EVENT {
+        // Another replica's publish failed: this replica's sockets missed its event.
+        shared.config.resyncs.inc();
     }
     let Some(hub) = shared.hub.get().and_then(Weak::upgrade) else {
         return;
