@@ -116,13 +116,7 @@ async fn only_the_author_edits_a_live_user_message_of_this_conversation() {
         .push(CHAT, "edit_msg", json!({"id": hers["id"], "body": " "}))
         .await;
     assert_eq!(reason(&empty), "invalid_payload");
-    let history = alice.push(CHAT, "history", json!({})).await;
-    let bodies: Vec<&str> = history["response"]["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["body"].as_str().unwrap())
-        .collect();
+    let bodies = alice.history_bodies(CHAT).await;
     assert_eq!(bodies, ["mine", "from a bot"], "nothing changed");
 }
 

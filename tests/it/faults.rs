@@ -34,13 +34,13 @@ async fn send_once_back(client: &mut Client, topic: &str, client_ref: &str) -> s
     }
 }
 
-#[tokio::test]
-async fn postgres_stopping_and_returning_needs_no_restart_and_no_reconnect() {
-    // A cluster of this test's own: stopping the shared one would fail the others.
+/// A Postgres of the test's own (stopping the shared one would fail the others), a
+/// server on it, and alice in her chat with bob, one message stored.
+async fn alice_on_own_postgres(name: &str) -> (PgCluster, TestApp, Client) {
     let data_dir =
-        std::env::temp_dir().join(format!("sidechat-outage-{}", uuid::Uuid::new_v4().simple()));
-    let mut pg = PgCluster::start(ClusterOptions {
-        data_dir: data_dir.clone(),
+        std::env::temp_dir().join(format!("sidechat-{name}-{}", uuid::Uuid::new_v4().simple()));
+    let pg = PgCluster::start(ClusterOptions {
+        data_dir,
         fast_unsafe: true,
         remove_on_stop: true,
         track_statements: false,
@@ -52,6 +52,12 @@ async fn postgres_stopping_and_returning_needs_no_restart_and_no_reconnect() {
     let mut alice = app.connect("alice").await;
     alice.join_ok("chat:alice:bob", json!({})).await;
     alice.send_msg("chat:alice:bob", "before").await;
+    (pg, app, alice)
+}
+
+#[tokio::test]
+async fn postgres_stopping_and_returning_needs_no_restart_and_no_reconnect() {
+    let (mut pg, app, mut alice) = alice_on_own_postgres("outage").await;
 
     pg.pause();
     for body in ["during-1", "during-2"] {
@@ -72,13 +78,7 @@ async fn postgres_stopping_and_returning_needs_no_restart_and_no_reconnect() {
     assert_eq!(after["body"], "after");
     let ready = http_get(app.http("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
-    let history = alice.push("chat:alice:bob", "history", json!({})).await;
-    let bodies: Vec<&str> = history["response"]["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["body"].as_str().unwrap())
-        .collect();
+    let bodies = alice.history_bodies("chat:alice:bob").await;
     assert_eq!(
         bodies,
         ["before", "after"],
@@ -155,23 +155,7 @@ const GIVEN_UP_WITHIN: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn a_postgres_that_stops_answering_is_given_up_on_and_found_again() {
-    let data_dir = std::env::temp_dir().join(format!(
-        "sidechat-partition-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let mut pg = PgCluster::start(ClusterOptions {
-        data_dir,
-        fast_unsafe: true,
-        remove_on_stop: true,
-        track_statements: false,
-    })
-    .unwrap();
-    pg.create_database("sidechat").unwrap();
-    let db_url = pg.url("sidechat");
-    let app = spawn_app_with(|s| s.database.url = Secret::new(db_url.clone())).await;
-    let mut alice = app.connect("alice").await;
-    alice.join_ok("chat:alice:bob", json!({})).await;
-    alice.send_msg("chat:alice:bob", "before").await;
+    let (mut pg, app, mut alice) = alice_on_own_postgres("partition").await;
 
     let partition = Partition::cut(pg.port());
     let cut_at = tokio::time::Instant::now();
@@ -198,29 +182,9 @@ async fn a_postgres_that_stops_answering_is_given_up_on_and_found_again() {
     assert!(asked.elapsed() < Duration::from_secs(5), "/readyz hung");
 
     drop(partition);
-    let deadline = tokio::time::Instant::now() + GIVEN_UP_WITHIN;
-    let after = loop {
-        let reply = alice
-            .push(
-                "chat:alice:bob",
-                "new_msg",
-                json!({"body": "after", "client_ref": "after"}),
-            )
-            .await;
-        if reply["status"] == "ok" {
-            break reply["response"]["message"].clone();
-        }
-        assert_eq!(reply["response"]["reason"], "unavailable", "{reply}");
-        assert!(tokio::time::Instant::now() < deadline, "not back in time");
-    };
+    let after = send_once_back(&mut alice, "chat:alice:bob", "after").await;
     assert_eq!(after["body"], "after");
-    let history = alice.push("chat:alice:bob", "history", json!({})).await;
-    let bodies: Vec<&str> = history["response"]["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["body"].as_str().unwrap())
-        .collect();
+    let bodies = alice.history_bodies("chat:alice:bob").await;
     assert_eq!(
         bodies,
         ["before", "after"],

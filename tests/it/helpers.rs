@@ -616,6 +616,16 @@ impl Client {
             .await
     }
 
+    /// The bodies of `topic`'s history page, oldest first.
+    pub async fn history_bodies(&mut self, topic: &str) -> Vec<String> {
+        let history = self.push(topic, "history", json!({})).await;
+        (history["response"]["messages"].as_array())
+            .expect("a history page")
+            .iter()
+            .map(|m| m["body"].as_str().expect("a body").to_owned())
+            .collect()
+    }
+
     /// Joins and returns the reply payload.
     pub async fn join(&mut self, topic: &str, payload: Value) -> Value {
         let join_ref = self.take_ref();
