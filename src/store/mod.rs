@@ -99,16 +99,18 @@ const DEAD_PEER: [(&str, &str); 5] = [
 /// connection string, a URL or `key=value` words, each unless it names it. One that
 /// names a `service` gets no dead-peer settings: its service file may set them, and
 /// what the string names would override the file.
-pub fn with_connect_timeout(conninfo: &str, timeout: Duration) -> String {
+pub fn with_timeouts(conninfo: &str, timeout: Duration) -> String {
     let is_url = conninfo.contains("://");
+    let between: &[char] = if is_url {
+        &['?', '&']
+    } else {
+        &[' ', '\t', '\n']
+    };
     let names = |conninfo: &str, key: &str| {
         let prefix = format!("{key}=");
-        let mut parts: Box<dyn Iterator<Item = &str>> = if is_url {
-            Box::new(conninfo.split(['?', '&']))
-        } else {
-            Box::new(conninfo.split_whitespace())
-        };
-        parts.any(|part| part.starts_with(&prefix))
+        conninfo
+            .split(between)
+            .any(|part| part.starts_with(&prefix))
     };
     let connect = timeout.as_secs().max(1).to_string();
     let dead_peer = if names(conninfo, "service") {
@@ -207,7 +209,7 @@ pub fn durably<T>(
 /// The read pool. r2d2 waits `timeout` for a connection (its default of 30 s would
 /// leave a client hanging far longer than `unavailable` should take).
 pub fn read_pool(url: &str, size: u32, timeout: Duration) -> Result<PgPool, Error> {
-    let manager = ConnectionManager::<PgConnection>::new(with_connect_timeout(url, timeout));
+    let manager = ConnectionManager::<PgConnection>::new(with_timeouts(url, timeout));
     Pool::builder()
         .max_size(size)
         .min_idle(Some(0))
@@ -223,7 +225,7 @@ pub fn read_pool(url: &str, size: u32, timeout: Duration) -> Result<PgPool, Erro
 /// plans; its rare lookups plan afresh (`messages::plan_for_now`).
 pub fn connect(url: &str, timeout: Duration) -> Result<PgConnection, Error> {
     use diesel::connection::SimpleConnection;
-    let mut conn = PgConnection::establish(&with_connect_timeout(url, timeout))
+    let mut conn = PgConnection::establish(&with_timeouts(url, timeout))
         .map_err(|e| Error::Unavailable(e.to_string()))?;
     conn.batch_execute(SHORT_QUERIES)?;
     Ok(conn)
@@ -336,7 +338,7 @@ mod tests {
 
     #[test]
     fn a_url_gets_the_timeouts_it_does_not_name() {
-        let url = with_connect_timeout("postgres://db/app", Duration::from_secs(5));
+        let url = with_timeouts("postgres://db/app", Duration::from_secs(5));
         assert_eq!(
             url,
             "postgres://db/app?connect_timeout=5&keepalives=1&keepalives_idle=5\
@@ -344,7 +346,7 @@ mod tests {
         );
         let own = "postgres://a,b/app?target_session_attrs=read-write&keepalives_idle=30\
                    &tcp_user_timeout=0";
-        let url = with_connect_timeout(own, Duration::from_secs(2));
+        let url = with_timeouts(own, Duration::from_secs(2));
         assert!(url.starts_with(own), "{url}");
         assert!(url.contains("&connect_timeout=2&keepalives=1&"), "{url}");
         assert!(!url.contains("keepalives_idle=5"), "{url}");
@@ -353,14 +355,14 @@ mod tests {
 
     #[test]
     fn key_value_words_get_them_as_words() {
-        let words = with_connect_timeout("host=db dbname=app connect_timeout=3", Duration::ZERO);
+        let words = with_timeouts("host=db dbname=app connect_timeout=3", Duration::ZERO);
         assert_eq!(
             words,
             "host=db dbname=app connect_timeout=3 keepalives=1 keepalives_idle=5 \
              keepalives_interval=1 keepalives_count=5 tcp_user_timeout=10000"
         );
         // A service file's settings are its own.
-        let service = with_connect_timeout("service=chat", Duration::from_secs(5));
+        let service = with_timeouts("service=chat", Duration::from_secs(5));
         assert_eq!(service, "service=chat connect_timeout=5");
     }
 }

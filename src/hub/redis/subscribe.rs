@@ -155,9 +155,7 @@ pub(super) async fn cluster_subscriber(
                         if layout.master_of(&shared.channel(topic)) == Some(&*node) {
                             return true;
                         }
-                        shared.set_active([topic], false);
-                        lapsed.insert(topic.clone());
-                        pending.insert(topic.clone());
+                        lapse_topic(&shared, topic, &mut lapsed, &mut pending);
                         stale.push((topic.clone(), node.clone()));
                         false
                     });
@@ -254,7 +252,8 @@ pub(super) async fn cluster_subscriber(
             }
         }
         failed |= !pending.is_empty();
-        if std::mem::take(&mut left) || reshaped || failed || !unreachable.is_empty() {
+        // (A connection that failed left its topics pending: `failed` covers it.)
+        if std::mem::take(&mut left) || reshaped || failed {
             // One that carries nothing is closed.
             let used: HashSet<&Node> = placed.values().collect();
             links.retain(|node, _| used.contains(node));
@@ -321,9 +320,7 @@ pub(super) async fn cluster_subscriber(
                             if placed.get(topic) == Some(&node) {
                                 // The server's: the slot left this master.
                                 placed.remove(topic);
-                                shared.set_active([&topic.to_owned()], false);
-                                lapsed.insert(topic.to_owned());
-                                pending.insert(topic.to_owned());
+                                lapse_topic(&shared, topic, &mut lapsed, &mut pending);
                                 read_layout_at = tokio::time::Instant::now();
                                 left = true;
                                 break;
@@ -349,12 +346,23 @@ fn lapse(
     placed.retain(|topic, placed| {
         let keep = placed != node;
         if !keep {
-            shared.set_active([topic], false);
-            lapsed.insert(topic.clone());
-            pending.insert(topic.clone());
+            lapse_topic(shared, topic, lapsed, pending);
         }
         keep
     });
+}
+
+/// `topic`'s subscription ended while it is still wanted: it is subscribed again, then
+/// resynced. The caller has taken it out of `placed`.
+fn lapse_topic(
+    shared: &Shared,
+    topic: &str,
+    lapsed: &mut HashSet<String>,
+    pending: &mut HashSet<String>,
+) {
+    shared.set_active([&topic.to_owned()], false);
+    lapsed.insert(topic.to_owned());
+    pending.insert(topic.to_owned());
 }
 
 /// Whether an error means the connection itself failed (rather than the server
