@@ -11,6 +11,9 @@ use sidechat::dev::{ClusterOptions, PgCluster};
 use sidechat::settings::{DEVELOPMENT_TOML, Settings, Sources};
 use sidechat::{Application, redact_url, store};
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "sidechat", version, about = "Chat beside your web app")]
 struct Cli {
