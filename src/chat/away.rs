@@ -86,6 +86,11 @@ impl Chat {
             return;
         }
         let topic_name = topic.to_string();
+        // In the conversation on this replica (joined, or joining: its join takes the
+        // message from the hub): nothing more to do, and most messages end here.
+        if self.hub.listens_here(&topic_name, recipient.as_str()) {
+            return;
+        }
         let (pool, hub, presence) = (self.pool.clone(), self.hub.clone(), self.presence.clone());
         let message = Message::from(row.clone());
         tokio::spawn(async move {

@@ -16,12 +16,51 @@ fn reference(value: &Value) -> Result<Option<String>, DecodeError> {
     }
 }
 
-fn json_str(s: &str) -> String {
-    Value::from(s).to_string()
+/// Appends `s` as a JSON string. Topics, events and refs rarely need escaping, so the
+/// common case is a copy; the rest goes through serde_json.
+fn push_json_str(frame: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        frame.push('"');
+        frame.push_str(s);
+        frame.push('"');
+    } else {
+        frame.push_str(&Value::from(s).to_string());
+    }
 }
 
-fn json_ref(r: Option<&str>) -> String {
-    r.map_or_else(|| "null".to_owned(), json_str)
+fn push_json_ref(frame: &mut String, r: Option<&str>) {
+    match r {
+        Some(r) => push_json_str(frame, r),
+        None => frame.push_str("null"),
+    }
+}
+
+/// One frame, `[join_ref, ref, topic, event, payload]`, its payload JSON text already,
+/// written into one string sized for it.
+fn frame(
+    join_ref: Option<&str>,
+    msg_ref: Option<&str>,
+    topic: &str,
+    event: &str,
+    payload: &[&str],
+) -> String {
+    let refs = join_ref.map_or(4, str::len) + msg_ref.map_or(4, str::len);
+    let payload_len: usize = payload.iter().map(|part| part.len()).sum();
+    let mut frame = String::with_capacity(refs + topic.len() + event.len() + payload_len + 16);
+    frame.push('[');
+    push_json_ref(&mut frame, join_ref);
+    frame.push(',');
+    push_json_ref(&mut frame, msg_ref);
+    frame.push(',');
+    push_json_str(&mut frame, topic);
+    frame.push(',');
+    push_json_str(&mut frame, event);
+    frame.push(',');
+    for part in payload {
+        frame.push_str(part);
+    }
+    frame.push(']');
+    frame
 }
 
 impl Codec for PhoenixV2 {
@@ -53,7 +92,7 @@ impl Codec for PhoenixV2 {
     }
 
     fn encode(&self, outbound: &Outbound<'_>, frames: &mut Vec<String>) {
-        let frame = match outbound {
+        let encoded = match outbound {
             // Phoenix clients only wait for replies to pushes that carried a ref.
             Outbound::Reply { msg_ref: None, .. } | Outbound::JoinReply { msg_ref: None, .. } => {
                 return;
@@ -71,41 +110,33 @@ impl Codec for PhoenixV2 {
                 result,
             } => {
                 // The response is JSON text already: written in, not parsed and copied.
-                let payload = match result {
-                    Ok(response) => format!("{{\"status\":\"ok\",\"response\":{response}}}"),
+                match result {
+                    Ok(response) => frame(
+                        *join_ref,
+                        *msg_ref,
+                        topic,
+                        "phx_reply",
+                        &["{\"status\":\"ok\",\"response\":", response, "}"],
+                    ),
                     Err(reason) => {
-                        serde_json::json!({"status": "error", "response": {"reason": reason}})
-                            .to_string()
+                        let payload =
+                            serde_json::json!({"status": "error", "response": {"reason": reason}})
+                                .to_string();
+                        frame(*join_ref, *msg_ref, topic, "phx_reply", &[&payload])
                     }
-                };
-                format!(
-                    "[{},{},{},\"phx_reply\",{}]",
-                    json_ref(*join_ref),
-                    json_ref(*msg_ref),
-                    json_str(topic),
-                    payload
-                )
+                }
             }
             Outbound::Push {
                 join_ref,
                 topic,
                 event,
                 payload,
-            } => format!(
-                "[{},null,{},{},{}]",
-                json_ref(*join_ref),
-                json_str(topic),
-                json_str(event),
-                payload
-            ),
-            Outbound::Close { join_ref, topic } => format!(
-                "[{},{},{},\"phx_close\",{{}}]",
-                json_ref(*join_ref),
-                json_ref(*join_ref),
-                json_str(topic)
-            ),
+            } => frame(*join_ref, None, topic, event, &[payload]),
+            Outbound::Close { join_ref, topic } => {
+                frame(*join_ref, *join_ref, topic, "phx_close", &["{}"])
+            }
         };
-        frames.push(frame);
+        frames.push(encoded);
     }
 }
 
@@ -215,6 +246,23 @@ mod tests {
             let parsed: Value = serde_json::from_str(&frames[0]).unwrap();
             assert_eq!(parsed, expected, "{}", frames[0]);
         }
+    }
+
+    #[test]
+    fn names_that_need_escaping_are_escaped() {
+        let mut frames = Vec::new();
+        let (join_ref, topic, event) = ("a\\b", "t\"\n\u{1}é", "e\tv");
+        PhoenixV2.encode(
+            &Outbound::Push {
+                join_ref: Some(join_ref),
+                topic,
+                event,
+                payload: "{}",
+            },
+            &mut frames,
+        );
+        let parsed: Value = serde_json::from_str(&frames[0]).unwrap();
+        assert_eq!(parsed, json!([join_ref, null, topic, event, {}]));
     }
 
     #[test]

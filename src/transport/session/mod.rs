@@ -218,8 +218,14 @@ impl<C: Codec> Session<C> {
         let expiry = tokio::time::sleep_until(expiry_instant(self.ctx.identity.expires_at));
         tokio::pin!(expiry);
         let watch_expiry = self.ctx.limits.disconnect_on_expiry;
+        // Made once: a cancellation future made anew on every turn of the loop would
+        // register with its token and leave again each time.
         let shutdown = self.ctx.shutdown.clone();
+        let shutdown = shutdown.cancelled();
+        tokio::pin!(shutdown);
         let overflowed = self.overflowed.clone();
+        let overflowed = overflowed.cancelled();
+        tokio::pin!(overflowed);
         // Protocols whose clients send no heartbeats (ActionCable) get our pings instead;
         // the WebSocket pongs they draw count as activity for the idle timeout.
         let mut keepalive = self.codec.keepalive_interval().map(|every| {
@@ -237,8 +243,8 @@ impl<C: Codec> Session<C> {
             let paused_until = self.read_paused_until;
             let step = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => Err(End::Close(CloseCode::GoingAway)),
-                _ = overflowed.cancelled() => Err(End::Close(CloseCode::TooSlow)),
+                _ = &mut shutdown => Err(End::Close(CloseCode::GoingAway)),
+                _ = &mut overflowed => Err(End::Close(CloseCode::TooSlow)),
                 _ = &mut idle => Err(End::Close(CloseCode::Idle)),
                 _ = &mut expiry, if watch_expiry => Err(End::Close(CloseCode::TokenExpired)),
                 Some(done) = self.pending.next(), if !self.pending.is_empty() => {

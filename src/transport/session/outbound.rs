@@ -35,6 +35,9 @@ impl<C: Codec> Session<C> {
     pub(super) async fn write(&mut self, frame: String) -> Result<(), End> {
         let write = tokio::time::timeout(self.ctx.limits.idle_timeout, self.ws.text(frame));
         tokio::select! {
+            // The write first: it nearly always completes at once, and then the token is
+            // not looked at.
+            biased;
             written = write => match written {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(End::Lost),
