@@ -23,6 +23,10 @@ use clap::{Parser, Subcommand};
 
 use crate::server::Server;
 
+// As the server: the load generator shares its two cores, and glibc's malloc cost it more.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "sidechat-bench", about = "Measure sidechat over real sockets")]
 struct Cli {
