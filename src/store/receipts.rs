@@ -142,7 +142,7 @@ struct Row {
     #[diesel(sql_type = BigInt)]
     marked: i64,
     #[diesel(sql_type = BigInt)]
-    unread_before: i64,
+    still_unread: i64,
 }
 
 /// The statement of `mark_all`: (topics, readers, up_tos) as three arrays.
@@ -163,16 +163,18 @@ pub const MARK_ALL: &str = concat!(
     // Counted once per receipt by one aggregate: a count per receipt over all that
     // was marked grows with the square of the lot.
     "COALESCE(k.marked, 0) AS marked, ",
+    // What stays unread is what is past the receipt: the index range after `up_to`,
+    // not the reader's whole range, whose marked entries stay in the index until vacuum.
     "(SELECT count(*) FROM messages u WHERE u.recipient_id = r.reader ",
-    "AND u.topic = r.topic AND NOT u.is_delivered AND u.deleted_at IS NULL) ",
-    "AS unread_before ",
+    "AND u.topic = r.topic AND u.id > r.up_to AND NOT u.is_delivered AND u.deleted_at IS NULL) ",
+    "AS still_unread ",
     "FROM req r LEFT JOIN (SELECT n, count(*) AS marked FROM marked GROUP BY n) k ON k.n = r.n ",
     "ORDER BY r.n ",
 );
 
 /// Stores receipts of distinct (topic, reader) pairs in one statement; answers in
-/// their order. The counts read the table as it was before the UPDATE (one snapshot),
-/// so what stays unread is the count before less what was marked.
+/// their order. What stays unread is read from the table as it was before the UPDATE
+/// (one snapshot): the unread past the receipt, which the UPDATE does not touch.
 pub fn mark_all(
     conn: &mut PgConnection,
     receipts: &[Receipt],
@@ -190,7 +192,7 @@ pub fn mark_all(
         .map(|row| {
             row.found.then(|| Marked {
                 marked: usize::try_from(row.marked).unwrap_or(0),
-                still_unread: row.unread_before - row.marked,
+                still_unread: row.still_unread,
             })
         })
         .collect())
