@@ -2,8 +2,9 @@
 ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
+# make: tikv-jemalloc-sys builds jemalloc (the server's allocator) with configure and make.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends pkg-config libpq-dev \
+ && apt-get install -y --no-install-recommends pkg-config libpq-dev make \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 
