@@ -86,9 +86,10 @@ impl Chat {
             return;
         }
         let topic_name = topic.to_string();
-        // In the conversation on this replica (joined, or joining: its join takes the
-        // message from the hub): nothing more to do, and most messages end here.
-        if self.hub.listens_here(&topic_name, recipient.as_str()) {
+        // Joined on this replica: the message reaches them in the conversation, and most
+        // messages end here, with no clone, task or lookup. (A socket still joining is
+        // not counted: its join may fail, and its buffered events with it.)
+        if self.presence.here(&topic_name, recipient.as_str()) {
             return;
         }
         let (pool, hub, presence) = (self.pool.clone(), self.hub.clone(), self.presence.clone());

@@ -200,13 +200,6 @@ impl Hub {
             .sum()
     }
 
-    /// Whether one of `user_id`'s sockets on this replica listens on `topic`.
-    pub fn listens_here(&self, topic: &str, user_id: &str) -> bool {
-        self.shard(topic)
-            .get(topic)
-            .is_some_and(|subs| subs.iter().any(|s| s.user_id == user_id))
-    }
-
     /// How many sockets on this replica listen on `topic`.
     pub fn local_subscribers(&self, topic: &str) -> usize {
         self.shard(topic).get(topic).map_or(0, Vec::len)
@@ -297,10 +290,7 @@ mod tests {
         hub.subscribe("t", a);
         assert_eq!(hub.local_subscribers("t"), 1);
         assert_eq!(hub.topic_count(), 1);
-        assert!(hub.listens_here("t", "1"));
-        assert!(!hub.listens_here("t", "2"));
         hub.unsubscribe("t", ConnId(1));
-        assert!(!hub.listens_here("t", "1"));
         assert_eq!(hub.local_subscribers("t"), 0);
         assert_eq!(hub.topic_count(), 0);
     }

@@ -27,6 +27,8 @@ pub trait Presence: Send + Sync {
     fn untrack(&self, topic: &str, conn: ConnId) -> Option<(String, PresenceMeta)>;
     /// Every entry in `topic`, on any replica: (user id, meta), one per connection.
     fn list(&self, topic: &str) -> BoxFuture<'static, Vec<(String, PresenceMeta)>>;
+    /// Whether a connection of `user_id` on this replica is in `topic`: no round trip.
+    fn here(&self, topic: &str, user_id: &str) -> bool;
 }
 
 /// Whether any connection of `user_id` is in `topic`, on any replica.
@@ -75,6 +77,12 @@ impl Presence for MemoryPresence {
         let entries = self.local(topic);
         Box::pin(async move { entries })
     }
+
+    fn here(&self, topic: &str, user_id: &str) -> bool {
+        self.topics()
+            .get(topic)
+            .is_some_and(|entries| entries.values().any(|(user, _)| user == user_id))
+    }
 }
 
 impl MemoryPresence {
@@ -117,11 +125,14 @@ mod tests {
         p.track("chat:1:2", ConnId(1), "1", meta("a"));
         p.track("chat:1:2", ConnId(2), "1", meta("b"));
         assert!(is_present(&p, "chat:1:2", "1").await);
+        assert!(p.here("chat:1:2", "1"));
         assert!(!is_present(&p, "chat:1:2", "2").await);
+        assert!(!p.here("chat:1:2", "2"));
         assert_eq!(p.untrack("chat:1:2", ConnId(1)).unwrap().0, "1");
         assert!(is_present(&p, "chat:1:2", "1").await);
         p.untrack("chat:1:2", ConnId(2));
         assert!(!is_present(&p, "chat:1:2", "1").await);
+        assert!(!p.here("chat:1:2", "1"));
         assert!(p.list("chat:1:2").await.is_empty());
         assert!(p.untrack("chat:1:2", ConnId(2)).is_none());
     }

@@ -65,6 +65,10 @@ impl Presence for RedisPresence {
         Some((user, meta))
     }
 
+    fn here(&self, topic: &str, user_id: &str) -> bool {
+        self.shared.local_presence.here(topic, user_id)
+    }
+
     fn list(&self, topic: &str) -> BoxFuture<'static, Vec<(String, PresenceMeta)>> {
         let mut entries = self.shared.local_presence.local(topic);
         let (key, replica) = (self.shared.presence_key(topic), self.shared.replica.clone());
