@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::{self, error::TryRecvError};
+use tokio::sync::mpsc;
 
 /// Weight of the newest lot in the arrival rate.
 const SMOOTHING: f64 = 0.25;
@@ -43,21 +43,11 @@ impl Linger {
     /// queue, or when nothing came in that time, it blocks and takes the next arrival at
     /// once. None when every sender has gone.
     pub fn next<T>(&mut self, rx: &mut mpsc::Receiver<T>) -> Option<T> {
-        match rx.try_recv() {
-            Ok(request) => return Some(request),
-            Err(TryRecvError::Disconnected) => return None,
-            Err(TryRecvError::Empty) => {}
-        }
-        let wait = self.wait();
-        if !wait.is_zero() {
+        if rx.is_empty() && !rx.is_closed() {
             // The thread is the queue's alone, so a sleep is the cheapest wait.
-            std::thread::sleep(wait);
-            match rx.try_recv() {
-                Ok(request) => return Some(request),
-                Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) => {}
-            }
+            std::thread::sleep(self.wait());
         }
+        // Takes what is queued at once; blocks only when nothing came.
         rx.blocking_recv()
     }
 
