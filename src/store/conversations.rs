@@ -218,7 +218,8 @@ pub fn page(
         topic: String::new(),
     };
     let after = after.unwrap_or(&start);
-    Ok(super::prepared::prepared(PAGE)
+    super::prepared::statement! { Page = PAGE; }
+    Ok(super::prepared::prepared::<Page>()
         .bind::<Text, _>(user)
         .bind::<Timestamptz, _>(after.at)
         .bind::<Text, _>(&after.topic)

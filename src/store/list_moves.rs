@@ -120,7 +120,8 @@ impl DeferredMoves {
         if self.pending.is_empty() {
             return Ok(0);
         }
-        let moved: Result<Moved, _> = super::prepared::prepared(MOVE_BY_IDS.as_str())
+        super::prepared::statement! { MoveByIds = MOVE_BY_IDS.as_str(); }
+        let moved: Result<Moved, _> = super::prepared::prepared::<MoveByIds>()
             .bind::<Array<BigInt>, _>(&self.pending)
             .get_result(conn);
         match moved {

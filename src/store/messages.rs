@@ -33,15 +33,17 @@ pub fn history(
     page: Page,
 ) -> Result<(Vec<MessageRow>, bool), Error> {
     use diesel::sql_types::{BigInt, Text};
+    super::prepared::statement! { After = PAGE_AFTER; }
+    super::prepared::statement! { Before = PAGE_BEFORE; }
     let before = page.before.unwrap_or(i64::MAX);
     let mut rows: Vec<MessageRow> = match page.after {
-        Some(after) => super::prepared::prepared(PAGE_AFTER)
+        Some(after) => super::prepared::prepared::<After>()
             .bind::<Text, _>(topic)
             .bind::<BigInt, _>(after)
             .bind::<BigInt, _>(before)
             .bind::<BigInt, _>(page.limit + 1)
             .load(conn)?,
-        None => super::prepared::prepared(PAGE_BEFORE)
+        None => super::prepared::prepared::<Before>()
             .bind::<Text, _>(topic)
             .bind::<BigInt, _>(before)
             .bind::<BigInt, _>(page.limit + 1)
@@ -106,20 +108,29 @@ pub fn insert_all(
     new: &[&NewMessage],
     lists: Lists,
 ) -> Result<Vec<MessageRow>, Error> {
-    use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text};
     if new.is_empty() {
         return Ok(Vec::new());
     }
+    match lists {
+        Lists::Moved => insert_as::<InsertAll>(conn, new),
+        Lists::Deferred => insert_as::<InsertOnly>(conn, new),
+    }
+}
+
+super::prepared::statement! { InsertAll = INSERT_ALL.as_str(); }
+super::prepared::statement! { InsertOnly = INSERT_ONLY.as_str(); }
+
+fn insert_as<S: super::prepared::Statement>(
+    conn: &mut PgConnection,
+    new: &[&NewMessage],
+) -> Result<Vec<MessageRow>, Error> {
+    use diesel::sql_types::{Array, BigInt, Jsonb, Nullable, Text};
     // Columns of borrowed values: the batch is bound as it is, not copied.
     let text = |f: fn(&NewMessage) -> &str| new.iter().map(|m| f(m)).collect::<Vec<&str>>();
     let optional = |f: fn(&NewMessage) -> Option<&str>| {
         new.iter().map(|m| f(m)).collect::<Vec<Option<&str>>>()
     };
-    let statement = match lists {
-        Lists::Moved => INSERT_ALL.as_str(),
-        Lists::Deferred => INSERT_ONLY.as_str(),
-    };
-    let mut rows: Vec<MessageRow> = super::prepared::prepared(statement)
+    let mut rows: Vec<MessageRow> = super::prepared::prepared::<S>()
         .bind::<Array<Text>, _>(text(|m| &m.topic))
         .bind::<Array<Text>, _>(text(|m| &m.sender_id))
         .bind::<Array<Nullable<Text>>, _>(optional(|m| m.recipient_id.as_deref()))
@@ -223,8 +234,8 @@ pub fn unread_summary(conn: &mut PgConnection, user: &str) -> Result<Vec<UnreadT
     }
     // Prepared: planned once per connection, not at every login. The user is bound twice
     // because each placeholder is one bind.
-    let groups: Vec<Group> = super::prepared::prepared(
-        "WITH direct AS ( \
+    super::prepared::statement! {
+        Summary = "WITH direct AS ( \
              SELECT topic, count(*) AS unread, max(id) AS last_id FROM messages \
              WHERE recipient_id = $1 AND NOT is_delivered AND deleted_at IS NULL \
              GROUP BY topic), \
@@ -238,11 +249,12 @@ pub fn unread_summary(conn: &mut PgConnection, user: &str) -> Result<Vec<UnreadT
          SELECT m.*, g.unread \
          FROM (SELECT * FROM direct UNION ALL SELECT * FROM in_rooms) g \
          JOIN messages m ON m.id = g.last_id \
-         ORDER BY m.id DESC",
-    )
-    .bind::<diesel::sql_types::Text, _>(user)
-    .bind::<diesel::sql_types::Text, _>(user)
-    .load(conn)?;
+         ORDER BY m.id DESC";
+    }
+    let groups: Vec<Group> = super::prepared::prepared::<Summary>()
+        .bind::<diesel::sql_types::Text, _>(user)
+        .bind::<diesel::sql_types::Text, _>(user)
+        .load(conn)?;
     Ok(groups
         .into_iter()
         .map(|g| UnreadTopic {
@@ -325,12 +337,13 @@ pub fn requote(conn: &mut PgConnection, original: i64, body: &str) -> Result<(),
 /// quote is then null.
 pub fn unquote(conn: &mut PgConnection, originals: &[i64]) -> Result<(), Error> {
     // Kept prepared: retention runs it for every batch.
-    super::prepared::prepared(
-        "UPDATE messages SET reply_to_user = NULL, reply_to_body = NULL \
-         WHERE reply_to = ANY($1)",
-    )
-    .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(originals)
-    .execute(conn)?;
+    super::prepared::statement! {
+        Unquote = "UPDATE messages SET reply_to_user = NULL, reply_to_body = NULL \
+                   WHERE reply_to = ANY($1)";
+    }
+    super::prepared::prepared::<Unquote>()
+        .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(originals)
+        .execute(conn)?;
     Ok(())
 }
 

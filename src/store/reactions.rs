@@ -75,11 +75,12 @@ fn summarise(conn: &mut PgConnection, ids: &[i64]) -> Result<(), Error> {
     if ids.is_empty() {
         return Ok(());
     }
-    super::prepared::prepared(
-        "UPDATE messages SET reactions = sidechat_reactions_of(id) WHERE id = ANY($1)",
-    )
-    .bind::<Array<BigInt>, _>(ids)
-    .execute(conn)?;
+    super::prepared::statement! {
+        Summarise = "UPDATE messages SET reactions = sidechat_reactions_of(id) WHERE id = ANY($1)";
+    }
+    super::prepared::prepared::<Summarise>()
+        .bind::<Array<BigInt>, _>(ids)
+        .execute(conn)?;
     Ok(())
 }
 

@@ -182,7 +182,8 @@ pub fn mark_all(
     let topics: Vec<&str> = receipts.iter().map(|r| r.topic.as_str()).collect();
     let readers: Vec<&str> = receipts.iter().map(|r| r.reader.as_str()).collect();
     let up_tos: Vec<i64> = receipts.iter().map(|r| r.up_to).collect();
-    let rows: Vec<Row> = super::prepared::prepared(MARK_ALL)
+    super::prepared::statement! { MarkAll = MARK_ALL; }
+    let rows: Vec<Row> = super::prepared::prepared::<MarkAll>()
         .bind::<Array<Text>, _>(&topics)
         .bind::<Array<Text>, _>(&readers)
         .bind::<Array<BigInt>, _>(&up_tos)

@@ -15,7 +15,7 @@ use diesel::sql_types::{Array, BigInt, Bool, Integer, Text};
 use tokio_util::sync::CancellationToken;
 
 use super::Error;
-use super::prepared::prepared;
+use super::prepared::{Statement, prepared, statement};
 use crate::metrics::Metrics;
 
 /// The advisory lock a run holds: whoever has it deletes, the other replicas skip.
@@ -99,6 +99,12 @@ UPDATE rooms SET last_message_id = NULL, last_message_at = NULL WHERE id IN ( \
       ON r.id = gone.room AND r.last_message_id = gone.id \
     ORDER BY r.id FOR UPDATE OF r)";
 
+statement! { DeleteOldest = DELETE_OLDEST; }
+statement! { DeleteReactions = DELETE_REACTIONS; }
+statement! { DeleteReports = DELETE_REPORTS; }
+statement! { ForgetConversations = FORGET_CONVERSATIONS; }
+statement! { ForgetRoomActivity = FORGET_ROOM_ACTIVITY; }
+
 /// Deletes up to `batch` of the oldest messages sent more than `days` days ago, with
 /// their reactions, reports and outbox rows (the last by cascade) and the quotes of them
 /// in newer replies, and takes the conversations left empty off the lists. Returns how
@@ -106,7 +112,7 @@ UPDATE rooms SET last_message_id = NULL, last_message_at = NULL WHERE id IN ( \
 pub fn delete_batch(conn: &mut PgConnection, days: u32, batch: u32) -> Result<usize, Error> {
     conn.transaction(|conn| {
         diesel::sql_query(LOCK_TIMEOUT).execute(conn)?;
-        let gone: Vec<Gone> = prepared(DELETE_OLDEST)
+        let gone: Vec<Gone> = prepared::<DeleteOldest>()
             .bind::<BigInt, _>(i64::from(batch))
             .bind::<Integer, _>(i32::try_from(days).unwrap_or(i32::MAX))
             .load(conn)?;
@@ -114,27 +120,33 @@ pub fn delete_batch(conn: &mut PgConnection, days: u32, batch: u32) -> Result<us
             return Ok(0);
         }
         let ids: Vec<i64> = gone.iter().map(|g| g.id).collect();
-        for statement in [DELETE_REACTIONS, DELETE_REPORTS] {
-            prepared(statement)
-                .bind::<Array<BigInt>, _>(&ids)
-                .execute(conn)?;
-        }
+        prepared::<DeleteReactions>()
+            .bind::<Array<BigInt>, _>(&ids)
+            .execute(conn)?;
+        prepared::<DeleteReports>()
+            .bind::<Array<BigInt>, _>(&ids)
+            .execute(conn)?;
         // Newer replies no longer carry a copy of what the policy deleted.
         super::messages::unquote(conn, &ids)?;
         let (rooms, conversations) = newest_live_by_topic(&gone);
-        for (statement, (topics, newest)) in [
-            (FORGET_CONVERSATIONS, conversations),
-            (FORGET_ROOM_ACTIVITY, rooms),
-        ] {
-            if !topics.is_empty() {
-                prepared(statement)
-                    .bind::<Array<Text>, _>(&topics)
-                    .bind::<Array<BigInt>, _>(&newest)
-                    .execute(conn)?;
-            }
-        }
+        forget_newest::<ForgetConversations>(conn, &conversations)?;
+        forget_newest::<ForgetRoomActivity>(conn, &rooms)?;
         Ok(gone.len())
     })
+}
+
+/// Runs `S` for the topics whose newest live message the batch deleted, if any.
+fn forget_newest<S: Statement>(
+    conn: &mut PgConnection,
+    (topics, newest): &Newest<'_>,
+) -> QueryResult<()> {
+    if !topics.is_empty() {
+        prepared::<S>()
+            .bind::<Array<Text>, _>(topics)
+            .bind::<Array<BigInt>, _>(newest)
+            .execute(conn)?;
+    }
+    Ok(())
 }
 
 type Newest<'a> = (Vec<&'a str>, Vec<i64>);

@@ -299,6 +299,12 @@ async fn the_hot_statements_stay_prepared_on_their_connection() {
                 limit: 50,
             };
             sidechat::store::messages::history(&mut conn, "chat:a:b", page).unwrap();
+            // The other statement of the same call: each is cached under its own name.
+            let later = sidechat::store::messages::Page {
+                after: Some(0),
+                ..page
+            };
+            sidechat::store::messages::history(&mut conn, "chat:a:b", later).unwrap();
         }
         #[derive(QueryableByName)]
         struct Count {
@@ -324,6 +330,11 @@ async fn the_hot_statements_stay_prepared_on_their_connection() {
             prepared("SELECT * FROM messages WHERE topic = $1%id < $2%"),
             1,
             "a history page"
+        );
+        assert_eq!(
+            prepared("SELECT * FROM messages WHERE topic = $1%id > $2 AND id < $3%"),
+            1,
+            "a history page after a message"
         );
     })
     .await
