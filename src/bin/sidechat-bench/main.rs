@@ -87,9 +87,16 @@ enum Scenario {
         /// Seconds of sending before anything is measured.
         #[arg(long, default_value_t = 3)]
         warmup: u64,
-        /// Find the highest rate held: doubling 10 s steps from --rate, then bisection.
+        /// Find the highest rate held: doubling steps from --rate, then bisection.
         #[arg(long)]
         ramp: bool,
+        /// Seconds of each run of a ramp step.
+        #[arg(long, default_value_t = 10)]
+        step_seconds: u64,
+        /// Runs of each ramp step; it holds when the median run's p99 does (and no run
+        /// lost or duplicated a message). Odd numbers give a true median.
+        #[arg(long, default_value_t = 1)]
+        tries: usize,
         /// Messages sent 400 days ago stored first (one transaction, before the users
         /// connect): with `--server-env SIDECHAT__CHAT__RETENTION_DAYS=365`, what the
         /// traffic feels while retention deletes them.
@@ -187,6 +194,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 no_read,
                 warmup,
                 ramp,
+                step_seconds,
+                tries,
                 backlog,
             } => {
                 let options = messages::Options {
@@ -196,6 +205,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     send_reads: !no_read,
                     warmup,
                     ramp,
+                    step_seconds,
+                    tries,
                     backlog,
                 };
                 messages::run(&server, options).await
