@@ -56,7 +56,8 @@ pub fn prepared<S: Statement>() -> Prepared<'static, S> {
 }
 
 impl<'a, S: Statement> Prepared<'a, S> {
-    /// Binds the next parameter as SQL type `ST`.
+    /// Binds the next parameter as SQL type `ST`. diesel prepares `S` with the bind types
+    /// of its first call, so each statement type is bound at one call site, always alike.
     pub fn bind<'b, ST, V>(self, value: V) -> Prepared<'b, S>
     where
         'a: 'b,

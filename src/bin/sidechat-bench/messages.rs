@@ -88,6 +88,8 @@ async fn retention_deleted(server: &Server) -> anyhow::Result<f64> {
 /// Counters every socket task adds to.
 #[derive(Default)]
 struct Counters {
+    /// Messages sent, over all steps.
+    sent: AtomicU64,
     acked: AtomicU64,
     delivered: AtomicU64,
     reads_sent: AtomicU64,
@@ -204,6 +206,9 @@ async fn ramp(server: &Server, site: &mut Site, options: &Options) -> anyhow::Re
             }
             Some(_) => break,
         };
+        if rate == held {
+            break; // a bracket of one message a second
+        }
     }
     Ok(json!({
         "scenario": "messages-ramp",
@@ -309,10 +314,16 @@ impl Site {
         })
     }
 
-    /// Waits (at most `SETTLE`) until every read sent has its reply; returns how long.
+    /// Waits (at most `SETTLE`) until every message sent so far is delivered and every
+    /// read has its reply, so that a step counts only its own; returns how long.
     async fn settle(&self) -> Duration {
         let started = Instant::now();
-        while self.counters.reads_outstanding() > 0 && started.elapsed() < SETTLE {
+        let delivering = || {
+            self.counters.delivered.load(Ordering::Relaxed)
+                < self.counters.sent.load(Ordering::Relaxed)
+        };
+        while (delivering() || self.counters.reads_outstanding() > 0) && started.elapsed() < SETTLE
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         started.elapsed()
@@ -363,6 +374,7 @@ impl Site {
                 let _ = outbox.send(push);
             }
             sent += 1;
+            self.counters.sent.fetch_add(1, Ordering::Relaxed);
         }
         let sending = started.elapsed();
         // Sustained means acknowledged, delivered and read: wait for all three to catch
@@ -503,16 +515,12 @@ fn spawn_socket(
                     }
                 }
                 Some("new_msg") if frame[4]["user_id"] == json!(peer) => {
-                    counters.delivered.fetch_add(1, Ordering::Relaxed);
                     let meta = &frame[4]["meta"];
                     let step = meta["s"].as_u64();
-                    if let (Some(t), Some(step)) = (meta["t"].as_u64(), step) {
-                        let now = epoch.elapsed().as_nanos() as u64;
-                        let _ = latencies.send((step, Duration::from_nanos(now.saturating_sub(t))));
-                    }
                     if send_reads {
+                        // Counted before the delivery, so a step never looks caught up
+                        // between the two.
                         read_ref += 1;
-                        reads_pending.insert(read_ref, (step.unwrap_or(0), Instant::now()));
                         counters.reads_sent.fetch_add(1, Ordering::Relaxed);
                         let read = client::frame(
                             "2",
@@ -521,12 +529,25 @@ fn spawn_socket(
                             "read",
                             json!({"message_id": frame[4]["id"]}),
                         );
-                        let _ = reads.send(read);
+                        if reads.send(read).is_ok() {
+                            reads_pending.insert(read_ref, (step.unwrap_or(0), Instant::now()));
+                        } else {
+                            counters.reads_failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    if let (Some(t), Some(step)) = (meta["t"].as_u64(), step) {
+                        let now = epoch.elapsed().as_nanos() as u64;
+                        let _ = latencies.send((step, Duration::from_nanos(now.saturating_sub(t))));
                     }
                 }
                 _ => {}
             }
         }
+        // The socket is gone: its reads will never be answered.
+        counters
+            .reads_failed
+            .fetch_add(reads_pending.len() as u64, Ordering::Relaxed);
     });
     outbox
 }
