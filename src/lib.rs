@@ -195,6 +195,7 @@ impl Application {
             url,
             timeout,
             Duration::from_millis(settings.database.receipts_window_ms),
+            metrics.clone(),
         )
         .context("starting the receipts thread")?;
         let chat = Arc::new(Chat::new(

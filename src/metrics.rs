@@ -105,6 +105,10 @@ pub struct Metrics {
     pub writer_batch_seconds: Histogram,
     /// Requests waiting for the writer, read when scraped.
     pub writer_queue_depth: Gauge,
+    /// Time of one receipts statement (a lot of reads stored together).
+    pub receipts_batch_seconds: Histogram,
+    /// Reads waiting for the receipts thread, read when scraped.
+    pub receipts_queue_depth: Gauge,
     /// Topics with a listener on this replica, read when scraped.
     pub hub_topics: Gauge,
     /// Error replies and API errors, by reason.
@@ -171,6 +175,8 @@ impl Metrics {
             // 0.25 ms to about 4 s per batch transaction.
             writer_batch_seconds: Histogram::new(exponential_buckets(0.00025, 2.0, 15)),
             writer_queue_depth: Gauge::default(),
+            receipts_batch_seconds: Histogram::new(exponential_buckets(0.00025, 2.0, 16)),
+            receipts_queue_depth: Gauge::default(),
             hub_topics: Gauge::default(),
             errors: Family::default(),
             disconnects: Family::default(),
@@ -233,6 +239,16 @@ impl Metrics {
             "writer_queue_depth",
             "Requests waiting for the writer",
             metrics.writer_queue_depth.clone(),
+        );
+        registry.register(
+            "receipts_batch_seconds",
+            "Time of one receipts statement, a lot of reads stored together",
+            metrics.receipts_batch_seconds.clone(),
+        );
+        registry.register(
+            "receipts_queue_depth",
+            "Reads waiting to be stored",
+            metrics.receipts_queue_depth.clone(),
         );
         registry.register(
             "hub_topics",

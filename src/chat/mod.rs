@@ -245,6 +245,10 @@ impl Chat {
         &self.writer
     }
 
+    pub fn receipts(&self) -> &Receipts {
+        &self.receipts
+    }
+
     /// Takes one push of `cost` from `user`'s budget; every transport charges before it
     /// acts. `Err(wait)`: the budget is spent (and the refusal counted); it earns a push
     /// back after `wait`.

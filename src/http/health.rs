@@ -71,6 +71,9 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .writer_queue_depth
         .set(i64::try_from(state.chat.writer().queue_depth()).unwrap_or(i64::MAX));
     metrics
+        .receipts_queue_depth
+        .set(i64::try_from(state.chat.receipts().queue_depth()).unwrap_or(i64::MAX));
+    metrics
         .broker_connected
         .set(i64::from(state.chat.hub().broker_connected()));
     // A database that hangs must not hang the scrape too: the gauge would vanish just

@@ -11,7 +11,9 @@
 //! each way, with no pool checkout between.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Text};
@@ -20,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Error;
 use super::lazy::LazyConnection;
 use super::linger::Linger;
+use crate::metrics::Metrics;
 
 /// Most receipts in one statement.
 const MAX_BATCH: usize = 256;
@@ -51,19 +54,40 @@ type Request = (Receipt, oneshot::Sender<Answer>);
 #[derive(Clone)]
 pub struct Receipts {
     queue: mpsc::Sender<Request>,
+    /// Receipts the thread has taken from the queue but not yet stored.
+    held: Arc<AtomicUsize>,
 }
 
 impl Receipts {
     /// Starts the receipts thread; it opens its connection to `url` when first needed,
     /// and ends when the last handle is dropped.
     /// A receipt that finds nothing waiting on a busy site waits `window` for others.
-    pub fn start(url: String, timeout: Duration, window: Duration) -> std::io::Result<Receipts> {
+    pub fn start(
+        url: String,
+        timeout: Duration,
+        window: Duration,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Receipts> {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let conn = LazyConnection::new(url, timeout, super::set_up_for_reads);
+        let held = Arc::new(AtomicUsize::new(0));
+        let thread = Thread {
+            conn,
+            rx,
+            window,
+            held: held.clone(),
+            metrics,
+        };
         std::thread::Builder::new()
             .name("sidechat-receipts".into())
-            .spawn(move || run(conn, rx, window))?;
-        Ok(Receipts { queue })
+            .spawn(move || thread.run())?;
+        Ok(Receipts { queue, held })
+    }
+
+    /// Reads waiting to be stored: queued, or taken by the thread and not yet stored.
+    pub fn queue_depth(&self) -> usize {
+        let queued = self.queue.max_capacity() - self.queue.capacity();
+        queued + self.held.load(Ordering::Relaxed)
     }
 
     /// Stores one receipt; None when `up_to` is no live message of the topic.
@@ -79,38 +103,59 @@ impl Receipts {
     }
 }
 
-fn run(mut conn: LazyConnection, mut rx: mpsc::Receiver<Request>, window: Duration) {
-    // Receipts held back from the last lot: a lot has one per reader and topic, so each
-    // gets its own count of what it marked.
-    let mut held: Vec<Request> = Vec::new();
-    let mut linger = Linger::new(window, LINGER_AIM);
-    loop {
-        if held.is_empty() {
-            match linger.next(&mut rx) {
-                Some(request) => held.push(request),
-                None => return,
-            }
-        }
-        while held.len() < QUEUE_CAPACITY {
-            match rx.try_recv() {
-                Ok(request) => held.push(request),
-                Err(_) => break,
-            }
-        }
-        let (receipts, replies): (Vec<Receipt>, Vec<_>) = take_lot(&mut held).into_iter().unzip();
-        linger.took(receipts.len(), std::time::Instant::now());
-        match conn.get().and_then(|c| mark_all(c, &receipts)) {
-            Ok(answers) => {
-                for (reply, answer) in replies.into_iter().zip(answers) {
-                    let _ = reply.send(Ok(answer));
+/// The receipts thread's state.
+struct Thread {
+    conn: LazyConnection,
+    rx: mpsc::Receiver<Request>,
+    window: Duration,
+    /// How many of `run`'s held receipts wait, for `Receipts::queue_depth`.
+    held: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+}
+
+impl Thread {
+    fn run(mut self) {
+        // Receipts held back from the last lot: a lot has one per reader and topic, so
+        // each gets its own count of what it marked.
+        let mut held: Vec<Request> = Vec::new();
+        let mut linger = Linger::new(self.window, LINGER_AIM);
+        loop {
+            if held.is_empty() {
+                match linger.next(&mut self.rx) {
+                    Some(request) => held.push(request),
+                    None => return,
                 }
             }
-            Err(e) => {
-                // The connection may be broken; the next lot opens a fresh one.
-                conn.reset();
-                let cause = e.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(Error::Unavailable(cause.clone())));
+            while held.len() < QUEUE_CAPACITY {
+                match self.rx.try_recv() {
+                    Ok(request) => held.push(request),
+                    Err(_) => break,
+                }
+            }
+            let (receipts, replies): (Vec<Receipt>, Vec<_>) =
+                take_lot(&mut held).into_iter().unzip();
+            self.held
+                .store(held.len() + receipts.len(), Ordering::Relaxed);
+            let started = Instant::now();
+            linger.took(receipts.len(), started);
+            let stored = self.conn.get().and_then(|c| mark_all(c, &receipts));
+            self.metrics
+                .receipts_batch_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.held.store(held.len(), Ordering::Relaxed);
+            match stored {
+                Ok(answers) => {
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(Ok(answer));
+                    }
+                }
+                Err(e) => {
+                    // The connection may be broken; the next lot opens a fresh one.
+                    self.conn.reset();
+                    let cause = e.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(Error::Unavailable(cause.clone())));
+                    }
                 }
             }
         }

@@ -216,6 +216,28 @@ async fn the_dashboard_and_the_alerts_name_only_exported_metrics() {
     }
 }
 
+/// What `SidechatReadsFallingBehind` watches: each receipts statement is timed, and
+/// what waits for one is counted.
+#[tokio::test]
+async fn metrics_time_each_receipts_statement_and_count_reads_waiting() {
+    let app = spawn_app().await;
+    let mut alice = app.connect("alice").await;
+    alice.join_ok("chat:alice:bob", json!({})).await;
+    let sent = alice.send_msg("chat:alice:bob", "one").await;
+    let mut bob = app.connect("bob").await;
+    bob.join_ok("chat:alice:bob", json!({})).await;
+    let reply = bob
+        .push("chat:alice:bob", "read", json!({"message_id": sent["id"]}))
+        .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(
+        app.metric("sidechat_receipts_batch_seconds_count").await,
+        Some(1.0)
+    );
+    assert!(app.metric("sidechat_receipts_batch_seconds_sum").await > Some(0.0));
+    assert_eq!(app.metric("sidechat_receipts_queue_depth").await, Some(0.0));
+}
+
 #[tokio::test]
 async fn a_socket_that_vanishes_without_a_close_frame_is_counted_apart_from_malformed_ones() {
     let app = spawn_app().await;
