@@ -175,7 +175,9 @@ impl Metrics {
             // 0.25 ms to about 4 s per batch transaction.
             writer_batch_seconds: Histogram::new(exponential_buckets(0.00025, 2.0, 15)),
             writer_queue_depth: Gauge::default(),
-            receipts_batch_seconds: Histogram::new(exponential_buckets(0.00025, 2.0, 16)),
+            // 0.24 ms to 128 s, with 0.5 s (SidechatReadsFallingBehind's bound) an edge:
+            // a lot of reads that fell behind has taken a minute and more.
+            receipts_batch_seconds: Histogram::new(exponential_buckets(0.5 / 2048.0, 2.0, 20)),
             receipts_queue_depth: Gauge::default(),
             hub_topics: Gauge::default(),
             errors: Family::default(),
