@@ -254,6 +254,7 @@ fn dev(config: Option<&Path>, port: Option<u16>) -> anyhow::Result<()> {
             fast_unsafe: false,
             remove_on_stop: false,
             track_statements: false,
+            settings: Vec::new(),
         })?;
         started.create_database("sidechat")?;
         settings.database.url = sidechat::settings::Secret::new(started.url("sidechat"));

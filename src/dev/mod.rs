@@ -26,6 +26,9 @@ pub struct ClusterOptions {
     /// Load `pg_stat_statements` with planning tracked: where Postgres spends its time,
     /// for the benchmark (a new cluster only).
     pub track_statements: bool,
+    /// More `postgresql.conf` settings, (name, value) as Postgres reads them (a new
+    /// cluster only): the benchmark's `--postgres-setting shared_buffers=1GB`.
+    pub settings: Vec<(String, String)>,
 }
 
 pub struct PgCluster {
@@ -378,6 +381,9 @@ impl PgCluster {
             conf.push_str(
                 "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track_planning = on\n",
             );
+        }
+        for (name, value) in &options.settings {
+            conf.push_str(&format!("{name} = '{}'\n", value.replace('\'', "''")));
         }
         let conf_path = self.data_dir.join("postgresql.conf");
         let mut existing =

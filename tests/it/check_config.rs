@@ -17,6 +17,7 @@ fn cluster_with_a_password() -> PgCluster {
         fast_unsafe: true,
         remove_on_stop: true,
         track_statements: false,
+        settings: Vec::new(),
     })
     .unwrap();
     let hba = pg.data_dir().join("pg_hba.conf");

@@ -44,6 +44,7 @@ async fn alice_on_own_postgres(name: &str) -> (PgCluster, TestApp, Client) {
         fast_unsafe: true,
         remove_on_stop: true,
         track_statements: false,
+        settings: Vec::new(),
     })
     .unwrap();
     pg.create_database("sidechat").unwrap();

@@ -48,6 +48,7 @@ fn cluster() -> &'static Cluster {
             fast_unsafe: true,
             remove_on_stop: true,
             track_statements: false,
+            settings: Vec::new(),
         })
         .expect("start the private test Postgres");
         Cluster {

@@ -46,6 +46,10 @@ struct Cli {
     /// `--server-env SIDECHAT__SERVER__WORKERS=1`. Repeatable.
     #[arg(long, global = true, value_parser = parse_env)]
     server_env: Vec<(String, String)>,
+    /// A setting of the Postgres cluster this program starts, as in postgresql.conf:
+    /// `--postgres-setting shared_buffers=1GB`. Repeatable. The defaults are Debian's.
+    #[arg(long, global = true, value_parser = parse_env)]
+    postgres_setting: Vec<(String, String)>,
     /// Replicas of the server to start, sharing one Postgres and the broker. Only
     /// `messages` spreads its users over them; the others use the first.
     #[arg(long, global = true, default_value_t = 1)]
@@ -176,7 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if cli.replicas > 1 && !matches!(cli.scenario, Scenario::Messages { .. }) {
                 anyhow::bail!("--replicas applies to the messages scenario only");
             }
-            Server::start(cli.replicas, cli.broker, &env)?
+            Server::start(cli.replicas, cli.broker, &env, &cli.postgres_setting)?
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

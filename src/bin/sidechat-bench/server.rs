@@ -56,6 +56,7 @@ impl Server {
         replicas: usize,
         broker: BrokerKind,
         extra_env: &[(&str, String)],
+        postgres_settings: &[(String, String)],
     ) -> anyhow::Result<Server> {
         if replicas == 0 {
             bail!("--replicas must be at least 1");
@@ -71,6 +72,7 @@ impl Server {
             fast_unsafe: false,
             remove_on_stop: true,
             track_statements: true,
+            settings: postgres_settings.to_vec(),
         })?;
         pg.create_database("bench")?;
         let database_url = pg.url("bench");
