@@ -28,9 +28,8 @@ pub trait Statement: 'static {
 
 /// Declares a unit type that is the statement `$sql`.
 macro_rules! statement {
-    ($(#[$attr:meta])* $vis:vis $name:ident = $sql:expr;) => {
-        $(#[$attr])*
-        $vis struct $name;
+    ($name:ident = $sql:expr;) => {
+        struct $name;
         impl $crate::store::prepared::Statement for $name {
             fn sql() -> &'static str {
                 $sql

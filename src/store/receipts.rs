@@ -74,7 +74,7 @@ impl Receipts {
         let thread = Thread {
             conn,
             rx,
-            window,
+            linger: Linger::new(window, LINGER_AIM),
             held: held.clone(),
             metrics,
         };
@@ -107,7 +107,7 @@ impl Receipts {
 struct Thread {
     conn: LazyConnection,
     rx: mpsc::Receiver<Request>,
-    window: Duration,
+    linger: Linger,
     /// Receipts taken from the queue and not yet stored (held back, or in the lot being
     /// stored), for `Receipts::queue_depth`.
     held: Arc<AtomicUsize>,
@@ -119,10 +119,9 @@ impl Thread {
         // Receipts held back from the last lot: a lot has one per reader and topic, so
         // each gets its own count of what it marked.
         let mut held: Vec<Request> = Vec::new();
-        let mut linger = Linger::new(self.window, LINGER_AIM);
         loop {
             if held.is_empty() {
-                match linger.next(&mut self.rx) {
+                match self.linger.next(&mut self.rx) {
                     Some(request) => held.push(request),
                     None => return,
                 }
@@ -137,7 +136,7 @@ impl Thread {
                 take_lot(&mut held).into_iter().unzip();
             self.held
                 .store(held.len() + receipts.len(), Ordering::Relaxed);
-            linger.took(receipts.len(), Instant::now());
+            self.linger.took(receipts.len(), Instant::now());
             // Timed from a connection in hand, and only when stored: the histogram says
             // how long storing reads takes, not how long Postgres was unreachable.
             let stored = self.conn.get().and_then(|c| {
