@@ -253,7 +253,6 @@ fn dev(config: Option<&Path>, port: Option<u16>) -> anyhow::Result<()> {
             data_dir,
             fast_unsafe: false,
             remove_on_stop: false,
-            track_statements: false,
             settings: Vec::new(),
         })?;
         started.create_database("sidechat")?;

@@ -23,11 +23,9 @@ pub struct ClusterOptions {
     pub fast_unsafe: bool,
     /// Remove `data_dir` when the cluster stops.
     pub remove_on_stop: bool,
-    /// Load `pg_stat_statements` with planning tracked: where Postgres spends its time,
-    /// for the benchmark (a new cluster only).
-    pub track_statements: bool,
     /// More `postgresql.conf` settings, (name, value) as Postgres reads them (a new
-    /// cluster only): the benchmark's `--postgres-setting shared_buffers=1GB`.
+    /// cluster only): the benchmark's `pg_stat_statements` and its
+    /// `--postgres-setting shared_buffers=1GB`.
     pub settings: Vec<(String, String)>,
 }
 
@@ -376,11 +374,6 @@ impl PgCluster {
         );
         if options.fast_unsafe {
             conf.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
-        }
-        if options.track_statements {
-            conf.push_str(
-                "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track_planning = on\n",
-            );
         }
         for (name, value) in &options.settings {
             conf.push_str(&format!("{name} = '{}'\n", value.replace('\'', "''")));

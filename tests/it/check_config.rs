@@ -16,7 +16,6 @@ fn cluster_with_a_password() -> PgCluster {
         data_dir,
         fast_unsafe: true,
         remove_on_stop: true,
-        track_statements: false,
         settings: Vec::new(),
     })
     .unwrap();

@@ -50,7 +50,6 @@ async fn the_primary_dies_under_load_the_standby_takes_over_and_nothing_acknowle
         data_dir: temp_dir("primary"),
         fast_unsafe: false,
         remove_on_stop: true,
-        track_statements: false,
         settings: Vec::new(),
     })
     .unwrap();

@@ -43,7 +43,6 @@ async fn alice_on_own_postgres(name: &str) -> (PgCluster, TestApp, Client) {
         data_dir,
         fast_unsafe: true,
         remove_on_stop: true,
-        track_statements: false,
         settings: Vec::new(),
     })
     .unwrap();

@@ -47,7 +47,6 @@ fn cluster() -> &'static Cluster {
             data_dir,
             fast_unsafe: true,
             remove_on_stop: true,
-            track_statements: false,
             settings: Vec::new(),
         })
         .expect("start the private test Postgres");

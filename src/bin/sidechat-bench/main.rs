@@ -99,8 +99,8 @@ enum Scenario {
         step_seconds: u64,
         /// Runs of each ramp step; it holds when the median run's p99 does (and no run
         /// lost or duplicated a message). Odd numbers give a true median.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-        tries: u64,
+        #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        tries: usize,
         /// Messages sent 400 days ago stored first (one transaction, before the users
         /// connect): with `--server-env SIDECHAT__CHAT__RETENTION_DAYS=365`, what the
         /// traffic feels while retention deletes them.
@@ -210,7 +210,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     warmup,
                     ramp,
                     step_seconds,
-                    tries: usize::try_from(tries).unwrap_or(usize::MAX),
+                    tries,
                     backlog,
                 };
                 messages::run(&server, options).await

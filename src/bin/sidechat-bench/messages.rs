@@ -172,7 +172,7 @@ pub async fn run(server: &Server, options: Options) -> anyhow::Result<Value> {
 async fn ramp(server: &Server, site: &mut Site, options: &Options) -> anyhow::Result<Value> {
     site.step(server, 0, options.rate, options.warmup, false)
         .await?;
-    let tries = options.tries.max(1);
+    let tries = options.tries;
     let mut steps = Vec::new();
     let (mut held, mut failed) = (0u64, None::<u64>);
     let mut rate = options.rate.max(1);

@@ -71,8 +71,16 @@ impl Server {
             data_dir,
             fast_unsafe: false,
             remove_on_stop: true,
-            track_statements: true,
-            settings: postgres_settings.to_vec(),
+            settings: [
+                // Where Postgres spends its time, planning included.
+                ("shared_preload_libraries", "pg_stat_statements"),
+                ("pg_stat_statements.track_planning", "on"),
+            ]
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .into_iter()
+            // Later lines win in postgresql.conf: the caller's settings come last.
+            .chain(postgres_settings.iter().cloned())
+            .collect(),
         })?;
         pg.create_database("bench")?;
         let database_url = pg.url("bench");
