@@ -9,6 +9,7 @@
 //! different ones, so every message and receipt crosses the broker; the report adds the
 //! broker's publishes per message and its CPU.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use diesel::prelude::*;
 use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -352,6 +354,7 @@ impl Site {
         let publishes_0 = server.broker_publishes()?;
         let broker_0 = server.broker_cpu_ms();
         let (server_0, pg_0) = server.cpu_ms();
+        let generator_0 = crate::procfs::cpu_ms(std::process::id());
         let started = Instant::now();
         let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -391,6 +394,7 @@ impl Site {
         }
         let until_done = started.elapsed();
         let (server_1, pg_1) = server.cpu_ms();
+        let generator_1 = crate::procfs::cpu_ms(std::process::id());
         let broker_1 = server.broker_cpu_ms();
         let publishes_1 = server.broker_publishes()?;
         let acked = self.counters.acked.load(Ordering::Relaxed) - acked_0;
@@ -437,6 +441,8 @@ impl Site {
             "latency": latency,
             "server_cpu_ms_per_1000": per_thousand(server_0, server_1),
             "postgres_cpu_ms_per_1000": per_thousand(pg_0, pg_1),
+            // This program, on the same cores: what the server could not have.
+            "generator_cpu_ms_per_1000": per_thousand(Some(generator_0), Some(generator_1)),
             "broker_cpu_ms_per_1000": per_thousand(broker_0, broker_1),
             "broker_publishes_per_message": publishes_0.zip(publishes_1)
                 .filter(|_| acked > 0)
@@ -491,15 +497,18 @@ fn spawn_socket(
         // Each read's message's step and when it was sent, until its reply comes.
         let mut reads_pending: HashMap<u64, (u64, Instant)> = HashMap::new();
         while let Some(Ok(message)) = stream.next().await {
-            let Some(frame) = client::parse(&message) else {
+            let Some(frame) = client::Frame::read(&message) else {
                 continue;
             };
-            let reply_ref = frame[1].as_str().unwrap_or("");
-            match frame[3].as_str() {
-                Some("phx_reply") if frame[4]["status"] == "ok" && reply_ref.starts_with('m') => {
+            let reply_ref = frame.msg_ref();
+            match frame.event() {
+                "phx_reply"
+                    if reply_ref.starts_with('m')
+                        && frame.payload::<Reply>().is_some_and(|r| r.status == "ok") =>
+                {
                     counters.acked.fetch_add(1, Ordering::Relaxed);
                 }
-                Some("phx_reply") if reply_ref.starts_with('r') => {
+                "phx_reply" if reply_ref.starts_with('r') => {
                     let pending = reply_ref
                         .get(1..)
                         .and_then(|n| n.parse::<u64>().ok())
@@ -507,16 +516,21 @@ fn spawn_socket(
                     let Some((step, sent_at)) = pending else {
                         continue;
                     };
-                    if frame[4]["status"] == "ok" {
+                    if frame.payload::<Reply>().is_some_and(|r| r.status == "ok") {
                         counters.reads_answered.fetch_add(1, Ordering::Relaxed);
                         let _ = read_latencies.send((step, sent_at.elapsed()));
                     } else {
                         counters.reads_failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Some("new_msg") if frame[4]["user_id"] == json!(peer) => {
-                    let meta = &frame[4]["meta"];
-                    let step = meta["s"].as_u64();
+                "new_msg" => {
+                    let Some(delivery) = frame.payload::<Delivery>() else {
+                        continue;
+                    };
+                    if delivery.user_id != peer {
+                        continue;
+                    }
+                    let step = delivery.meta.s;
                     if send_reads {
                         // Counted before the delivery, so a step never looks caught up
                         // between the two.
@@ -527,7 +541,7 @@ fn spawn_socket(
                             &format!("r{read_ref}"),
                             &topic,
                             "read",
-                            json!({"message_id": frame[4]["id"]}),
+                            json!({"message_id": delivery.id}),
                         );
                         if reads.send(read).is_ok() {
                             reads_pending.insert(read_ref, (step.unwrap_or(0), Instant::now()));
@@ -536,7 +550,7 @@ fn spawn_socket(
                         }
                     }
                     counters.delivered.fetch_add(1, Ordering::Relaxed);
-                    if let (Some(t), Some(step)) = (meta["t"].as_u64(), step) {
+                    if let (Some(t), Some(step)) = (delivery.meta.t, step) {
                         let now = epoch.elapsed().as_nanos() as u64;
                         let _ = latencies.send((step, Duration::from_nanos(now.saturating_sub(t))));
                     }
@@ -550,6 +564,30 @@ fn spawn_socket(
             .fetch_add(reads_pending.len() as u64, Ordering::Relaxed);
     });
     outbox
+}
+
+/// A reply's payload, as far as the generator reads it.
+#[derive(Deserialize)]
+struct Reply<'a> {
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+}
+
+/// A `new_msg` payload, as far as the generator reads it.
+#[derive(Deserialize)]
+struct Delivery<'a> {
+    id: i64,
+    #[serde(borrow)]
+    user_id: Cow<'a, str>,
+    #[serde(default)]
+    meta: Stamp,
+}
+
+/// What the sender put in a message's meta: when it was sent and in which step.
+#[derive(Deserialize, Default)]
+struct Stamp {
+    t: Option<u64>,
+    s: Option<u64>,
 }
 
 /// (rows, distinct (sender, client_ref)) of this run's messages.
