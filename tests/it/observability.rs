@@ -238,6 +238,58 @@ async fn metrics_time_each_receipts_statement_and_count_reads_waiting() {
     assert_eq!(app.metric("sidechat_receipts_queue_depth").await, Some(0.0));
 }
 
+/// A read held back by Postgres shows in the queue depth while it waits, and leaves it
+/// once stored: the gauge `SidechatReadsFallingBehind` watches is the thread's own.
+#[tokio::test]
+async fn a_read_that_waits_on_postgres_is_counted_in_the_queue_depth_until_stored() {
+    use diesel::prelude::*;
+    use std::sync::mpsc;
+
+    let app = spawn_app().await;
+    let mut alice = app.connect("alice").await;
+    alice.join_ok("chat:alice:bob", json!({})).await;
+    let sent = alice.send_msg("chat:alice:bob", "one").await;
+    let id = sent["id"].as_i64().expect("an id");
+
+    // Another connection locks the message's row: the receipt's UPDATE waits behind it.
+    let (locked_tx, locked) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let url = app.db_url.clone();
+    let holder = std::thread::spawn(move || {
+        let mut conn = PgConnection::establish(&url).expect("connect");
+        conn.transaction(|conn| {
+            diesel::sql_query(format!(
+                "SELECT id FROM messages WHERE id = {id} FOR UPDATE"
+            ))
+            .execute(conn)?;
+            locked_tx.send(()).expect("the test waits");
+            let _ = released.recv();
+            // Rolled back: the lock goes and the row is as it was.
+            Err::<(), _>(diesel::result::Error::RollbackTransaction)
+        })
+        .unwrap_err();
+    });
+    tokio::task::spawn_blocking(move || locked.recv().expect("the row is locked"))
+        .await
+        .unwrap();
+
+    let mut bob = app.connect("bob").await;
+    bob.join_ok("chat:alice:bob", json!({})).await;
+    let read = bob.push("chat:alice:bob", "read", json!({"message_id": id}));
+    let watch = async {
+        eventually("the held read is counted", || async {
+            app.metric("sidechat_receipts_queue_depth").await == Some(1.0)
+        })
+        .await;
+        release.send(()).expect("the holder waits");
+    };
+    let (reply, ()) = tokio::join!(read, watch);
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert_eq!(reply["response"]["marked"], 1, "{reply}");
+    assert_eq!(app.metric("sidechat_receipts_queue_depth").await, Some(0.0));
+    holder.join().unwrap();
+}
+
 #[tokio::test]
 async fn a_socket_that_vanishes_without_a_close_frame_is_counted_apart_from_malformed_ones() {
     let app = spawn_app().await;
