@@ -100,7 +100,9 @@ pub fn default_data_dir(workdir: &Path) -> PathBuf {
     std::env::temp_dir().join(format!("sidechat-dev-{tag:016x}"))
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A loopback port nothing listens on now (another process may take it before the
+/// caller binds it; the harnesses start their servers straight after).
+pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
 }

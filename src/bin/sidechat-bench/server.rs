@@ -100,9 +100,7 @@ impl Server {
             broker,
         };
         for _ in 0..replicas {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
+            let port = sidechat::dev::free_port()?;
             let mut command = Command::new(&binary);
             command
                 .arg("serve")
