@@ -44,11 +44,11 @@ struct Cli {
     database_url: String,
     /// A setting for the server this program starts, as its environment variable:
     /// `--server-env SIDECHAT__SERVER__WORKERS=1`. Repeatable.
-    #[arg(long, global = true, value_parser = parse_env)]
+    #[arg(long, global = true, value_parser = parse_pair)]
     server_env: Vec<(String, String)>,
     /// A setting of the Postgres cluster this program starts, as in postgresql.conf:
     /// `--postgres-setting shared_buffers=1GB`. Repeatable. The defaults are Debian's.
-    #[arg(long, global = true, value_parser = parse_env)]
+    #[arg(long, global = true, value_parser = parse_pair)]
     postgres_setting: Vec<(String, String)>,
     /// Replicas of the server to start, sharing one Postgres and the broker. Only
     /// `messages` spreads its users over them; the others use the first.
@@ -59,7 +59,8 @@ struct Cli {
     broker: server::BrokerKind,
 }
 
-fn parse_env(raw: &str) -> Result<(String, String), String> {
+/// `NAME=VALUE`, for a server variable or a Postgres setting.
+fn parse_pair(raw: &str) -> Result<(String, String), String> {
     raw.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("{raw:?}: expected KEY=VALUE"))
